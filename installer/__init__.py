@@ -1,0 +1,1 @@
+"""Host setup: prerequisite checks, accelerator build choice, services, the Docker stack."""

@@ -1,0 +1,1 @@
+"""The Pendra worker terminal app (Textual)."""

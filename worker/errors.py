@@ -1,0 +1,110 @@
+"""Errors a user (or a client of the worker) can act on.
+
+Every error the worker shows a person carries what went wrong and what to do about it. The CLI prints
+``str(error)`` and exits with ``error.exit_code``; the OpenAI-facing paths turn ``http_status``,
+``code`` and the message into the standard ``{"error": {...}}`` envelope. Nothing here ever formats a
+traceback for a user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PendraError(Exception):
+    """Base class: a message for a person, an optional hint, and how to surface it."""
+
+    http_status: int = 500
+    code: str = "internal_error"
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  → {self.hint}" if self.hint else self.message
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI error envelope for this error."""
+        text = f"{self.message} ({self.hint})" if self.hint else self.message
+        return {"error": {"message": text, "type": self.code, "code": self.code, "param": None}}
+
+
+class ConfigError(PendraError):
+    """A setting has a value the worker cannot use; the message names the key and its source."""
+
+    code = "config_error"
+    exit_code = 2
+
+
+class BadRequest(PendraError):
+    """The request itself is wrong (missing or invalid field)."""
+
+    http_status = 400
+    code = "invalid_request_error"
+
+
+class ModelNotFound(PendraError):
+    """No backend on this worker serves the requested model."""
+
+    http_status = 404
+    code = "model_not_found"
+
+
+class NotSupported(PendraError):
+    """The backend lacks the capability (e.g. images on vLLM): a structured 501, never a crash."""
+
+    http_status = 501
+    code = "not_supported"
+
+
+class BackendUnavailable(PendraError):
+    """The backend could not be reached or died while answering."""
+
+    http_status = 503
+    code = "backend_unavailable"
+
+
+class BackendFailed(PendraError):
+    """The backend answered with an error of its own; its status and message are passed on."""
+
+    code = "backend_error"
+
+    def __init__(self, message: str, *, status: int = 502, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.http_status = status
+
+
+class ModelLoadError(PendraError):
+    """A model file could not be loaded (corrupt, truncated, not a GGUF, too big for memory)."""
+
+    http_status = 500
+    code = "model_load_error"
+
+
+class Cancelled(PendraError):
+    """The client went away or the control plane cancelled the request."""
+
+    http_status = 499
+    code = "cancelled"
+
+
+class InstallError(PendraError):
+    """An install or uninstall failed; the modelstore is left as it was before."""
+
+    code = "install_error"
+
+
+class NoWorkerRunning(PendraError):
+    """A command that needs the running worker found none."""
+
+    code = "no_worker"
+    exit_code = 3
+
+    def __init__(self, message: str = "No Pendra worker is running for this PENDRA_HOME.") -> None:
+        super().__init__(
+            message,
+            hint="start it with `pendra --no-ui` (foreground) or `pendra service install` (service)",
+        )
