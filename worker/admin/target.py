@@ -1,0 +1,42 @@
+"""What the admin server needs from the worker: the :class:`AdminTarget` protocol.
+
+``worker.runtime.Worker`` implements it. Each method may be plain or ``async`` (the server awaits
+whatever comes back), and may return a dict, a dataclass or anything with ``as_dict()``; the server
+turns it into JSON. Errors are :class:`~worker.errors.PendraError` subclasses: the client re-raises
+them with their message and hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol, runtime_checkable
+
+from worker.events import EventBus
+
+MaybeAwaitable = Any | Awaitable[Any]
+
+
+@runtime_checkable
+class AdminTarget(Protocol):
+    events: EventBus
+
+    def status(self) -> MaybeAwaitable:
+        """The DESIGN §6 status document (exactly those keys; more allowed)."""
+
+    def install(self, ref: str, backend: str | None) -> MaybeAwaitable:
+        """Start (or join) an install; returns the job (at least ``id`` and ``ref``)."""
+
+    def cancel_install(self, job_id: str) -> MaybeAwaitable:
+        """Cancel a running install job."""
+
+    def uninstall(self, ref: str, backend: str | None) -> MaybeAwaitable:
+        """Remove a model where its backend allows it."""
+
+    def refresh_backends(self) -> MaybeAwaitable:
+        """Re-run discovery now; returns the backends as in the status document."""
+
+    def drain(self) -> MaybeAwaitable:
+        """Stop taking new requests, finish the ones in flight."""
+
+    def log_tail(self, n: int) -> MaybeAwaitable:
+        """The last ``n`` log lines (already redacted)."""

@@ -1,0 +1,154 @@
+"""The human summary ``pendra status`` prints: pure functions over the status document (DESIGN §6).
+
+Missing or null values print as "–" rather than failing, so a status document from a newer or older
+worker still renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+DASH = "–"
+
+
+def human_bytes(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        return DASH
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return DASH  # pragma: no cover - the loop always returns
+
+
+def human_duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        return DASH
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _num(value: Any, fmt: str, suffix: str = "") -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return DASH
+    return f"{value:{fmt}}{suffix}"
+
+
+def _list(doc: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = doc.get(key)
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _worker_lines(doc: Mapping[str, Any]) -> list[str]:
+    worker = doc.get("worker") if isinstance(doc.get("worker"), Mapping) else {}
+    state = worker.get("state") or "unknown"
+    version = worker.get("version") or DASH
+    return [f"Worker    {state} · v{version} · up {human_duration(worker.get('uptime_s'))}"]
+
+
+def _request_lines(doc: Mapping[str, Any]) -> list[str]:
+    requests = doc.get("requests") if isinstance(doc.get("requests"), Mapping) else {}
+    parts = [
+        f"{_num(requests.get('in_flight'), 'd')} in flight",
+        f"{_num(requests.get('served'), ',d')} served",
+        f"{_num(requests.get('failed'), ',d')} failed",
+    ]
+    rate = requests.get("tokens_per_s")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        parts.append(f"{rate:.1f} tok/s")
+    return ["Requests  " + " · ".join(parts)]
+
+
+def _backend_lines(doc: Mapping[str, Any]) -> list[str]:
+    backends = _list(doc, "backends")
+    if not backends:
+        return ["Backends  none found"]
+    rows = []
+    for backend in backends:
+        models = backend.get("models") if isinstance(backend.get("models"), list) else []
+        count = f"{len(models)} model{'s' if len(models) != 1 else ''}"
+        endpoint = backend.get("endpoint") or (
+            "built-in" if backend.get("name") == "pendra" else ""
+        )
+        rows.append(
+            (
+                str(backend.get("name") or "?"),
+                str(backend.get("status") or "?"),
+                count,
+                str(endpoint),
+            )
+        )
+    return ["Backends", *_table(rows)]
+
+
+def _gpu_lines(doc: Mapping[str, Any]) -> list[str]:
+    gpus = _list(doc, "gpus")
+    if not gpus:
+        return ["GPUs      none detected"]
+    rows = []
+    for gpu in gpus:
+        memory = f"{human_bytes(gpu.get('memory_used'))} / {human_bytes(gpu.get('memory_total'))}"
+        rows.append(
+            (
+                str(gpu.get("index", "?")),
+                str(gpu.get("name") or "GPU"),
+                _num(gpu.get("utilization"), ".0f", "%"),
+                memory,
+                _num(gpu.get("temperature"), ".0f", "°C"),
+                _num(gpu.get("power_w"), ".0f", " W"),
+            )
+        )
+    return ["GPUs", *_table(rows)]
+
+
+def _install_lines(doc: Mapping[str, Any]) -> list[str]:
+    installs = _list(doc, "installs")
+    if not installs:
+        return []
+    rows = []
+    for job in installs:
+        done, total = job.get("bytes_done"), job.get("bytes_total")
+        if isinstance(total, (int, float)) and total > 0 and isinstance(done, (int, float)):
+            progress = f"{human_bytes(done)} / {human_bytes(total)} ({100 * done / total:.0f}%)"
+        else:
+            progress = human_bytes(done)
+        rows.append(
+            (
+                str(job.get("ref") or "?"),
+                f"→ {job.get('backend') or '?'}",
+                str(job.get("phase") or "?"),
+                progress,
+            )
+        )
+    return ["Installs", *_table(rows)]
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def render_status(doc: Mapping[str, Any]) -> str:
+    """The readable summary: worker, requests, backends, GPUs, installs."""
+    lines = [
+        *_worker_lines(doc),
+        *_request_lines(doc),
+        *_backend_lines(doc),
+        *_gpu_lines(doc),
+        *_install_lines(doc),
+    ]
+    return "\n".join(lines)
