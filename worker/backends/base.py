@@ -144,7 +144,7 @@ class Backend(abc.ABC):
         Sets ``status``/``detail``/``models``; never raises for an unreachable backend.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Release connections, threads and loaded models."""
 
     def mark(self, status: BackendStatus, detail: str | None = None) -> None:

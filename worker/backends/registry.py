@@ -54,8 +54,10 @@ class BackendRegistry:
                 return backend, model
         served = sorted({m.id for b in self.ready() for m in b.models})
         hint = (
-            f"models served here: {', '.join(served[:20])}" if served else
-            "no backend on this worker serves any model yet; install one with `pendra models install`"
+            f"models served here: {', '.join(served[:20])}"
+            if served
+            else "no backend on this worker serves any model yet; "
+            "install one with `pendra models install`"
         )
         raise ModelNotFound(f"No backend on this worker serves the model {model!r}.", hint=hint)
 
