@@ -1,0 +1,148 @@
+"""Fetching the public catalogue, with the last good copy as the offline fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from worker import __version__
+from worker.catalogue import cache
+from worker.catalogue.parse import (
+    CatalogueError,
+    parse_catalogue,
+    parse_catalogue_bytes,
+    resolve_urls,
+)
+from worker.catalogue.refs import ModelRef, parse_ref
+from worker.catalogue.schema import CatalogueModel, CatalogueVariant
+from worker.errors import ModelNotFound
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CATALOGUE_PATH = "/api/v1/catalogue"
+MAX_CATALOGUE_BYTES = 16 * 1024 * 1024  # a catalogue is kilobytes; refuse to buffer something huge
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The catalogue as this worker sees it, and where it came from."""
+
+    models: tuple[CatalogueModel, ...]
+    cached: bool = False
+    fetched_at: float | None = None
+    source_url: str = ""
+    warnings: tuple[str, ...] = field(default=())
+    stale_reason: str | None = None
+    """Why the cached copy is shown instead of a fresh one (offline, server error, malformed)."""
+
+    @property
+    def age_s(self) -> float | None:
+        return None if self.fetched_at is None else max(0.0, time.time() - self.fetched_at)
+
+    def find(self, ref: str | ModelRef) -> tuple[CatalogueModel, CatalogueVariant]:
+        """The model and variant of ``ref``; raises :class:`ModelNotFound` with a suggestion."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        model = next((m for m in self.models if m.id == parsed.id), None)
+        if model is None:
+            raise ModelNotFound(
+                f"{parsed} is not in the catalogue.",
+                hint="list what is there with `pendra catalogue`",
+            )
+        variant = model.variant(parsed.tag)
+        if variant is None:
+            tags = ", ".join(f"{model.id}:{v.tag}" for v in model.variants)
+            raise ModelNotFound(f"{parsed} is not in the catalogue.", hint=f"{model.id} has {tags}")
+        return model, variant
+
+
+class CatalogueClient:
+    """``GET {api_url}/api/v1/catalogue`` (public, no auth) with a cache under ``$PENDRA_HOME``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._timeout = timeout_s
+        self._transport = transport
+
+    @property
+    def url(self) -> str:
+        return self._settings.api_url.rstrip("/") + CATALOGUE_PATH
+
+    async def load(self) -> Catalogue:
+        """The fresh catalogue, else the cached copy (``cached=True``), else a CatalogueError."""
+        try:
+            body = await self._fetch()
+            parsed = parse_catalogue_bytes(body, source=f"catalogue from {self.url}")
+        except CatalogueError as exc:
+            fallback = self._from_cache(reason=exc.message)
+            if fallback is None:
+                raise
+            log.warning("catalogue: %s; showing the cached copy", exc.message)
+            return fallback
+        for warning in parsed.warnings:
+            log.warning("catalogue: %s", warning)
+        now = time.time()
+        try:
+            cache.save(self._settings.cache_dir, json.loads(body), now, self._settings.api_url)
+        except OSError as exc:  # a read-only home must not hide a good catalogue
+            log.warning(
+                "catalogue: cannot write the cache in %s: %s", self._settings.cache_dir, exc
+            )
+        return Catalogue(
+            models=resolve_urls(parsed.models, self._settings.api_url),
+            fetched_at=now,
+            source_url=self.url,
+            warnings=parsed.warnings,
+        )
+
+    async def _fetch(self) -> bytes:
+        headers = {"Accept": "application/json", "User-Agent": f"pendra-worker/{__version__}"}
+        try:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport, follow_redirects=True
+            ) as client, client.stream("GET", self.url, headers=headers) as response:
+                if response.status_code != 200:
+                    raise CatalogueError(
+                        f"The catalogue at {self.url} answered HTTP {response.status_code}."
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_CATALOGUE_BYTES:
+                        raise CatalogueError(f"The catalogue at {self.url} is too large.")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise CatalogueError(
+                f"Cannot fetch the catalogue from {self.url}: {reason}.",
+                hint="check the network and PENDRA_API_URL",
+            ) from None
+
+    def _from_cache(self, *, reason: str) -> Catalogue | None:
+        stored = cache.load(self._settings.cache_dir)
+        if stored is None or stored.api_url.rstrip("/") != self._settings.api_url.rstrip("/"):
+            return None
+        try:
+            parsed = parse_catalogue(stored.document, source="cached catalogue")
+        except CatalogueError:
+            return None
+        return Catalogue(
+            models=resolve_urls(parsed.models, stored.api_url),
+            cached=True,
+            fetched_at=stored.fetched_at,
+            source_url=self.url,
+            warnings=parsed.warnings,
+            stale_reason=reason,
+        )

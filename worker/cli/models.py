@@ -1,0 +1,373 @@
+"""``pendra models``: list, install and remove models on every backend; ``models dir``.
+
+With a worker running, every command goes through its admin API so the two never fight over the
+modelstore (an install then shows the worker's own job and its progress events). Without one,
+the command acts directly on the same ``PENDRA_HOME``. ``--json`` prints only JSON on stdout.
+
+Exit codes: 0 done; 1 failed (the message says why and what to do); 130 interrupted. An install
+interrupted by Ctrl-C keeps its partial download: running it again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+from typing import Any
+
+ORDER = 30
+FINAL = frozenset({"done", "failed", "cancelled"})
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="models on every backend; install / rm / dir",
+        description="List the models on every backend, or install and remove them.",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=run_list)
+    sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+
+    install = sub.add_parser(
+        "install",
+        help="install a catalogue model, with live progress",
+        description=(
+            "Install REF (<catalogue id>:<tag>, see `pendra catalogue`) into the built-in backend "
+            "(a verified download into the modelstore) or into another backend with --backend."
+        ),
+    )
+    install.add_argument("ref", metavar="REF", help="e.g. gemma3:270m")
+    install.add_argument("--backend", metavar="B", help="pendra, ollama, lmstudio or speaches")
+    install.add_argument("--json", action="store_true", help="print the finished job as JSON")
+    install.set_defaults(handler=run_install)
+
+    remove = sub.add_parser(
+        "rm",
+        help="remove an installed model",
+        description="Remove REF from the backend it is installed in (or from --backend B).",
+    )
+    remove.add_argument("ref", metavar="REF")
+    remove.add_argument("--backend", metavar="B")
+    remove.add_argument("--json", action="store_true", help="machine-readable output")
+    remove.set_defaults(handler=run_rm)
+
+    directory = sub.add_parser("dir", help="print the built-in modelstore path")
+    directory.set_defaults(handler=run_dir)
+
+
+# -- pendra models dir ----------------------------------------------------------------------------
+def run_dir(args: argparse.Namespace) -> int:
+    from worker.settings import load_settings
+
+    print(load_settings().models_dir)
+    return 0
+
+
+# -- pendra models [--json] -----------------------------------------------------------------------
+def run_list(args: argparse.Namespace) -> int:
+    from worker.settings import load_settings
+
+    rows, source = asyncio.run(list_models(load_settings()))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_models(rows, source))
+    return 0
+
+
+def rows_from_backends(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (backend, model) from DESIGN §6 backend entries (pure)."""
+    rows = []
+    for entry in backends:
+        if not isinstance(entry, dict):
+            continue
+        for model in entry.get("models") or []:
+            if isinstance(model, dict) and model.get("id"):
+                rows.append(
+                    {
+                        "backend": entry.get("name"),
+                        "id": model["id"],
+                        "task": model.get("task"),
+                        "context_length": model.get("context_length"),
+                        "size_bytes": model.get("size_bytes"),
+                    }
+                )
+    return rows
+
+
+async def list_models(settings: Any) -> tuple[list[dict[str, Any]], str]:
+    status = await _worker_call(settings, lambda client: client.status())
+    if isinstance(status, dict):
+        return rows_from_backends(status.get("backends") or []), "the running worker"
+    backends = await _describe_directly(settings)
+    return rows_from_backends(backends), "this machine (no worker running)"
+
+
+async def _describe_directly(settings: Any) -> list[dict[str, Any]]:
+    builtin = await _builtin(settings)
+    try:
+        from worker.backends.discovery import discover_backends
+    except ImportError:
+        return [builtin.describe()] if builtin is not None else _store_only(settings)
+    registry = await discover_backends(settings, builtin=builtin)
+    try:
+        return [backend.describe() for backend in registry]
+    finally:
+        for backend in registry:
+            await backend.close()
+
+
+async def _builtin(settings: Any) -> Any:
+    if not settings.builtin_enabled:
+        return None
+    try:
+        from worker.backends.pendra import PendraBackend
+    except ImportError:
+        return None
+    backend = PendraBackend(settings)
+    await backend.refresh()
+    return backend
+
+
+def _store_only(settings: Any) -> list[dict[str, Any]]:
+    from worker.modelstore import ModelStore
+
+    models = [
+        {
+            "id": m.id,
+            "task": m.task.value if m.task else None,
+            "context_length": m.context_length,
+            "size_bytes": m.size_bytes,
+        }
+        for m in ModelStore(settings.models_dir).scan()
+    ]
+    return [{"name": "pendra", "models": models}]
+
+
+def render_models(rows: list[dict[str, Any]], source: str) -> str:
+    from worker.fit import human_bytes
+
+    if not rows:
+        return (
+            f"No models on any backend ({source}).\n"
+            "Install one with `pendra models install REF` (see `pendra catalogue`).\n"
+        )
+    table = [("BACKEND", "MODEL", "TASK", "CONTEXT", "SIZE")]
+    for row in rows:
+        table.append(
+            (
+                str(row["backend"]),
+                str(row["id"]),
+                str(row.get("task") or "-"),
+                str(row.get("context_length") or "-"),
+                human_bytes(row["size_bytes"]) if row.get("size_bytes") else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in table]
+    return "\n".join([*lines, f"({source})"]) + "\n"
+
+
+# -- pendra models install ------------------------------------------------------------------------
+class ProgressPrinter:
+    """Redraws one progress line on a terminal; prints phase changes only when not a terminal."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_phase: str | None = None
+        self._drawn = False
+
+    def show(self, event: dict[str, Any]) -> None:
+        from worker.installs.progress_text import progress_line
+
+        phase = event.get("phase")
+        if self.tty:
+            width = shutil.get_terminal_size((100, 20)).columns
+            self.stream.write("\r\x1b[2K" + progress_line(event, width))
+            self._drawn = True
+            if phase in FINAL:
+                self.stream.write("\n")
+                self._drawn = False
+        elif phase != self._last_phase:
+            self.stream.write(progress_line(event, 120) + "\n")
+        self._last_phase = phase
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from worker.catalogue.refs import parse_ref
+    from worker.settings import load_settings
+
+    parse_ref(args.ref)  # a bad ref is an error before anything else happens
+    settings = load_settings()
+    printer = ProgressPrinter()
+    try:
+        job = asyncio.run(install(settings, args.ref, args.backend, printer))
+    except KeyboardInterrupt:
+        printer.close()
+        print(
+            "pendra: install interrupted; the partial download is kept — run the same command "
+            "to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        printer.close()
+    if args.json:
+        json.dump(job, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if job.get("phase") == "done":
+        if not args.json:
+            print(f"Installed {job['ref']} into {job['backend']} ({job.get('detail') or 'done'}).")
+        return 0
+    message = job.get("error") or f"the install ended as {job.get('phase')}"
+    print(f"pendra: install of {job.get('ref')} failed: {message}", file=sys.stderr)
+    if job.get("hint"):
+        print(f"  → {job['hint']}", file=sys.stderr)
+    return 1
+
+
+async def install(
+    settings: Any, ref: str, backend: str | None, printer: ProgressPrinter
+) -> dict[str, Any]:
+    """Install through the running worker when there is one, else directly; the final job."""
+    via_worker = await _install_via_worker(settings, ref, backend, printer)
+    if via_worker is not None:
+        return via_worker
+    return await _install_directly(settings, ref, backend, printer)
+
+
+async def _install_via_worker(
+    settings: Any, ref: str, backend: str | None, printer: ProgressPrinter
+) -> dict[str, Any] | None:
+    try:
+        from worker.admin.client import AdminClient
+    except ImportError:
+        return None
+    from worker.errors import NoWorkerRunning
+
+    client = AdminClient.for_settings(settings)
+    try:
+        stream = await client.open_events({"install"})  # subscribe first: no event is missed
+    except NoWorkerRunning:
+        return None
+    try:
+        job = await client.install(ref, backend)
+        printer.show(job)
+        if job.get("phase") in FINAL:
+            return job
+        async for event in stream:
+            if event.get("job_id") != job.get("id"):
+                continue
+            printer.show(event)
+            if event.get("phase") in FINAL:
+                return {**job, **{k: v for k, v in event.items() if k not in {"kind", "ts"}}}
+    finally:
+        await stream.aclose()
+    raise NoWorkerRunning("The Pendra worker stopped during the install.")
+
+
+async def _install_directly(
+    settings: Any, ref: str, backend: str | None, printer: ProgressPrinter
+) -> dict[str, Any]:
+    from worker.backends.registry import BackendRegistry
+    from worker.catalogue import CatalogueClient
+    from worker.events import EventBus
+    from worker.installs import InstallManager
+
+    catalogue = await CatalogueClient(settings).load()
+    if catalogue.cached:
+        print(f"pendra: using the cached catalogue ({catalogue.stale_reason})", file=sys.stderr)
+    _, variant = catalogue.find(ref)
+    builtin_only = backend == "pendra" or (
+        backend is None and variant.installs_into_pendra and settings.builtin_enabled
+    )
+    registry = BackendRegistry()
+    if not builtin_only:
+        from worker.backends.discovery import discover_backends
+
+        registry = await discover_backends(settings)
+
+    async def load() -> Any:
+        return catalogue
+
+    bus = EventBus()
+    events = bus.subscribe(kinds={"install"})
+    manager = InstallManager(settings, registry, bus, catalogue_loader=load)
+    try:
+        job = await manager.start(ref, backend)
+        while True:
+            event = await events.get()
+            printer.show(event)
+            if event.get("phase") in FINAL:
+                break
+        return (await job.wait()).as_dict()
+    finally:
+        await manager.close()
+        for item in registry:
+            await item.close()
+
+
+# -- pendra models rm -----------------------------------------------------------------------------
+def run_rm(args: argparse.Namespace) -> int:
+    from worker.catalogue.refs import parse_ref
+    from worker.settings import load_settings
+
+    parse_ref(args.ref)
+    result = asyncio.run(remove(load_settings(), args.ref, args.backend))
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"Removed {result['ref']} from {result['backend']}.")
+    return 0
+
+
+async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]:
+    result = await _worker_call(settings, lambda client: client.uninstall(ref, backend))
+    if isinstance(result, dict):
+        return result
+    from worker.backends.registry import BackendRegistry
+    from worker.catalogue.refs import parse_ref
+    from worker.installs import InstallManager
+    from worker.installs.builtin import installed_files
+
+    registry = BackendRegistry()
+    local = installed_files(settings.models_dir, parse_ref(ref))
+    if backend not in (None, "pendra") or (backend is None and not local):
+        from worker.backends.discovery import discover_backends
+
+        registry = await discover_backends(settings)
+        registry.remove("pendra")  # files are removed directly; no model is serving here
+    manager = InstallManager(settings, registry)
+    try:
+        return await manager.uninstall(ref, backend)
+    finally:
+        for item in registry:
+            await item.close()
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+async def _worker_call(settings: Any, call: Any) -> Any:
+    """``call(client)`` on the running worker's admin API, or ``None`` when none runs."""
+    try:
+        from worker.admin.client import AdminClient
+    except ImportError:
+        return None
+    from worker.errors import NoWorkerRunning
+
+    try:
+        return await call(AdminClient.for_settings(settings))
+    except NoWorkerRunning:
+        return None

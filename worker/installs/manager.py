@@ -1,0 +1,394 @@
+"""Install and uninstall jobs for every backend that can install, with live progress.
+
+One :class:`InstallManager` per process (the running worker, or a direct ``pendra models install``
+when none runs). A job installs one catalogue ref into one backend; asking again for the same ref
+and backend while it runs joins the same job. Progress goes to the EventBus as ``"install"``
+events (the admin API and the control plane relay them) and is kept on the job for
+:meth:`InstallManager.snapshot` (the ``installs`` part of the status document, DESIGN §6).
+
+Built-in backend: the GGUF is downloaded straight into the modelstore (:mod:`.builtin`). External
+backends (Ollama, LM Studio, Speaches): their own ``Backend.install``/``uninstall`` with the name
+the catalogue gives for that backend (``ollama_tag``, ``lmstudio_id``, ``speaches_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.backends.base import BackendStatus, InstallProgress
+from worker.backends.registry import BackendRegistry
+from worker.catalogue import Catalogue, CatalogueClient
+from worker.catalogue.refs import ModelRef, parse_ref
+from worker.catalogue.schema import CatalogueModel, CatalogueVariant
+from worker.errors import BadRequest, InstallError, ModelNotFound, PendraError
+from worker.events import EventBus
+from worker.installs.builtin import install_into_store, installed_files, remove_from_store
+from worker.installs.rate import RateMeter
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "pendra"
+BACKEND_ID_FIELD = {"ollama": "ollama_tag", "lmstudio": "lmstudio_id", "speaches": "speaches_id"}
+"""Which catalogue field names a variant for each external backend that installs."""
+FINAL_PHASES = frozenset({"done", "failed", "cancelled"})
+EVENT_INTERVAL_S = 0.25
+"""At most this often per job for byte-progress events; phase changes are always sent."""
+KEEP_FINISHED_S = 60.0
+
+CatalogueLoader = Callable[[], Awaitable[Catalogue]]
+
+
+@dataclass(eq=False)
+class InstallJob:
+    """One install of ``ref`` into ``backend``; :meth:`wait` for the end, read ``phase``."""
+
+    ref: str
+    backend: str
+    target: str
+    """The name the backend knows it by (a file name, an Ollama tag, an LM Studio id …)."""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    phase: str = "queued"
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    rate_bps: float | None = None
+    eta_s: float | None = None
+    detail: str | None = None
+    error: str | None = None
+    hint: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _meter: RateMeter = field(default_factory=RateMeter, repr=False)
+    _last_event: float = field(default=0.0, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINAL_PHASES
+
+    @property
+    def ok(self) -> bool:
+        return self.phase == "done"
+
+    async def wait(self) -> InstallJob:
+        """Wait for the job to end (in any final phase); never raises its error."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The DESIGN §6 ``installs`` entry plus id, rate, ETA, error and timing."""
+        return {
+            "id": self.id,
+            "ref": self.ref,
+            "backend": self.backend,
+            "target": self.target,
+            "phase": self.phase,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "rate_bps": self.rate_bps,
+            "eta_s": self.eta_s,
+            "detail": self.detail,
+            "error": self.error,
+            "hint": self.hint,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+def backend_target(backend: str, variant: CatalogueVariant) -> str | None:
+    """The id ``backend`` installs ``variant`` by, or ``None`` when the catalogue gives none."""
+    if backend == BUILTIN:
+        return variant.gguf_url if variant.installs_into_pendra else None
+    field_name = BACKEND_ID_FIELD.get(backend)
+    return getattr(variant, field_name) if field_name else None
+
+
+def choose_backend(variant: CatalogueVariant, available: list[str], requested: str | None) -> str:
+    """Where to install (pure): the requested backend if the variant lists it and it is here;
+    otherwise the built-in backend when it can, then the variant's backends in catalogue order."""
+    listed = [b for b in variant.backends if backend_target(b, variant)]
+    if requested is not None:
+        if requested not in variant.backends or requested not in listed:
+            where = ", ".join(listed) or "no backend"
+            raise BadRequest(
+                f"This model cannot be installed into {requested!r}.",
+                hint=f"it installs into: {where}",
+            )
+        if requested not in available:
+            raise InstallError(
+                f"The {requested} backend is not running on this machine.",
+                hint="start it (see `pendra backends`), or pick another with --backend",
+            )
+        return requested
+    for name in listed:
+        if name in available:
+            return name
+    raise InstallError(
+        "No backend on this machine can install this model.",
+        hint=f"it installs into: {', '.join(listed) or 'none'}; start one of them "
+        "(see `pendra backends`)",
+    )
+
+
+class InstallManager:
+    """Runs install jobs and uninstalls; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: BackendRegistry | None = None,
+        events: EventBus | None = None,
+        *,
+        catalogue_loader: CatalogueLoader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or BackendRegistry()
+        self.events = events or EventBus()
+        self._load_catalogue = catalogue_loader or CatalogueClient(settings).load
+        self._jobs: dict[str, InstallJob] = {}
+
+    # -- queries ----------------------------------------------------------------------------------
+    def jobs(self) -> list[InstallJob]:
+        return list(self._jobs.values())
+
+    def job(self, job_id: str) -> InstallJob | None:
+        return self._jobs.get(job_id)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Running jobs plus those that ended in the last minute, oldest first."""
+        now = time.time()
+        for job_id, job in list(self._jobs.items()):
+            if job.finished_at is not None and now - job.finished_at > KEEP_FINISHED_S:
+                del self._jobs[job_id]
+        return [job.as_dict() for job in self._jobs.values()]
+
+    def available_backends(self) -> list[str]:
+        names = [b.kind for b in self.registry.ready() if b.capabilities.install]
+        if self.settings.builtin_enabled and BUILTIN not in names:
+            names.insert(0, BUILTIN)  # the built-in install is a download; no backend object needed
+        return names
+
+    # -- commands ---------------------------------------------------------------------------------
+    async def start(self, ref: str, backend: str | None = None) -> InstallJob:
+        """Start installing ``ref`` (or join the running job for the same ref and backend)."""
+        parsed = parse_ref(ref)
+        catalogue = await self._load_catalogue()
+        model, variant = catalogue.find(parsed)
+        chosen = choose_backend(variant, self.available_backends(), backend)
+        for job in self._jobs.values():
+            if job.ref == str(parsed) and job.backend == chosen and not job.finished:
+                return job
+        target = backend_target(chosen, variant) or ""
+        job = InstallJob(ref=str(parsed), backend=chosen, target=target)
+        self._jobs[job.id] = job
+        self._publish(job, force=True)
+        job._task = asyncio.create_task(self._run(job, parsed, model, variant))
+        return job
+
+    async def install(self, ref: str, backend: str | None = None) -> InstallJob:
+        """Start (or join) and wait; the finished job (check ``job.ok``)."""
+        return await (await self.start(ref, backend)).wait()
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ModelNotFound(f"No install job {job_id!r}.", hint="see `pendra status`")
+        if job._task is not None and not job.finished:
+            job._task.cancel()
+            await job.wait()
+        return job.as_dict()
+
+    async def uninstall(self, ref: str, backend: str | None = None) -> dict[str, Any]:
+        """Remove ``ref`` from ``backend`` (default: wherever it is installed)."""
+        parsed = parse_ref(ref)
+        for job in self._jobs.values():
+            if job.ref == str(parsed) and not job.finished and backend in (None, job.backend):
+                raise InstallError(
+                    f"{parsed} is being installed into {job.backend} right now.",
+                    hint=f"cancel the install first (job {job.id})",
+                )
+        variant = await self._variant_or_none(parsed)
+        chosen = backend or self._installed_where(parsed, variant)
+        if chosen == BUILTIN:
+            removed = await self._uninstall_builtin(parsed, variant)
+            target = ", ".join(removed) or str(parsed)
+        else:
+            target = await self._uninstall_external(parsed, chosen, variant)
+        self.events.publish(
+            "install",
+            ref=str(parsed),
+            backend=chosen,
+            phase="removed",
+            bytes_done=0,
+            bytes_total=None,
+            rate_bps=None,
+            eta_s=None,
+            error=None,
+        )
+        return {"ref": str(parsed), "backend": chosen, "removed": target}
+
+    async def close(self) -> None:
+        """Cancel every running job (partials stay for a later resume)."""
+        tasks = [j._task for j in self._jobs.values() if j._task and not j.finished]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- running a job ----------------------------------------------------------------------------
+    async def _run(
+        self, job: InstallJob, ref: ModelRef, model: CatalogueModel, variant: CatalogueVariant
+    ) -> None:
+        try:
+            self._progress(job, "starting", 0, variant.size_bytes)
+            if job.backend == BUILTIN:
+                result = await install_into_store(
+                    self.settings.models_dir,
+                    ref,
+                    model,
+                    variant,
+                    lambda phase, done, total: self._progress(job, phase, done, total),
+                )
+                job.target = result.path.name
+                job.detail = "downloaded" if result.downloaded else "already installed"
+                builtin = self.registry.get(BUILTIN)
+                if builtin is not None:
+                    await builtin.refresh()
+            else:
+                backend = self.registry.get(job.backend)
+                if backend is None or backend.status is not BackendStatus.READY:
+                    raise InstallError(f"The {job.backend} backend is not available any more.")
+
+                def on_progress(event: InstallProgress) -> None:
+                    if event.phase != "done":
+                        self._progress(
+                            job, event.phase, event.bytes_done, event.bytes_total, event.detail
+                        )
+
+                await backend.install(job.target, on_progress)
+            self._finish(job, "done")
+        except asyncio.CancelledError:
+            self._finish(job, "cancelled")
+            raise
+        except PendraError as exc:
+            self._finish(job, "failed", exc.message, exc.hint)
+        except OSError as exc:
+            self._finish(job, "failed", f"File system error: {exc.strerror or exc}.")
+        except Exception as exc:  # a bug must end the job visibly, not hang it
+            log.exception("install of %s into %s crashed", job.ref, job.backend)
+            self._finish(job, "failed", f"Unexpected error: {exc}")
+
+    def _progress(
+        self,
+        job: InstallJob,
+        phase: str,
+        done: int,
+        total: int | None,
+        detail: str | None = None,
+    ) -> None:
+        now = time.monotonic()
+        changed = phase != job.phase
+        if phase == "resuming" or (changed and phase == "downloading"):
+            job._meter.reset(now, done)
+        else:
+            job._meter.update(now, done)
+        job.phase, job.bytes_done = phase, done
+        job.bytes_total = total if total is not None else job.bytes_total
+        job.rate_bps = job._meter.rate_bps if phase == "downloading" else None
+        job.eta_s = job._meter.eta_s(done, job.bytes_total) if phase == "downloading" else None
+        if detail is not None:
+            job.detail = detail
+        self._publish(job, force=changed)
+
+    def _finish(
+        self, job: InstallJob, phase: str, error: str | None = None, hint: str | None = None
+    ) -> None:
+        job.phase, job.error, job.hint = phase, error, hint
+        job.rate_bps = job.eta_s = None
+        if phase == "done" and job.bytes_total is not None:
+            job.bytes_done = job.bytes_total
+        job.finished_at = time.time()
+        if error:
+            log.warning("install of %s into %s failed: %s", job.ref, job.backend, error)
+        else:
+            log.info("install of %s into %s: %s", job.ref, job.backend, phase)
+        self._publish(job, force=True)
+
+    def _publish(self, job: InstallJob, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - job._last_event < EVENT_INTERVAL_S:
+            return
+        job._last_event = now
+        self.events.publish(
+            "install",
+            job_id=job.id,
+            ref=job.ref,
+            backend=job.backend,
+            phase=job.phase,
+            bytes_done=job.bytes_done,
+            bytes_total=job.bytes_total,
+            rate_bps=job.rate_bps,
+            eta_s=job.eta_s,
+            detail=job.detail,
+            error=job.error,
+            hint=job.hint,
+        )
+
+    # -- uninstall helpers ------------------------------------------------------------------------
+    async def _variant_or_none(self, ref: ModelRef) -> CatalogueVariant | None:
+        """The catalogue entry when reachable; uninstall works offline without it for pendra."""
+        try:
+            return (await self._load_catalogue()).find(ref)[1]
+        except PendraError:
+            return None
+
+    def _installed_where(self, ref: ModelRef, variant: CatalogueVariant | None) -> str:
+        if installed_files(self.settings.models_dir, ref):
+            return BUILTIN
+        if variant is not None:
+            for backend in self.registry.ready():
+                target = backend_target(backend.kind, variant)
+                if target and any(m.id == target for m in backend.models):
+                    return backend.kind
+        raise ModelNotFound(
+            f"{ref} is not installed on any backend here.",
+            hint="see what is installed with `pendra models`",
+        )
+
+    async def _uninstall_builtin(
+        self, ref: ModelRef, variant: CatalogueVariant | None
+    ) -> list[str]:
+        backend = self.registry.get(BUILTIN)
+        if backend is not None and backend.capabilities.uninstall:
+            await backend.uninstall(str(ref))  # refuses a model that is serving
+            return [str(ref)]
+        url = variant.gguf_url if variant else None
+        removed = await asyncio.to_thread(remove_from_store, self.settings.models_dir, ref, url)
+        return [p.name for p in removed]
+
+    async def _uninstall_external(
+        self, ref: ModelRef, kind: str, variant: CatalogueVariant | None
+    ) -> str:
+        backend = self.registry.get(kind)
+        if backend is None or backend.status is not BackendStatus.READY:
+            raise InstallError(
+                f"The {kind} backend is not running here.", hint="see `pendra backends`"
+            )
+        target = backend_target(kind, variant) if variant else None
+        if not target:
+            raise BadRequest(
+                f"The catalogue does not say what {ref} is called in {kind}.",
+                hint=f"remove it with {kind}'s own tools",
+            )
+        await backend.uninstall(target)
+        return target
