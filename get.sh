@@ -1,0 +1,514 @@
+#!/usr/bin/env bash
+# Pendra worker installer.
+#
+#   curl -fsSL https://get.pendra.ai/worker | bash            # install, then open the setup app
+#   curl -fsSL https://get.pendra.ai/worker | bash -s -- --no-ui --key-file ./worker.key
+#   ./get.sh                                                  # from a checkout: installs the checkout
+#
+# What it does, all as the current user: finds Python >= 3.10, makes a virtualenv in
+# ~/.pendra/venv, installs pendra-worker with the llama.cpp build that fits this machine (CUDA,
+# Metal, Vulkan or CPU), links `pendra` into ~/.local/bin and starts it. It never installs system
+# packages or drivers; when something is missing it prints the command to run. Re-running upgrades
+# in place and keeps your configuration, worker key and models. `--uninstall` removes it again.
+#
+# The whole script is inside main(), called on the last line, so a truncated download runs nothing.
+
+if [ -z "${BASH_VERSION:-}" ]; then
+  echo "get.sh needs bash: curl -fsSL https://get.pendra.ai/worker | bash" >&2
+  exit 1
+fi
+
+main() {
+  set -euo pipefail
+
+  # ------------------------------------------------------------------------------------------ ui
+  local bold="" dim="" red="" yellow="" green="" reset=""
+  if [ -t 2 ] && [ -z "${NO_COLOR:-}" ]; then
+    bold=$'\033[1m' dim=$'\033[2m' red=$'\033[31m' yellow=$'\033[33m' green=$'\033[32m' reset=$'\033[0m'
+  fi
+  say() { printf '%s\n' "$*" >&2; }
+  step() { printf '%s==>%s %s\n' "$bold" "$reset" "$*" >&2; }
+  note() { printf '    %s%s%s\n' "$dim" "$*" "$reset" >&2; }
+  warn() { printf '%swarning:%s %s\n' "$yellow" "$reset" "$*" >&2; }
+  die() {
+    printf '%serror:%s %s\n' "$red" "$reset" "$1" >&2
+    [ $# -gt 1 ] && printf '  → %s\n' "${@:2}" >&2
+    exit 1
+  }
+  truthy() {
+    case "$(printf '%s' "${1:-}" | tr '[:upper:]' '[:lower:]')" in
+      1 | true | yes | on) return 0 ;;
+      *) return 1 ;;
+    esac
+  }
+
+  usage() {
+    cat <<'EOF'
+Pendra worker installer
+
+Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | bash -s -- [options])
+
+  -y, --yes            non-interactive: no questions asked
+      --no-ui          install, then run the worker headless (as a service where one is available)
+      --no-start       install only; start nothing
+      --key-file FILE  store the worker key from FILE (kept 0600 in ~/.pendra/worker.key)
+      --version V      install pendra-worker version V
+      --uninstall      remove the venv, the `pendra` link and the service (keeps config, key, models)
+      --purge          with --uninstall: also remove config, key, logs and cache
+      --remove-models  with --uninstall: also remove downloaded models
+  -h, --help           this help
+
+Environment: PENDRA_YES, PENDRA_NO_UI, PENDRA_NO_START, PENDRA_KEY_FILE, PENDRA_VERSION (as the
+flags); PENDRA_HOME (default ~/.pendra); PENDRA_PYTHON (interpreter to use); PENDRA_BIN_DIR
+(default ~/.local/bin); PENDRA_INSTALL_SOURCE (a checkout, a wheel or a pip requirement to install
+instead of the published package); PENDRA_ACCEL (auto|cpu|cuda|metal|vulkan); PENDRA_WHEEL_INDEX
+(llama-cpp-python wheel index base URL, or "off" to always build from source).
+EOF
+  }
+
+  # ---------------------------------------------------------------------------------- arguments
+  local yes=0 no_ui=0 no_start=0 uninstall=0 purge=0 remove_models=0
+  local key_file="${PENDRA_KEY_FILE:-}" version="${PENDRA_VERSION:-}"
+  truthy "${PENDRA_YES:-}" && yes=1
+  truthy "${PENDRA_NO_UI:-}" && no_ui=1
+  truthy "${PENDRA_NO_START:-}" && no_start=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -y | --yes) yes=1 ;;
+      --no-ui) no_ui=1 ;;
+      --no-start) no_start=1 ;;
+      --uninstall) uninstall=1 ;;
+      --purge) purge=1 ;;
+      --remove-models) remove_models=1 ;;
+      --key-file)
+        [ $# -ge 2 ] || die "--key-file needs a file name" "get.sh --key-file ./worker.key"
+        key_file="$2"
+        shift
+        ;;
+      --key-file=*) key_file="${1#*=}" ;;
+      --version)
+        [ $# -ge 2 ] || die "--version needs a version" "get.sh --version 0.1.0"
+        version="$2"
+        shift
+        ;;
+      --version=*) version="${1#*=}" ;;
+      -h | --help)
+        usage
+        return 0
+        ;;
+      *) die "unknown option: $1" "get.sh --help lists the options" ;;
+    esac
+    shift
+  done
+  if [ "$uninstall" = 0 ] && { [ "$purge" = 1 ] || [ "$remove_models" = 1 ]; }; then
+    die "--purge and --remove-models only go with --uninstall"
+  fi
+
+  local home_dir="${PENDRA_HOME:-$HOME/.pendra}"
+  local venv="$home_dir/venv"
+  local bin_dir="${PENDRA_BIN_DIR:-$HOME/.local/bin}"
+  local link="$bin_dir/pendra"
+  local vpy="$venv/bin/python"
+
+  # ---------------------------------------------------------------------------------- the host
+  local os arch kernel
+  os="$(uname -s)"
+  arch="$(uname -m)"
+  kernel="$(uname -r)"
+  case "$os" in
+    Linux) os=linux ;;
+    Darwin) os=darwin ;;
+    *) die "this installer supports Linux and macOS, not $os" "on Windows, install WSL2 (wsl --install) and run it there" ;;
+  esac
+  case "$arch" in
+    x86_64 | amd64) arch=x86_64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) die "the $arch CPU architecture is not supported (x86_64 and arm64 are)" ;;
+  esac
+  case "$kernel" in
+    *icrosoft*WSL2* | *microsoft-standard*) note "running under WSL2" ;;
+    *icrosoft*) die "WSL1 is not supported (no GPU access)" "in Windows PowerShell: wsl --set-version <distro> 2" ;;
+  esac
+
+  local pkg=""
+  if [ "$os" = darwin ]; then
+    pkg=brew
+  elif [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091  # the host's file, read at run time
+    case " $(. /etc/os-release && echo "${ID:-} ${ID_LIKE:-}") " in
+      *" debian "* | *" ubuntu "*) pkg=apt ;;
+      *" fedora "* | *" rhel "* | *" centos "*) pkg=dnf ;;
+      *" suse "* | *" opensuse "*) pkg=zypper ;;
+      *" arch "*) pkg=pacman ;;
+    esac
+  fi
+  local sudo="sudo "
+  [ "$(id -u)" = 0 ] && sudo=""
+
+  # Removes what get.sh installed: the service, the link and the venv. Config, key and models stay
+  # unless --purge / --remove-models ask for them too. Uses main's locals.
+  do_uninstall() {
+    step "Uninstalling Pendra worker from $home_dir"
+    local removed=() kept=()
+    local models_dir="$home_dir/models"
+    if [ -x "$venv/bin/pendra" ]; then
+      models_dir="$("$vpy" -c 'from worker.settings import load_settings; print(load_settings().models_dir)' 2>/dev/null || echo "$home_dir/models")"
+      local rc=0
+      "$venv/bin/pendra" service uninstall || rc=$?
+      [ "$rc" = 0 ] || [ "$rc" = 4 ] || warn "removing the user service failed (exit $rc); continuing"
+      if [ "$(id -u)" = 0 ]; then
+        rc=0
+        "$venv/bin/pendra" service uninstall --system || rc=$?
+        [ "$rc" = 0 ] || [ "$rc" = 4 ] || warn "removing the system service failed (exit $rc); continuing"
+      fi
+    fi
+    if [ -L "$link" ]; then
+      case "$(readlink "$link")" in
+        "$venv"/*)
+          rm -f "$link"
+          removed+=("$link")
+          ;;
+        *) kept+=("$link (points elsewhere)") ;;
+      esac
+    fi
+    if [ -d "$venv" ]; then
+      rm -rf "$venv"
+      removed+=("$venv")
+    fi
+    rm -rf "$home_dir/run"
+    local item
+    if [ "$purge" = 1 ]; then
+      for item in config.toml worker.key logs cache; do
+        if [ -e "$home_dir/$item" ]; then
+          rm -rf "${home_dir:?}/$item"
+          removed+=("$home_dir/$item")
+        fi
+      done
+    else
+      for item in config.toml worker.key logs cache; do
+        if [ -e "$home_dir/$item" ]; then kept+=("$home_dir/$item"); fi
+      done
+    fi
+    if [ "$remove_models" = 1 ]; then
+      if [ -d "$models_dir" ]; then
+        rm -rf "$models_dir"
+        removed+=("$models_dir")
+      fi
+    elif [ -d "$models_dir" ]; then
+      kept+=("$models_dir (models; --remove-models deletes them)")
+    fi
+    rmdir "$home_dir" 2>/dev/null || true
+    say ""
+    if [ ${#removed[@]} -gt 0 ]; then
+      say "Removed:"
+      for item in ${removed[@]+"${removed[@]}"}; do say "  $item"; done
+    else
+      say "Nothing of Pendra worker was installed for this user."
+    fi
+    if [ ${#kept[@]} -gt 0 ]; then
+      say "Kept:"
+      for item in ${kept[@]+"${kept[@]}"}; do say "  $item"; done
+      [ "$purge" = 1 ] || say "(get.sh --uninstall --purge also removes configuration and key)"
+    fi
+  }
+
+  if [ "$uninstall" = 1 ]; then
+    do_uninstall
+    return 0
+  fi
+
+  # ------------------------------------------------------------------- can we talk to a person?
+  local has_tty=0
+  if (: </dev/tty) 2>/dev/null; then has_tty=1; fi
+  if [ "$has_tty" = 0 ] && [ "$yes" = 0 ] && [ "$no_ui" = 0 ] && [ "$no_start" = 0 ]; then
+    die "no terminal here, so the setup app cannot open." \
+      "re-run with --yes (install, then print the next steps) or --no-ui (install and run headless)" \
+      "e.g. curl -fsSL https://get.pendra.ai/worker | bash -s -- --no-ui --key-file ./worker.key"
+  fi
+
+  if [ "$has_tty" = 1 ] && [ "$yes" = 0 ] && [ "$no_ui" = 0 ]; then
+    say "${bold}Pendra worker${reset} will be installed for user $(id -un) into $venv"
+    say "and linked as $link. Nothing is installed system-wide."
+    local answer=""
+    printf 'Continue? [Y/n] ' >&2
+    read -r answer </dev/tty || answer="n"
+    case "$answer" in
+      "" | y | Y | yes | YES) ;;
+      *)
+        say "Nothing installed."
+        return 1
+        ;;
+    esac
+  fi
+
+  if [ -n "$key_file" ]; then
+    { [ -f "$key_file" ] && [ -r "$key_file" ]; } || die "cannot read the key file $key_file" \
+      "pass the file you downloaded from the Pendra dashboard: --key-file ./worker.key"
+  fi
+
+  local started_at=$SECONDS
+  local work
+  work="$(mktemp -d "${TMPDIR:-/tmp}/pendra-get.XXXXXX")" || die "cannot create a temporary directory"
+  # shellcheck disable=SC2064  # expand now: $work is local and gone when the trap runs
+  trap "rm -rf '$work'" EXIT
+  cleanup_now() {
+    rm -rf "$work"
+    trap - EXIT
+  }
+  [ -d "$home_dir" ] || (umask 077 && mkdir -p "$home_dir")
+  mkdir -p "$home_dir/logs"
+  local log="$home_dir/logs/install.log"
+  : >"$log"
+  chmod 600 "$log"
+
+  # Run a command with its output in the log; tick every 30 s so a long build never looks stuck;
+  # on failure show the end of the log.
+  run_logged() {
+    local what="$1"
+    shift
+    printf '\n$ %s\n' "$*" >>"$log"
+    "$@" >>"$log" 2>&1 &
+    local pid=$! begun=$SECONDS rc=0
+    local next_tick=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null; do
+      sleep 0.2
+      if [ "$SECONDS" -ge "$next_tick" ]; then
+        note "$what: still working ($((SECONDS - begun)) s)"
+        next_tick=$((next_tick + 30))
+      fi
+    done
+    wait "$pid" || rc=$?
+    if [ "$rc" != 0 ]; then
+      say "${red}failed:${reset} $what (exit $rc). Last lines of $log:"
+      tail -n 25 "$log" | sed 's/^/    /' >&2
+    fi
+    return "$rc"
+  }
+
+  # -------------------------------------------------------------------------------- Python
+  step "Finding Python 3.10 or newer"
+  local py=""
+  python_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1; }
+  python_wheels() { "$1" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' >/dev/null 2>&1; }
+  if [ -n "${PENDRA_PYTHON:-}" ]; then
+    python_ok "$PENDRA_PYTHON" || die "PENDRA_PYTHON=$PENDRA_PYTHON is not a working Python 3.10 or newer"
+    py="$PENDRA_PYTHON"
+  else
+    # The system python3 first when prebuilt GPU wheels exist for it (3.10-3.12), then versioned
+    # names, then any python3 >= 3.10.
+    local candidate
+    for candidate in python3 python3.12 python3.11 python3.10; do
+      if command -v "$candidate" >/dev/null 2>&1 && python_wheels "$candidate"; then
+        py="$candidate"
+        break
+      fi
+    done
+    if [ -z "$py" ]; then
+      for candidate in python3 python3.13 python3.14; do
+        if command -v "$candidate" >/dev/null 2>&1 && python_ok "$candidate"; then
+          py="$candidate"
+          break
+        fi
+      done
+    fi
+  fi
+  if [ -z "$py" ]; then
+    case "$pkg" in
+      apt) die "Python 3.10 or newer was not found." "${sudo}apt-get install -y python3 python3-venv   # then re-run get.sh" ;;
+      dnf) die "Python 3.10 or newer was not found." "${sudo}dnf install -y python3.12   # then re-run get.sh" ;;
+      brew) die "Python 3.10 or newer was not found." "brew install python@3.12   # then re-run get.sh" ;;
+      *) die "Python 3.10 or newer was not found." "install Python 3.10-3.12 with your package manager, or point PENDRA_PYTHON at one" ;;
+    esac
+  fi
+  py="$("$py" -c 'import sys; print(sys.executable)')" # the real interpreter, not a pyenv shim
+  local py_version
+  py_version="$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+  note "$py (Python $py_version)"
+
+  # ---------------------------------------------------------------------------------- venv
+  local action="Installing"
+  if [ -x "$vpy" ] && "$vpy" -c 'import sys' >/dev/null 2>&1 &&
+    [ "$("$vpy" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "${py_version%.*}" ]; then
+    action="Upgrading"
+    step "Reusing the virtualenv $venv"
+  else
+    step "Creating the virtualenv $venv"
+    [ -e "$venv" ] && rm -rf "$venv"
+    if ! "$py" -m venv "$venv" >>"$log" 2>&1; then
+      rm -rf "$venv"
+      case "$pkg" in
+        apt) die "$py cannot create virtualenvs (the venv module or ensurepip is missing)." "${sudo}apt-get install -y python${py_version%.*}-venv   # then re-run get.sh" ;;
+        *) die "$py cannot create virtualenvs (see $log)." "install the venv module for $py, or point PENDRA_PYTHON at another Python" ;;
+      esac
+    fi
+  fi
+  local pip=("$vpy" -m pip --disable-pip-version-check --no-input)
+  local pip_major
+  pip_major="$("$vpy" -c 'import pip; print(pip.__version__.split(".")[0])' 2>/dev/null || echo 0)"
+  if [ "$pip_major" -lt 23 ]; then
+    run_logged "upgrading pip" "${pip[@]}" install --upgrade "pip>=23" || die "could not upgrade pip in $venv" "see $log"
+  fi
+
+  # ------------------------------------------------------------------------- pendra-worker
+  local source_spec="" source_name=""
+  local self="${BASH_SOURCE[0]:-}"
+  if [ -n "${PENDRA_INSTALL_SOURCE:-}" ]; then
+    source_spec="$PENDRA_INSTALL_SOURCE"
+    [ -n "$version" ] && warn "PENDRA_INSTALL_SOURCE is set, so --version $version is ignored"
+  elif [ "$self" = "$0" ] && [ -f "$self" ] && [ -f "$(dirname "$self")/pyproject.toml" ] &&
+    grep -q '^name = "pendra-worker"' "$(dirname "$self")/pyproject.toml"; then
+    source_spec="$(dirname "$self")" # ./get.sh in a checkout installs that checkout
+  elif [ -n "$version" ]; then
+    source_spec="pendra-worker==$version"
+  else
+    source_spec="pendra-worker"
+  fi
+  if [ -e "$source_spec" ]; then
+    source_spec="$(cd "$(dirname "$source_spec")" && pwd)/$(basename "$source_spec")"
+    source_name="$source_spec"
+  else
+    source_name="$source_spec (PyPI)"
+  fi
+
+  step "$action pendra-worker from $source_name"
+  local wheel=""
+  case "$source_spec" in
+    *.whl) wheel="$source_spec" ;;
+    *)
+      run_logged "building the pendra-worker wheel" "${pip[@]}" wheel --no-deps --wheel-dir "$work/wheels" "$source_spec" ||
+        die "could not get pendra-worker from $source_name" "see $log"
+      wheel="$(find "$work/wheels" -name 'pendra_worker-*.whl' | head -n 1)"
+      ;;
+  esac
+  [ -f "$wheel" ] || die "no pendra-worker wheel came out of $source_name" "see $log"
+  # Our own code first, without dependencies: the build choice below runs from it, and
+  # llama-cpp-python must be installed the right way before pip would pull the CPU sdist.
+  run_logged "installing pendra-worker" "${pip[@]}" install --force-reinstall --no-deps "$wheel" ||
+    die "could not install $wheel" "see $log"
+
+  # --------------------------------------------------------------------- llama-cpp-python
+  step "Choosing the llama.cpp build for this machine"
+  local accel_vars
+  accel_vars="$("$vpy" -m installer.accel --shell --probe)" || die "could not decide the llama.cpp build" "see the message above"
+  local PENDRA_ACCEL="" PENDRA_ACCEL_LABEL="" PENDRA_ACCEL_TARGET="" PENDRA_WHEEL_URL="" PENDRA_SOURCE_ACCEL=""
+  local PENDRA_CMAKE_ARGS="" PENDRA_BUILD_MINUTES="" PENDRA_LLAMA_REQ="" PENDRA_LLAMA_PRESENT="" PENDRA_ACCEL_NOTES=""
+  eval "$accel_vars"
+  note "$PENDRA_ACCEL_LABEL"
+  local line
+  while IFS= read -r line; do [ -n "$line" ] && note "$line"; done <<<"$PENDRA_ACCEL_NOTES"
+
+  local llama_how=""
+  if [ "$PENDRA_LLAMA_PRESENT" = 1 ]; then
+    llama_how="kept (already the $PENDRA_ACCEL_TARGET build)"
+    note "llama-cpp-python: the $PENDRA_ACCEL_TARGET build is already installed; keeping it"
+  else
+    local reinstall=()
+    "$vpy" -c 'import importlib.metadata as m; m.version("llama-cpp-python")' >/dev/null 2>&1 &&
+      reinstall=(--force-reinstall --no-deps)
+    if [ -n "$PENDRA_WHEEL_URL" ]; then
+      step "Installing the prebuilt $PENDRA_ACCEL_LABEL llama-cpp-python wheel"
+      if run_logged "downloading llama-cpp-python" "${pip[@]}" install ${reinstall[@]+"${reinstall[@]}"} \
+        --only-binary llama-cpp-python --extra-index-url "$PENDRA_WHEEL_URL" "$PENDRA_LLAMA_REQ"; then
+        "$vpy" -m installer.accel --write-stamp "$PENDRA_ACCEL" "$PENDRA_WHEEL_URL"
+        llama_how="prebuilt $PENDRA_ACCEL_LABEL wheel"
+      else
+        warn "the prebuilt wheel did not install; building from source instead"
+      fi
+    fi
+    if [ -z "$llama_how" ]; then
+      local target="$PENDRA_SOURCE_ACCEL" label
+      case "$target" in
+        cuda) label="CUDA" ;;
+        metal) label="Metal" ;;
+        vulkan) label="Vulkan" ;;
+        *) label="the CPU" ;;
+      esac
+      step "Building llama.cpp for $label, this takes ~$PENDRA_BUILD_MINUTES minutes (once: re-runs reuse it)"
+      local no_cache=()
+      # pip's wheel cache ignores CMAKE_ARGS: a cached CPU wheel would silently replace a GPU build.
+      [ "$target" != cpu ] && no_cache=(--no-cache-dir --no-binary llama-cpp-python)
+      CMAKE_ARGS="$PENDRA_CMAKE_ARGS" run_logged "building llama-cpp-python" \
+        "${pip[@]}" install ${reinstall[@]+"${reinstall[@]}"} ${no_cache[@]+"${no_cache[@]}"} "$PENDRA_LLAMA_REQ" ||
+        die "building llama-cpp-python failed" "a C/C++ compiler and cmake are needed: ${sudo}apt-get install -y build-essential cmake (Debian/Ubuntu), xcode-select --install (macOS)" "full log: $log"
+      "$vpy" -m installer.accel --write-stamp "$target" source
+      llama_how="built from source for $label"
+    fi
+  fi
+
+  step "Installing the remaining dependencies"
+  run_logged "installing dependencies" "${pip[@]}" install "$wheel" ||
+    die "could not install pendra-worker's dependencies" "see $log"
+  local installed
+  installed="$("$venv/bin/pendra" --version 2>>"$log")" || die "the installed pendra does not start" "see $log"
+
+  # ---------------------------------------------------------------------------------- link
+  local path_hint=""
+  mkdir -p "$bin_dir"
+  if [ -e "$link" ] && [ ! -L "$link" ]; then
+    warn "$link exists and is not a link made by get.sh; leaving it alone (use $venv/bin/pendra)"
+  else
+    ln -sfn "$venv/bin/pendra" "$link"
+  fi
+  case ":$PATH:" in
+    *":$bin_dir:"*) ;;
+    *) path_hint="$bin_dir is not on your PATH: add  export PATH=\"$bin_dir:\$PATH\"  to ~/.bashrc (or ~/.zshrc)" ;;
+  esac
+
+  # ----------------------------------------------------------------------------------- key
+  local key_note=""
+  if [ -n "$key_file" ]; then
+    step "Storing the worker key"
+    "$venv/bin/pendra" key set --file "$key_file" || die "could not store the worker key from $key_file" "check the file, then: pendra key set --file $key_file"
+    key_note="worker key stored (0600) in $home_dir"
+  fi
+
+  # ------------------------------------------------------------------------------- summary
+  say ""
+  say "${green}${bold}$installed is ready${reset} ($((SECONDS - started_at)) s)"
+  say "  venv:       $venv"
+  say "  command:    $link"
+  say "  llama.cpp:  $llama_how"
+  [ -n "$key_note" ] && say "  key:        $key_note"
+  say "  log:        $log"
+  [ -n "$path_hint" ] && warn "$path_hint"
+
+  local pendra_cmd="pendra"
+  [ -n "$path_hint" ] && pendra_cmd="$link"
+  if [ "$no_start" = 1 ]; then
+    say ""
+    say "Next: $pendra_cmd          # set up (worker key, backends, models), then the dashboard"
+    say "  or: $pendra_cmd --no-ui  # run headless; \`$pendra_cmd doctor\` checks the machine"
+    return 0
+  fi
+  if [ "$no_ui" = 1 ]; then
+    local key_path
+    key_path="$("$vpy" -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
+      die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
+    [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
+      "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd service install"
+    step "Starting the worker headless"
+    local rc=0
+    "$venv/bin/pendra" service install || rc=$?
+    if [ "$rc" = 0 ]; then
+      say "The worker runs as a service. Check it with: $pendra_cmd status   (logs: $pendra_cmd logs)"
+      return 0
+    fi
+    if [ "$rc" = 4 ]; then
+      say "No service manager here: running the worker in the foreground (Ctrl-C stops it)."
+      cleanup_now
+      exec "$venv/bin/pendra" --no-ui </dev/null
+    fi
+    die "could not install the service (exit $rc)" "see the message above; run headless by hand: $pendra_cmd --no-ui"
+  fi
+  if [ "$has_tty" = 1 ]; then
+    say ""
+    # The app reads keys from stdin; under `curl | bash` stdin is the pipe, so hand it the terminal.
+    cleanup_now
+    exec "$venv/bin/pendra" </dev/tty
+  fi
+  say ""
+  say "Next, in a terminal: $pendra_cmd   (or headless: $pendra_cmd --no-ui)"
+  return 0
+}
+
+main "$@"

@@ -1,0 +1,76 @@
+"""``pendra doctor [--json]``: prerequisite checks; exit 1 when a required one fails."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+ORDER = 60
+
+_MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
+_ASCII_MARKS = {"ok": "ok", "warn": "!!", "fail": "XX"}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check this machine's prerequisites (exit 1 when a required one fails)",
+        description=(
+            "Check the OS, Python, configuration, worker key, disk, llama.cpp build, GPUs, Docker "
+            "and the control plane. Warnings name what will not work and how to fix it; the exit "
+            "status is 1 only when a required check fails."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.add_argument(
+        "--setup",
+        action="store_true",
+        help="check for setting up rather than serving: an unreachable control plane is reported "
+        "but does not fail the run",
+    )
+    parser.set_defaults(handler=run)
+
+
+def render(results: list[Any], *, unicode: bool = True) -> str:
+    """The human report: one line per check, then its fix indented under it."""
+    marks = _MARKS if unicode else _ASCII_MARKS
+    width = max(len(r.title) for r in results) if results else 0
+    lines = []
+    for r in results:
+        optional = "" if r.required or r.status.value == "ok" else " (optional)"
+        lines.append(f" {marks[r.status.value]} {r.title.ljust(width)}  {r.detail}{optional}")
+        if r.fix and r.status.value != "ok":
+            lines.append(f"   {' ' * width}  → {r.fix}")
+    blocking = [r for r in results if r.blocking]
+    warnings = [r for r in results if r.status.value != "ok" and not r.blocking]
+    lines.append("")
+    if blocking:
+        names = ", ".join(r.title for r in blocking)
+        lines.append(f"Not ready: {len(blocking)} required check(s) failed: {names}.")
+    else:
+        lines.append("Ready." + (f" {len(warnings)} warning(s) above." if warnings else ""))
+    return "\n".join(lines)
+
+
+def _unicode_ok() -> bool:
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower()
+    return "utf" in encoding
+
+
+def run(args: argparse.Namespace) -> int:
+    from installer.checks import exit_code, run_checks
+
+    results = run_checks(serving=not args.setup)
+    code = exit_code(results)
+    if args.json:
+        document = {
+            "ok": code == 0,
+            "required_failed": [r.id for r in results if r.blocking],
+            "checks": [r.to_dict() for r in results],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print(render(results, unicode=_unicode_ok()))
+    return code
