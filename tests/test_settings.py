@@ -68,7 +68,9 @@ def test_config_file_overrides_defaults_and_env_overrides_file(pendra_home: Path
     assert from_env.api_url == "https://cp.example"
 
 
-@pytest.mark.parametrize("word", ["off", "OFF", "0", "false", "False", "none", "NONE", "no", " No "])
+@pytest.mark.parametrize(
+    "word", ["off", "OFF", "0", "false", "False", "none", "NONE", "no", " No "]
+)
 def test_every_disable_word_disables(pendra_home: Path, word: str) -> None:
     settings = load_settings({"PENDRA_HOME": str(pendra_home), "OLLAMA_ENDPOINT": word})
     assert settings.backend("ollama").mode is EndpointMode.DISABLED
@@ -137,11 +139,11 @@ def test_plain_http_to_remote_control_plane_is_refused(pendra_home: Path) -> Non
     with pytest.raises(ConfigError) as err:
         load_settings({"PENDRA_HOME": str(pendra_home), "PENDRA_API_URL": "http://cp.example"})
     assert "PENDRA_ALLOW_INSECURE_LINK" in str(err.value)
-    ok = load_settings(
-        {"PENDRA_HOME": str(pendra_home), "PENDRA_API_URL": "http://127.0.0.1:8787"}
-    )
+    ok = load_settings({"PENDRA_HOME": str(pendra_home), "PENDRA_API_URL": "http://127.0.0.1:8787"})
     assert ok.ws_url == "ws://127.0.0.1:8787/api/v1/worker/connect"
 
 
 def test_ws_url_keeps_path_prefix() -> None:
-    assert derive_ws_url("https://h.example/pendra/") == "wss://h.example/pendra/api/v1/worker/connect"
+    assert (
+        derive_ws_url("https://h.example/pendra/") == "wss://h.example/pendra/api/v1/worker/connect"
+    )

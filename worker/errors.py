@@ -1,9 +1,9 @@
 """Errors a user (or a client of the worker) can act on.
 
-Every error the worker shows a person carries what went wrong and what to do about it. The CLI prints
-``str(error)`` and exits with ``error.exit_code``; the OpenAI-facing paths turn ``http_status``,
-``code`` and the message into the standard ``{"error": {...}}`` envelope. Nothing here ever formats a
-traceback for a user.
+Every error the worker shows a person carries what went wrong and what to do about it. The CLI
+prints ``str(error)`` and exits with ``error.exit_code``; the OpenAI-facing paths turn
+``http_status``, ``code`` and the message into the standard ``{"error": {...}}`` envelope. Nothing
+here ever formats a traceback for a user.
 """
 
 from __future__ import annotations
@@ -106,5 +106,7 @@ class NoWorkerRunning(PendraError):
     def __init__(self, message: str = "No Pendra worker is running for this PENDRA_HOME.") -> None:
         super().__init__(
             message,
-            hint="start it with `pendra --no-ui` (foreground) or `pendra service install` (service)",
+            hint=(
+                "start it with `pendra --no-ui` (foreground) or `pendra service install` (service)"
+            ),
         )

@@ -85,6 +85,7 @@ class Settings:
     heartbeat_interval_s: float = 15.0
     drain_timeout_s: float = 30.0
     allow_insecure_link: bool = False
+    ca_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived paths -------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class Settings:
 
     @property
     def resolved_key_file(self) -> Path:
-        """The key file the worker reads: ``PENDRA_WORKER_KEY_FILE`` / ``key_file``, else the stored one."""
+        """The key file to read: ``PENDRA_WORKER_KEY_FILE``/``key_file``, else the stored one."""
         return self.key_file or self.default_key_file
 
     @property
@@ -274,6 +275,7 @@ _FIELDS: tuple[_Field, ...] = (
         "PENDRA_ALLOW_INSECURE_LINK",
         parse_bool,
     ),
+    _Field("ca_file", "link.ca_file", "PENDRA_CA_FILE", parse_path),
 )
 
 
@@ -285,7 +287,7 @@ def default_home(environ: Mapping[str, str]) -> Path:
 def default_models_dir(home: Path, platform: str = sys.platform) -> Path:
     """Per-OS default modelstore: ``%ProgramData%\\Pendra\\models`` on Windows, else under home."""
     if platform.startswith("win"):
-        program_data = os.environ.get("ProgramData", r"C:\ProgramData")
+        program_data = os.environ.get("PROGRAMDATA", r"C:\ProgramData")
         return Path(program_data) / "Pendra" / "models"
     return home / "models"
 
@@ -380,11 +382,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _check_link_security(settings: Settings) -> None:
     """Plain ws:// to anything but loopback needs an explicit, logged opt-in."""
     parts = urlsplit(settings.api_url)
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        if not settings.allow_insecure_link:
-            raise ConfigError(
-                f"api_url {settings.api_url} is plain http to a non-loopback host "
-                f"({settings.sources.get('api_url', 'default')}): the worker key proof and all "
-                "prompts would cross the network unencrypted",
-                hint="use https://, or set PENDRA_ALLOW_INSECURE_LINK=true if you really mean it",
-            )
+    insecure = parts.scheme == "http" and not is_loopback_host(parts.hostname)
+    if insecure and not settings.allow_insecure_link:
+        raise ConfigError(
+            f"api_url {settings.api_url} is plain http to a non-loopback host "
+            f"({settings.sources.get('api_url', 'default')}): the worker key proof and all "
+            "prompts would cross the network unencrypted",
+            hint="use https://, or set PENDRA_ALLOW_INSECURE_LINK=true if you really mean it",
+        )

@@ -1,0 +1,148 @@
+"""`pendra key set`, `pendra sandbox` options, the status document and live key checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from link_fakes import FakeBackend, Sandbox, start_worker, worker_settings
+from link_procs import free_port, spawn, start_sandbox_proc
+
+from worker.keys import generate_key, read_key_file, write_key_file
+from worker.link import verify_key
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _pendra(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_key_set_from_stdin_stores_0600_and_never_echoes(
+    clean_env: dict[str, str], pendra_home: Path
+) -> None:
+    key = generate_key()
+    result = _pendra(["key", "set"], clean_env, stdin=key.text + "\n")
+    assert result.returncode == 0, result.stderr
+    stored = pendra_home / "worker.key"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert read_key_file(stored) == key
+    assert key.text not in result.stdout + result.stderr
+    assert key.worker_id in result.stdout
+
+
+def test_key_set_from_file_and_bad_input(
+    clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "pasted.txt"
+    key = generate_key()
+    source.write_text(key.text)
+    assert _pendra(["key", "set", "--file", str(source)], clean_env).returncode == 0
+    assert read_key_file(pendra_home / "worker.key") == key
+    typo = key.text[:-1] + ("A" if key.text[-1] != "A" else "B")
+    result = _pendra(["key", "set"], clean_env, stdin=typo)
+    assert result.returncode == 4 and "typo" in result.stderr and "Traceback" not in result.stderr
+    assert typo not in result.stderr
+    assert read_key_file(pendra_home / "worker.key") == key  # the good key was not replaced
+    missing = _pendra(["key", "set", "--file", str(tmp_path / "nope")], clean_env)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_sandbox_key_out_is_reused_across_restarts(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    key_out = tmp_path / "k" / "worker.key"
+    port = free_port()
+    first = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_out)
+    first.kill()
+    key = read_key_file(key_out)
+    assert stat.S_IMODE(key_out.stat().st_mode) == 0o600
+    second = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_out)
+    second.kill()
+    assert read_key_file(key_out) == key
+    os.chmod(key_out, 0o644)
+    third = spawn(
+        ["sandbox", "--port", str(port), "--key-out", str(key_out)],
+        clean_env,
+        tmp_path / "logs",
+        "third",
+    )
+    assert third.wait(30) == 4 and f"chmod 600 {key_out}" in third.output()
+
+
+def test_sandbox_bad_options_are_clear(clean_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "cat.json"
+    bad.write_text('{"models": 3}')
+    result = _pendra(["sandbox", "--catalogue", str(bad), "--port", str(free_port())], clean_env)
+    assert result.returncode == 2 and "is not a catalogue" in result.stderr
+    port = free_port()
+    busy = start_sandbox_proc(clean_env, tmp_path / "logs", port, tmp_path / "a.key")
+    try:
+        again = _pendra(
+            ["sandbox", "--port", str(port), "--key-out", str(tmp_path / "b.key")], clean_env
+        )
+        assert again.returncode == 2 and "already in use" in again.stderr
+    finally:
+        busy.kill()
+
+
+async def test_sandbox_serves_the_catalogue(sandbox: Sandbox) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        r = await http.get(sandbox.url + "/api/v1/catalogue")
+    assert r.status_code == 200 and r.json()["version"] == 1
+
+
+async def test_bundled_catalogue_is_the_sample() -> None:
+    from worker.sandbox.catalogue import load_catalogue, model_ids
+
+    catalogue = load_catalogue(None)
+    assert catalogue["version"] == 1 and "gemma3:270m" in model_ids(catalogue)
+
+
+async def test_status_document_shape_and_no_key(sandbox: Sandbox) -> None:
+    running = await start_worker(sandbox, FakeBackend())
+    status = running.worker.status()
+    assert status["worker"]["state"] == "connected"
+    assert set(status) >= {"worker", "backends", "gpus", "installs", "requests"}
+    assert status["backends"][0]["name"] == "fake"
+    assert set(status["requests"]) >= {"in_flight", "served", "failed"}
+    text = json.dumps(status)
+    assert sandbox.key.text not in text and sandbox.key.seed.hex() not in text
+    assert await running.stop() == 0
+    assert running.worker.status()["worker"]["state"] == "draining"
+
+
+async def test_verify_key_live(sandbox: Sandbox) -> None:
+    settings = worker_settings(sandbox.url)
+    good = await verify_key(settings, sandbox.key.text)
+    assert good.ok and good.worker_id == sandbox.key.worker_id
+    bad = await verify_key(settings, generate_key())
+    assert bad.status == "rejected" and not bad.ok
+    typo = await verify_key(settings, "pdk_nope")
+    assert typo.status == "invalid_format"
+    down = await verify_key(worker_settings(f"http://127.0.0.1:{free_port()}"), sandbox.key)
+    assert down.status == "unreachable"
+
+
+def test_key_file_written_by_write_key_file_is_accepted_by_worker_loader(tmp_path: Path) -> None:
+    from worker.keys import load_worker_key
+
+    path = tmp_path / "w.key"
+    key = generate_key()
+    write_key_file(path, key)
+    assert load_worker_key(path, {}) == key

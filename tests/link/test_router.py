@@ -1,0 +1,126 @@
+"""Router: resolution, per-backend concurrency, counters and token rate, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from link_fakes import FAKE_EMBED, FAKE_MODEL, FakeBackend
+
+from worker.backends.base import StreamChunk
+from worker.backends.registry import BackendRegistry
+from worker.errors import BadRequest, ModelNotFound
+from worker.events import EventBus
+from worker.link.streaming import pump_stream
+from worker.router import Router, TokenRate
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _router(backend: FakeBackend, **kwargs: object) -> Router:
+    await backend.refresh()
+    return Router(BackendRegistry([backend]), EventBus(), **kwargs)  # type: ignore[arg-type]
+
+
+def _body(prompt: str, **extra: object) -> dict[str, object]:
+    return {"model": FAKE_MODEL, "messages": [{"role": "user", "content": prompt}], **extra}
+
+
+async def test_unary_and_counters() -> None:
+    router = await _router(FakeBackend())
+    events = router.events.subscribe(kinds={"requests"})  # type: ignore[union-attr]
+    reply = await router.chat(_body("a"))
+    assert reply["choices"][0]["message"]["content"].startswith("a-0")
+    emb = await router.embeddings({"model": FAKE_EMBED, "input": "xyz"})
+    assert emb["data"][0]["embedding"][0] == 3.0
+    with pytest.raises(ModelNotFound):
+        await router.chat({"model": "nope", "messages": []})
+    with pytest.raises(BadRequest, match="no model"):
+        await router.chat({"messages": []})
+    c = router.counters()
+    assert (c.in_flight, c.served, c.failed, c.tokens_total) == (0, 2, 2, 5)
+    first = await events.get()
+    assert first["kind"] == "requests" and first["in_flight"] == 1
+
+
+async def test_per_backend_concurrency_limit() -> None:
+    backend = FakeBackend(words=5, delay_s=0.01)
+    router = await _router(backend, default_limit=2)
+    peak = 0
+
+    async def one(i: int) -> None:
+        nonlocal peak
+        async for _ in router.chat_stream(_body(f"p{i}")):
+            peak = max(peak, backend.started - backend.finished - backend.closed_early)
+
+    await asyncio.gather(*(one(i) for i in range(6)))
+    assert peak <= 2 and backend.finished == 6
+    assert router.counters().served == 6 and router.counters().tokens_total == 30
+
+
+async def test_closing_a_stream_cancels_the_backend_and_counts_it() -> None:
+    backend = FakeBackend(words=100, delay_s=0.001)
+    router = await _router(backend)
+    stream = router.chat_stream(_body("c"))
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert backend.closed_early == 1
+    c = router.counters()
+    assert (c.in_flight, c.cancelled, c.served) == (0, 1, 0)
+
+
+def test_token_rate_window() -> None:
+    rate = TokenRate(window_s=10)
+    rate.add(0.0, 50)
+    rate.add(5.0, 50)
+    assert rate.rate(5.0) == 10.0
+    assert rate.rate(12.0) == 5.0
+    assert rate.rate(20.0) == 0.0
+
+
+async def _chunks(n: int, delay_s: float = 0.0):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        yield StreamChunk(json.dumps({"i": i}))
+
+
+async def test_pump_sends_one_frame_per_chunk_when_the_link_keeps_up() -> None:
+    frames: list[str] = []
+
+    async def send(text: str) -> None:
+        frames.append(text)
+
+    summary = await pump_stream("r", _chunks(5, delay_s=0.005), send)
+    assert summary.chunks == 5 and summary.frames == 5
+    assert [json.loads(f)["data"] for f in frames] == [[{"i": i}] for i in range(5)]
+
+
+async def test_pump_coalesces_when_the_link_is_slow_and_bounds_the_queue() -> None:
+    frames: list[list[dict[str, int]]] = []
+
+    async def slow_send(text: str) -> None:
+        frames.append(json.loads(text)["data"])
+        await asyncio.sleep(0.02)
+
+    summary = await pump_stream("r", _chunks(200), slow_send, queue_chunks=16)
+    flat = [item["i"] for frame in frames for item in frame]
+    assert flat == list(range(200))  # nothing lost, order kept
+    assert summary.frames < 40 and max(len(f) for f in frames) <= 17
+
+
+async def test_pump_reraises_the_backend_error_after_sending_what_it_had() -> None:
+    async def failing():  # type: ignore[no-untyped-def]
+        yield StreamChunk('{"i": 0}')
+        raise RuntimeError("boom")
+
+    frames: list[str] = []
+
+    async def send(text: str) -> None:
+        frames.append(text)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await pump_stream("r", failing(), send)
+    assert len(frames) == 1

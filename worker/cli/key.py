@@ -1,0 +1,70 @@
+"""``pendra key set``: store the worker key (0600) without it ever touching argv or the screen."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from worker.errors import ConfigError
+
+ORDER = 70
+MAX_KEY_INPUT = 4096  # a key is 52 characters; anything much longer is not a key
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "key",
+        help="store the worker private key",
+        description="Manage the worker private key from the Pendra dashboard.",
+    )
+    actions = parser.add_subparsers(dest="key_command", metavar="ACTION")
+    set_parser = actions.add_parser(
+        "set",
+        help="read the key from stdin (or --file) and store it, mode 0600",
+        description=(
+            "Read the worker key from stdin or --file, check it, and store it at "
+            "$PENDRA_HOME/worker.key with mode 0600. The key is never echoed or logged, and never "
+            "taken as a command-line argument (other users can read those)."
+        ),
+    )
+    set_parser.add_argument(
+        "--file", type=Path, metavar="FILE", help="read the key from FILE instead of stdin"
+    )
+    set_parser.set_defaults(handler=run_set)
+    parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+
+
+def _read_source(args: argparse.Namespace) -> str:
+    if args.file is not None:
+        try:
+            with args.file.open(encoding="utf-8") as handle:
+                return handle.read(MAX_KEY_INPUT)
+        except FileNotFoundError:
+            raise ConfigError(f"--file {args.file}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--file {args.file}: cannot read it ({exc})") from None
+    if sys.stdin.isatty():
+        import getpass
+
+        # getpass reads from the terminal without echoing, so the key never shows on screen.
+        return getpass.getpass("Paste the worker key (input hidden): ")
+    return sys.stdin.read(MAX_KEY_INPUT)
+
+
+def run_set(args: argparse.Namespace) -> int:
+    from worker.keys import parse_key, write_key_file
+    from worker.settings import load_settings
+
+    settings = load_settings()
+    key = parse_key(_read_source(args))
+    target = settings.default_key_file
+    write_key_file(target, key)
+    print(f"Stored the worker key at {target} (mode 0600); worker id {key.worker_id}.")
+    if settings.key_file is not None and settings.key_file != target:
+        print(
+            f"Note: PENDRA_WORKER_KEY_FILE / key_file points at {settings.key_file}, which the "
+            "worker reads instead of this file.",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,229 @@
+"""The worker's outbound link to the control plane: connect, authenticate, serve, reconnect.
+
+One long-lived WebSocket (``wss://`` with verification on; ``ws://`` only to loopback or with the
+explicit opt-in in settings). A dropped link is re-dialled with jittered exponential backoff; a
+rejected key or an unsupported protocol version ends :meth:`LinkClient.run` with a final error
+instead, so a bad key never turns into a retry storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any
+
+import aiohttp
+
+from worker import __version__
+from worker.events import EventBus
+from worker.keys import WorkerKey
+from worker.link.advertise import advertised, gpu_readings, hardware
+from worker.link.backoff import Backoff
+from worker.link.errors import AuthRejected, LinkProtocolError, UpgradeRequired
+from worker.link.handshake import handshake, raise_for_close
+from worker.link.session import Commands, Session
+from worker.link.tls import client_ssl_context
+from worker.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_HEADER,
+    SUPPORTED_VERSIONS,
+    VERSION_HEADER,
+    Hello,
+)
+from worker.router import Router
+
+log = logging.getLogger(__name__)
+
+
+class LinkState(str, Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    OFFLINE = "offline"
+    DRAINING = "draining"
+
+
+def _handshake_http_error(exc: aiohttp.WSServerHandshakeError) -> Exception:
+    """Map an HTTP refusal of the upgrade itself to the same final errors as the frames."""
+    if exc.status in (401, 403):
+        return AuthRejected(f"The control plane refused the worker key (HTTP {exc.status}).")
+    if exc.status == 426:
+        return UpgradeRequired("The control plane requires a newer worker (HTTP 426).")
+    return LinkProtocolError(f"the control plane refused the WebSocket upgrade (HTTP {exc.status})")
+
+
+class LinkClient:
+    def __init__(
+        self,
+        *,
+        key: WorkerKey,
+        router: Router,
+        url: str,
+        events: EventBus | None = None,
+        commands: Commands | None = None,
+        heartbeat_interval_s: float = 15.0,
+        ca_file: Any = None,
+        gpus: Callable[[], list[dict[str, Any]]] = gpu_readings,
+        supported: Sequence[int] = SUPPORTED_VERSIONS,
+        backoff: Backoff | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.key = key
+        self.router = router
+        self.url = url
+        self.events = events
+        self.commands = commands
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.gpus = gpus
+        self.supported = tuple(supported)
+        self.backoff = backoff or Backoff()
+        self.max_concurrency = max_concurrency
+        self._ssl = client_ssl_context(ca_file) if url.startswith("wss://") else None
+        self._state = LinkState.OFFLINE
+        self._session: Session | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._stop = asyncio.Event()
+        self._draining = False
+        self.connections = 0
+        self.worker_id: str | None = None
+        self.on_drain_requested: Callable[[], None] | None = None
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    def _set_state(self, state: LinkState) -> None:
+        if self._draining and state is LinkState.CONNECTED:
+            state = LinkState.DRAINING
+        if state is not self._state:
+            self._state = state
+            log.info("link %s", state.value)
+            if self.events is not None:
+                self.events.publish("state", state=state.value)
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    # -- running ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Stay connected until :meth:`stop`; raises only the final errors."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=15)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while not self._stop.is_set():
+                self._set_state(LinkState.CONNECTING)
+                connected_for: float | None = None
+                try:
+                    connected_for = await self._connect_once(http)
+                except aiohttp.WSServerHandshakeError as exc:
+                    error = _handshake_http_error(exc)
+                    if isinstance(error, (AuthRejected, UpgradeRequired)):
+                        self._set_state(LinkState.OFFLINE)
+                        raise error from None
+                    log.warning("link: %s", error)
+                except (AuthRejected, UpgradeRequired):
+                    self._set_state(LinkState.OFFLINE)
+                    raise
+                except aiohttp.ClientConnectorCertificateError as exc:
+                    log.error(
+                        "link: the control plane's TLS certificate did not verify (%s); for a "
+                        "private CA set PENDRA_CA_FILE to its PEM file",
+                        exc.certificate_error,
+                    )
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                    log.warning("link: cannot reach %s: %s", self.url, exc or type(exc).__name__)
+                except LinkProtocolError as exc:
+                    log.warning("link: %s", exc)
+                self._set_state(LinkState.OFFLINE)
+                if self._stop.is_set():
+                    break
+                self.backoff.connection_ended(connected_for)
+                delay = self.backoff.next_delay()
+                log.info("link: reconnecting in %.1f s", delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        self._set_state(LinkState.OFFLINE)
+
+    async def _hello(self) -> Hello:
+        # The hardware inventory always comes from a one-shot probe (worker.gpu when present),
+        # whether or not a sampler feeds the heartbeats.
+        gpus = await asyncio.to_thread(gpu_readings)
+        backends, models, capabilities = advertised(self.router.registry)
+        return Hello(
+            worker_version=__version__,
+            protocol=max(self.supported),
+            hardware=hardware(gpus),
+            backends=backends,
+            models=models,
+            capabilities=capabilities,
+            max_concurrency=self.max_concurrency,
+            previous_attempts=self.backoff.attempt,
+        )
+
+    async def _connect_once(self, http: aiohttp.ClientSession) -> float | None:
+        headers = {PROTOCOL_HEADER: str(max(self.supported)), VERSION_HEADER: __version__}
+        ws = await http.ws_connect(
+            self.url,
+            headers=headers,
+            max_msg_size=MAX_FRAME_BYTES,
+            heartbeat=max(self.heartbeat_interval_s, 1.0),
+            ssl=self._ssl if self._ssl is not None else True,
+            compress=0,
+        )
+        self._ws = ws
+        try:
+            welcome = await handshake(
+                ws, key=self.key, url=self.url, hello=await self._hello(), supported=self.supported
+            )
+            self.worker_id = welcome.worker_id
+            self.connections += 1
+            session = Session(
+                ws,
+                router=self.router,
+                events=self.events,
+                commands=self.commands,
+                heartbeat_interval_s=welcome.heartbeat_interval_s or self.heartbeat_interval_s,
+                gpus=self.gpus,
+                max_frame_bytes=min(welcome.max_frame_bytes, MAX_FRAME_BYTES),
+                on_drain_requested=self._drain_requested,
+            )
+            session.draining = self._draining
+            self._session = session
+            self._set_state(LinkState.CONNECTED)
+            log.info("link: connected as %s (protocol %d)", welcome.worker_id, welcome.protocol)
+            started = time.monotonic()
+            await session.serve()
+            log.warning("link: connection closed (code %s)", ws.close_code)
+            raise_for_close(ws.close_code)  # a key revoked mid-session is final too
+            return time.monotonic() - started
+        finally:
+            self._session = None
+            self._ws = None
+            await ws.close()
+
+    def _drain_requested(self) -> None:
+        self._draining = True
+        self._set_state(LinkState.DRAINING)
+        if self.on_drain_requested is not None:
+            self.on_drain_requested()
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop taking requests and let in-flight ones finish (bounded); returns those cut off."""
+        self._draining = True
+        self._set_state(LinkState.DRAINING)
+        session = self._session
+        if session is None:
+            return 0
+        return await session.drain(timeout_s)
+
+    async def stop(self) -> None:
+        """End :meth:`run`: close the socket (cancelling what still runs) and stop reconnecting."""
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()

@@ -1,0 +1,242 @@
+"""Dispatches OpenAI-shaped requests to the backend that serves the model, and counts them.
+
+The router is the only path from the link (and any local ingress) to the backends. It resolves the
+model through the :class:`~worker.backends.registry.BackendRegistry`, bounds how many requests each
+backend runs at once (the rest wait their turn, so a burst cannot overload a backend), and keeps
+the counters the status document, heartbeats and the dashboard show: in flight, served, failed and
+a tokens-per-second rate over a sliding window. Counter changes are published as ``requests``
+events, at most a few times a second while tokens stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from worker.backends.base import Backend, StreamChunk, TranscriptionRequest
+from worker.backends.registry import BackendRegistry
+from worker.errors import BadRequest, Cancelled
+from worker.events import EventBus
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 8
+RATE_WINDOW_S = 10.0
+PUBLISH_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class RequestCounters:
+    in_flight: int
+    served: int
+    failed: int
+    cancelled: int
+    tokens_total: int
+    tokens_per_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "in_flight": self.in_flight,
+            "served": self.served,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "tokens_total": self.tokens_total,
+            "tokens_per_s": round(self.tokens_per_s, 2),
+        }
+
+
+class TokenRate:
+    """Tokens per second over a sliding window; pure apart from the clock it is given."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+        self._sum = 0
+
+    def add(self, now: float, tokens: int) -> None:
+        self._events.append((now, tokens))
+        self._sum += tokens
+        self._trim(now)
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        return self._sum / self.window_s
+
+    def _trim(self, now: float) -> None:
+        cutoff = now - self.window_s
+        while self._events and self._events[0][0] < cutoff:
+            self._sum -= self._events.popleft()[1]
+
+
+def model_of(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest(
+            "The request has no model.", hint='add "model": "<id>" (see GET /v1/models)'
+        )
+    return model
+
+
+class Router:
+    """Routes requests by model id; per-backend concurrency limits; request counters."""
+
+    def __init__(
+        self,
+        registry: BackendRegistry,
+        events: EventBus | None = None,
+        *,
+        limits: Mapping[str, int] | None = None,
+        default_limit: int = DEFAULT_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.events = events
+        self._limits = dict(limits or {})
+        self._default_limit = default_limit
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._clock = clock
+        self._rate = TokenRate()
+        self._in_flight = 0
+        self._served = 0
+        self._failed = 0
+        self._cancelled = 0
+        self._tokens_total = 0
+        self._last_publish = 0.0
+
+    # -- counters --------------------------------------------------------------------------------
+    def counters(self) -> RequestCounters:
+        return RequestCounters(
+            in_flight=self._in_flight,
+            served=self._served,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            tokens_total=self._tokens_total,
+            tokens_per_s=self._rate.rate(self._clock()),
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _publish(self, force: bool = False) -> None:
+        if self.events is None:
+            return
+        now = self._clock()
+        if not force and now - self._last_publish < PUBLISH_INTERVAL_S:
+            return
+        self._last_publish = now
+        self.events.publish("requests", **self.counters().as_dict())
+
+    def _begin(self) -> None:
+        self._in_flight += 1
+        self._publish(force=True)
+
+    def _end(self, outcome: str, tokens: int = 0) -> None:
+        self._in_flight -= 1
+        if outcome == "served":
+            self._served += 1
+        elif outcome == "cancelled":
+            self._cancelled += 1
+        else:
+            self._failed += 1
+        self._tokens_total += tokens
+        self._publish(force=True)
+
+    def _count_tokens(self, tokens: int) -> None:
+        self._rate.add(self._clock(), tokens)
+        self._publish()
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def limit_for(self, kind: str) -> int:
+        return self._limits.get(kind, self._default_limit)
+
+    def _semaphore(self, backend: Backend) -> asyncio.Semaphore:
+        sem = self._semaphores.get(backend.kind)
+        if sem is None:
+            sem = self._semaphores[backend.kind] = asyncio.Semaphore(self.limit_for(backend.kind))
+        return sem
+
+    def _resolve(self, body: Mapping[str, Any]) -> tuple[Backend, dict[str, Any]]:
+        backend, model_id = self.registry.resolve(model_of(body))
+        return backend, {**body, "model": model_id}
+
+    async def _unary(
+        self, body: Mapping[str, Any], call: Callable[[Backend, dict[str, Any]], Awaitable[T]]
+    ) -> T:
+        self._begin()
+        outcome, tokens = "failed", 0
+        try:
+            backend, routed = self._resolve(body)
+            async with self._semaphore(backend):
+                result = await call(backend, routed)
+            tokens = _usage_tokens(result)
+            if tokens:
+                self._count_tokens(tokens)
+            outcome = "served"
+            return result
+        except (asyncio.CancelledError, Cancelled):
+            outcome = "cancelled"
+            raise
+        finally:
+            self._end(outcome, tokens)
+
+    async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A non-streamed chat completion."""
+        return await self._unary({**body, "stream": False}, lambda b, r: b.chat(r))
+
+    async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._unary(body, lambda b, r: b.embeddings(r))
+
+    async def images(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._unary(body, lambda b, r: b.images(r))
+
+    async def transcription(self, request: TranscriptionRequest) -> dict[str, Any] | str:
+        async def call(backend: Backend, routed: dict[str, Any]) -> dict[str, Any] | str:
+            request.model = routed["model"]
+            return await backend.transcription(request)
+
+        return await self._unary({"model": request.model}, call)
+
+    async def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
+        """A streamed chat completion; closing this iterator cancels the generation.
+
+        The backend's slot is held for the whole stream. Token accounting uses the usage the
+        backend reports; a backend that reports none is counted one token per content chunk.
+        """
+        self._begin()
+        outcome, counted, reported = "failed", 0, None
+        stream: AsyncIterator[StreamChunk] | None = None
+        try:
+            backend, routed = self._resolve({**body, "stream": True})
+            async with self._semaphore(backend):
+                stream = backend.chat_stream(routed)
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        reported = chunk.usage.completion_tokens
+                    elif chunk.finish_reason is None:
+                        counted += 1
+                        self._count_tokens(1)
+                    yield chunk
+            outcome = "served"
+        except (asyncio.CancelledError, GeneratorExit, Cancelled):
+            outcome = "cancelled"
+            raise
+        finally:
+            if stream is not None and hasattr(stream, "aclose"):
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+            self._end(outcome, reported if reported is not None else counted)
+
+
+def _usage_tokens(result: Any) -> int:
+    if isinstance(result, dict):
+        usage = result.get("usage")
+        if isinstance(usage, dict):
+            value = usage.get("completion_tokens", 0)  # generated tokens; embeddings count 0
+            return value if isinstance(value, int) else 0
+    return 0

@@ -1,0 +1,289 @@
+"""The running worker: composes settings, events, backends, router, link and other components.
+
+``Worker`` owns the lifecycle. ``start()`` brings up the built-in backend (when enabled and
+installed), discovery of external backends, every registered component, then the link. ``run()``
+waits for a stop request (SIGTERM/SIGINT when the headless command asks for signal handling),
+drains in-flight requests within ``settings.drain_timeout_s`` after telling the control plane it is
+draining, and stops everything in reverse order.
+
+More parts plug in as components — anything with async ``start()`` and ``stop()`` (the admin
+server, the GPU sampler, the install manager) — through :meth:`Worker.add_component`; the status
+document takes GPU readings and install jobs from the ``gpus`` and ``installs`` providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from worker import __version__
+from worker.backends.base import Backend, InstallProgress
+from worker.backends.registry import BackendRegistry
+from worker.errors import BadRequest, PendraError
+from worker.events import EventBus
+from worker.keys import WorkerKey
+from worker.link.client import LinkClient, LinkState
+from worker.protocol import SUPPORTED_VERSIONS
+from worker.router import Router
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def make_builtin(settings: Settings, events: EventBus | None = None) -> Backend | None:
+    """The built-in llama.cpp backend, or None when disabled or not installed in this build."""
+    if not settings.builtin_enabled:
+        return None
+    try:
+        from worker.backends.pendra import PendraBackend
+    except ImportError as exc:
+        log.warning("the built-in backend is not available in this installation: %s", exc)
+        return None
+    return PendraBackend(settings, events=events)
+
+
+class BackendCommands:
+    """Install/uninstall commands from the control plane, run directly on the backends.
+
+    The lead can replace ``Worker.commands`` with one backed by the install manager (shared jobs,
+    progress in the dashboard); this default keeps the link's commands working without it.
+    """
+
+    def __init__(self, registry: BackendRegistry, events: EventBus) -> None:
+        self.registry = registry
+        self.events = events
+
+    def _backend(self, kind: str | None) -> Backend:
+        backend = self.registry.get(kind or "pendra")
+        if backend is None:
+            raise BadRequest(
+                f"No {kind or 'pendra'} backend on this worker.",
+                hint="see `pendra backends` for the backends this worker has",
+            )
+        return backend
+
+    async def install(
+        self,
+        ref: str,
+        backend: str | None,
+        progress: Callable[[InstallProgress], Any],
+    ) -> str | None:
+        target = self._backend(backend)
+
+        async def report(update: InstallProgress) -> None:
+            self.events.publish(
+                "install",
+                ref=ref,
+                backend=target.kind,
+                phase=update.phase,
+                bytes_done=update.bytes_done,
+                bytes_total=update.bytes_total,
+            )
+            result = progress(update)
+            if asyncio.iscoroutine(result):
+                await result
+
+        await target.install(ref, report)
+        await target.refresh()
+        self.events.publish("models", backend=target.kind)
+        return target.kind
+
+    async def uninstall(self, ref: str, backend: str | None) -> str | None:
+        target = self._backend(backend)
+        await target.uninstall(ref)
+        await target.refresh()
+        self.events.publish("models", backend=target.kind)
+        return target.kind
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        key: WorkerKey | None = None,
+        *,
+        backends: Sequence[Backend] | None = None,
+        discover: bool = True,
+        supported_versions: Sequence[int] = SUPPORTED_VERSIONS,
+    ) -> None:
+        self.settings = settings
+        self.key = key
+        self.events = EventBus()
+        self.registry = BackendRegistry(backends or ())
+        self._own_backends = backends is None
+        self._discover = discover and backends is None
+        self.router = Router(self.registry, self.events, default_limit=settings.parallel)
+        self.commands: Any = BackendCommands(self.registry, self.events)
+        self.components: list[Component] = []
+        self.discovery: Any = None
+        self.gpus: Callable[[], list[dict[str, Any]]] = list
+        self.installs: Callable[[], list[dict[str, Any]]] = list
+        self.link: LinkClient | None = None
+        self._supported = tuple(supported_versions)
+        self._started_at: float | None = None
+        self._started_components: list[Component] = []
+        self._link_task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self._force = asyncio.Event()
+        self._draining = False
+
+    # -- composition -----------------------------------------------------------------------------
+    def add_component(self, component: Component) -> None:
+        """Register a part with async ``start()``/``stop()``; started in order, stopped reversed."""
+        self.components.append(component)
+
+    # -- status ----------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if self._draining:
+            return LinkState.DRAINING.value
+        return self.link.state.value if self.link is not None else LinkState.OFFLINE.value
+
+    def status(self) -> dict[str, Any]:
+        """The status document (DESIGN §6). Never contains the worker key."""
+        if self.discovery is not None and hasattr(self.discovery, "describe"):
+            backends = self.discovery.describe()
+        else:
+            backends = [b.describe() for b in self.registry]
+        uptime = time.monotonic() - self._started_at if self._started_at is not None else 0.0
+        return {
+            "worker": {
+                "state": self.state,
+                "version": __version__,
+                "uptime_s": round(uptime, 1),
+                "worker_id": self.key.worker_id if self.key is not None else None,
+                "control_plane": self.settings.api_url,
+            },
+            "backends": backends,
+            "gpus": self.gpus(),
+            "installs": self.installs(),
+            "requests": self.router.counters().as_dict(),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._started_at = time.monotonic()
+        if self._own_backends:
+            builtin = make_builtin(self.settings, self.events)
+            if builtin is not None:
+                self.registry.add(builtin)
+        for backend in list(self.registry):
+            if hasattr(backend, "start"):
+                await backend.start()
+            await backend.refresh()
+        if self._discover:
+            self._add_discovery()
+        for component in self.components:
+            await component.start()
+            self._started_components.append(component)
+        self.events.publish("backends", backends=[b.describe() for b in self.registry])
+        if self.key is not None:
+            self.link = LinkClient(
+                key=self.key,
+                router=self.router,
+                url=self.settings.ws_url,
+                events=self.events,
+                commands=self.commands,
+                heartbeat_interval_s=self.settings.heartbeat_interval_s,
+                ca_file=self.settings.ca_file,
+                gpus=lambda: self.gpus(),  # late-bound: the lead may wire a sampler after init
+                supported=self._supported,
+                max_concurrency=self.settings.parallel,
+            )
+            self.link.on_drain_requested = self.request_stop
+            self._link_task = asyncio.create_task(self.link.run(), name="link")
+
+    def _add_discovery(self) -> None:
+        try:
+            from worker.backends.discovery import Discovery
+        except ImportError as exc:  # a trimmed build without external backends
+            log.warning("backend discovery is not available: %s", exc)
+            return
+        self.discovery = Discovery(self.settings, self.registry, self.events)
+        # First in the list: its first tick has found the external backends before the other
+        # components (admin server, installs) start answering questions about them.
+        self.components.insert(0, self.discovery)
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (drain); a second request skips the rest of the drain."""
+        if self._stop_requested.is_set():
+            self._force.set()
+        self._stop_requested.set()
+
+    async def run(self, *, handle_signals: bool = False) -> int:
+        """Start, serve until asked to stop, drain, stop. Re-raises a final link error."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._stop_requested.wait())}
+            if self._link_task is not None:
+                waiters.add(self._link_task)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                if waiter is not self._link_task:
+                    waiter.cancel()
+            if self._link_task is not None and self._link_task.done():
+                self._link_task.result()  # a final link error (bad key, upgrade) ends the worker
+            await self.drain()
+            return 0
+        finally:
+            await self.stop()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def drain(self) -> int:
+        """Tell the control plane, let in-flight requests finish within the bound."""
+        self._draining = True
+        self.events.publish("state", state=LinkState.DRAINING.value)
+        if self.link is None:
+            return 0
+        timeout = self.settings.drain_timeout_s
+        log.info(
+            "draining: %d request(s) in flight, waiting up to %.0f s",
+            self.router.in_flight,
+            timeout,
+        )
+        drain = asyncio.ensure_future(self.link.drain(timeout))
+        force = asyncio.ensure_future(self._force.wait())
+        await asyncio.wait({drain, force}, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        if not drain.done():
+            log.warning("drain cut short by a second signal")
+            drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            cut = await drain
+            if cut:
+                log.warning("drain deadline reached: %d request(s) cancelled", cut)
+            return cut
+        return 0
+
+    async def stop(self) -> None:
+        if self.link is not None:
+            await self.link.stop()
+        if self._link_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, PendraError):
+                await self._link_task
+        for component in reversed(self._started_components):
+            try:
+                await component.stop()
+            except Exception:  # one failing part must not keep the others running
+                log.exception("stopping %s failed", type(component).__name__)
+        self._started_components.clear()
+        for backend in list(self.registry):
+            with contextlib.suppress(Exception):
+                await backend.close()

@@ -1,0 +1,107 @@
+"""``pendra sandbox``: a local control plane (DESIGN §5) in one aiohttp application."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from worker.keys import WorkerKey, generate_key, read_key_file, write_key_file
+from worker.protocol import MAX_FRAME_BYTES, SUPPORTED_VERSIONS, VERIFY_PATH, WORKER_PATH
+from worker.sandbox import ingress
+from worker.sandbox.catalogue import default_files, model_ids
+from worker.sandbox.hub import WorkerHub
+
+log = logging.getLogger(__name__)
+
+HUB_KEY = ingress.HUB_KEY
+
+
+@dataclass
+class SandboxConfig:
+    api_key: str
+    accepted_keys: set[str]
+    catalogue: dict[str, Any]
+    files_dir: Path | None = None
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS
+    heartbeat_interval_s: float | None = None
+    extra_files: dict[str, Path] = field(default_factory=default_files)
+
+
+def worker_key_for(key_out: Path) -> WorkerKey:
+    """The key the sandbox accepts: reuse a valid one at ``key_out``, else create it (0600)."""
+    if key_out.exists():
+        return read_key_file(key_out)  # a bad or unsafe file is an error, never overwritten
+    key = generate_key()
+    write_key_file(key_out, key)
+    return key
+
+
+def build_app(config: SandboxConfig) -> web.Application:
+    app = web.Application(client_max_size=MAX_FRAME_BYTES, middlewares=[ingress.require_api_key])
+    hub = WorkerHub(
+        config.accepted_keys,
+        versions=config.versions,
+        heartbeat_interval_s=config.heartbeat_interval_s,
+    )
+    app[HUB_KEY] = hub
+    app[ingress.API_KEY] = config.api_key
+    app[ingress.KNOWN_MODELS] = model_ids(config.catalogue)
+    catalogue_body = config.catalogue
+
+    async def catalogue(_request: web.Request) -> web.Response:
+        return web.json_response(catalogue_body)
+
+    async def files(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = config.extra_files.get(name)
+        if path is None and config.files_dir is not None:
+            candidate = (config.files_dir / name).resolve()
+            if candidate.parent == config.files_dir.resolve() and candidate.is_file():
+                path = candidate
+        if path is None:
+            raise web.HTTPNotFound(text=f"no file {name!r} here\n")
+        return web.FileResponse(path)  # supports Range, so installs can resume
+
+    async def workers(_request: web.Request) -> web.Response:
+        return web.json_response({"workers": [w.describe() for w in hub.workers.values()]})
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await hub.close()
+
+    app.router.add_get("/api/v1/catalogue", catalogue)
+    app.router.add_get(WORKER_PATH, hub.handle_connect)
+    app.router.add_post(VERIFY_PATH, hub.handle_verify)
+    app.router.add_get("/api/v1/workers", workers)
+    app.router.add_get("/files/{name}", files)
+    ingress.add_routes(app)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start ``app`` on host:port; the caller cleans up the returned runner."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("the sandbox is not listening")
+
+
+def new_api_key() -> str:
+    return "sk-sandbox-" + secrets.token_urlsafe(18)

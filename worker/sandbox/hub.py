@@ -1,0 +1,404 @@
+"""The control plane's worker side, as the sandbox implements it: accept, verify, route frames.
+
+Each worker dials in over WebSocket; the hub sends a challenge, checks the signed transcript
+against the public keys it accepts, takes the hello and welcomes the worker. After that it keeps
+the worker's advertised models and load, and relays request frames out and response frames back
+into per-request channels that the OpenAI ingress reads. A frame it cannot use is answered with an
+error frame; a worker that disconnects fails its open requests at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from worker.keys import verify_signature, worker_id_for
+from worker.protocol import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_REPLACED,
+    CLOSE_UPGRADE_REQUIRED,
+    MAX_FRAME_BYTES,
+    SUPPORTED_VERSIONS,
+    AdvertisedModel,
+    Auth,
+    Cancel,
+    Challenge,
+    Draining,
+    ErrorFrame,
+    FrameError,
+    Heartbeat,
+    Hello,
+    Load,
+    Pong,
+    Request,
+    StatusPush,
+    Welcome,
+    audience,
+    auth_transcript,
+    parse_worker_frame,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL_FRAMES = 4096
+"""Frames buffered per request for a slow HTTP client before the request is cut off."""
+HANDSHAKE_TIMEOUT_S = 15.0
+NONCE_TTL_S = 120.0
+MAX_PENDING_NONCES = 1024
+_ids = itertools.count(1)
+
+
+class Channel:
+    """The frames of one request as they come back from the worker."""
+
+    def __init__(self, connection: WorkerConnection, request_id: str) -> None:
+        self.connection = connection
+        self.id = request_id
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(CHANNEL_FRAMES)
+        self.finished = False
+
+    def deliver(self, frame: Any) -> None:
+        if self.queue.full():
+            # The HTTP client is not reading: cut the request off rather than buffer without end.
+            self.connection.close_channel(self.id, cancel=True)
+            self.queue.get_nowait()
+            frame = ErrorFrame(
+                id=self.id, code="client_too_slow", message="the client stopped reading", status=499
+            )
+        self.queue.put_nowait(frame)
+
+    async def next(self, timeout_s: float) -> Any:
+        return await asyncio.wait_for(self.queue.get(), timeout=timeout_s)
+
+    async def close(self) -> None:
+        """Done with this request: if the worker has not finished it, cancel it there."""
+        await self.connection.release(self.id, cancel=not self.finished)
+
+
+class WorkerConnection:
+    def __init__(self, ws: web.WebSocketResponse, worker_id: str, hello: Hello) -> None:
+        self.ws = ws
+        self.worker_id = worker_id
+        self.hello = hello
+        self.models: dict[str, AdvertisedModel] = {m.id: m for m in hello.models}
+        self.load = Load()
+        self.draining = False
+        self.connected_at = time.time()
+        self.channels: dict[str, Channel] = {}
+        self._send_lock = asyncio.Lock()
+        self._background: set[asyncio.Future[None]] = set()
+        self.frames_rejected = 0
+        self.reported_errors: deque[ErrorFrame] = deque(maxlen=100)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.channels)
+
+    def serves(self, model: str) -> bool:
+        return model in self.models
+
+    async def send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.ws.send_str(text)
+
+    async def open(self, frame: Request) -> Channel:
+        channel = Channel(self, frame.id)
+        self.channels[frame.id] = channel
+        try:
+            await self.send(frame.dump())
+        except Exception:
+            self.channels.pop(frame.id, None)
+            raise
+        return channel
+
+    def close_channel(self, request_id: str, *, cancel: bool) -> None:
+        channel = self.channels.pop(request_id, None)
+        if channel is not None and cancel and not self.ws.closed:
+            task = asyncio.ensure_future(self._send_quietly(Cancel(id=request_id).dump()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def release(self, request_id: str, *, cancel: bool) -> None:
+        if self.channels.pop(request_id, None) is not None and cancel and not self.ws.closed:
+            await self._send_quietly(Cancel(id=request_id).dump())
+
+    async def _send_quietly(self, text: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.send(text)
+
+    def fail_all(self, message: str) -> None:
+        for request_id, channel in list(self.channels.items()):
+            if channel.queue.full():
+                channel.queue.get_nowait()
+            channel.queue.put_nowait(
+                ErrorFrame(id=request_id, code="worker_disconnected", message=message, status=502)
+            )
+        self.channels.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "version": self.hello.worker_version,
+            "models": sorted(self.models),
+            "in_flight": self.in_flight,
+            "draining": self.draining,
+            "load": self.load.model_dump(),
+            "hardware": self.hello.hardware.model_dump(),
+        }
+
+
+class WorkerHub:
+    def __init__(
+        self,
+        accepted_keys: Iterable[str],
+        *,
+        versions: Iterable[int] = SUPPORTED_VERSIONS,
+        server_id: str | None = None,
+        heartbeat_interval_s: float | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
+        self.accepted_keys = set(accepted_keys)
+        self.versions = sorted(set(versions))
+        self.server_id = server_id or "sandbox-" + secrets.token_hex(4)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.max_frame_bytes = max_frame_bytes
+        self.workers: dict[str, WorkerConnection] = {}
+        self._nonces: dict[str, tuple[str, float]] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
+        self.auth_failures = 0
+
+    # -- routing ---------------------------------------------------------------------------------
+    def candidates(self, model: str) -> list[WorkerConnection]:
+        return [w for w in self.workers.values() if w.serves(model) and not w.draining]
+
+    def pick(self, model: str) -> WorkerConnection | None:
+        """The least-loaded worker serving ``model`` (None when none does)."""
+        found = self.candidates(model)
+        return min(found, key=lambda w: (w.in_flight, w.load.in_flight)) if found else None
+
+    def models(self) -> list[dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+        for worker in self.workers.values():
+            for model in worker.models.values():
+                entry = seen.setdefault(
+                    model.id,
+                    {"id": model.id, "object": "model", "created": 0, "owned_by": "pendra-worker"},
+                )
+                entry.setdefault("workers", 0)
+                entry["workers"] += 1
+        return sorted(seen.values(), key=lambda m: m["id"])
+
+    @staticmethod
+    def new_request_id() -> str:
+        return f"req_{next(_ids)}_{secrets.token_hex(4)}"
+
+    # -- the WebSocket endpoint ------------------------------------------------------------------
+    async def handle_connect(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=30.0)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        connection: WorkerConnection | None = None
+        try:
+            connection = await self._admit(ws, audience(f"{request.host}{request.path}"))
+            if connection is not None:
+                await self._serve(connection)
+        finally:
+            self._sockets.discard(ws)
+            if connection is not None:
+                connection.fail_all("the worker disconnected")
+                if self.workers.get(connection.worker_id) is connection:
+                    del self.workers[connection.worker_id]
+                log.info("worker %s disconnected", connection.worker_id)
+            await ws.close()
+        return ws
+
+    async def _refuse(self, ws: web.WebSocketResponse, code: str, message: str, close: int) -> None:
+        with contextlib.suppress(Exception):
+            await ws.send_str(ErrorFrame(code=code, message=message).dump())
+            await ws.close(code=close, message=code.encode())
+
+    async def _receive(self, ws: web.WebSocketResponse) -> Any:
+        message = await ws.receive(timeout=HANDSHAKE_TIMEOUT_S)
+        if message.type != WSMsgType.TEXT:
+            return None
+        return parse_worker_frame(message.data)
+
+    async def _admit(self, ws: web.WebSocketResponse, aud: str) -> WorkerConnection | None:
+        nonce = secrets.token_urlsafe(24)
+        await ws.send_str(
+            Challenge(versions=self.versions, nonce=nonce, server_id=self.server_id).dump()
+        )
+        try:
+            auth = await self._receive(ws)
+            if not isinstance(auth, Auth):
+                await self._refuse(ws, "auth_required", "expected an auth frame", CLOSE_AUTH_FAILED)
+                return None
+            if auth.protocol not in self.versions:
+                await self._refuse(
+                    ws,
+                    "upgrade_required",
+                    f"protocol {auth.protocol} is not supported; this control plane speaks "
+                    f"{self.versions}",
+                    CLOSE_UPGRADE_REQUIRED,
+                )
+                return None
+            if not self.check_proof(auth.public_key, nonce, auth.protocol, auth.signature, aud):
+                self.auth_failures += 1
+                log.warning("refused a worker: key not accepted or bad signature")
+                await self._refuse(
+                    ws, "auth_failed", "this worker key is not accepted here", CLOSE_AUTH_FAILED
+                )
+                return None
+            hello = await self._receive(ws)
+            if not isinstance(hello, Hello):
+                await self._refuse(ws, "hello_required", "expected a hello", CLOSE_PROTOCOL_ERROR)
+                return None
+        except (asyncio.TimeoutError, FrameError) as exc:
+            reason = str(exc) or "timed out"
+            await self._refuse(ws, "handshake_failed", reason, CLOSE_PROTOCOL_ERROR)
+            return None
+        worker_id = worker_id_for(auth.public_key)
+        previous = self.workers.get(worker_id)
+        connection = WorkerConnection(ws, worker_id, hello)
+        self.workers[worker_id] = connection
+        if previous is not None:  # the same worker reconnected before its old socket timed out
+            previous.fail_all("the worker reconnected")
+            with contextlib.suppress(Exception):
+                await previous.ws.close(code=CLOSE_REPLACED, message=b"replaced")
+        await ws.send_str(
+            Welcome(
+                worker_id=worker_id,
+                session_id=secrets.token_hex(8),
+                protocol=auth.protocol,
+                heartbeat_interval_s=self.heartbeat_interval_s,
+                max_frame_bytes=self.max_frame_bytes,
+            ).dump()
+        )
+        log.info("worker %s connected with %d model(s)", worker_id, len(connection.models))
+        return connection
+
+    def check_proof(
+        self, public_key: str, nonce: str, protocol: int, signature: str, aud: str
+    ) -> bool:
+        if not any(hmac.compare_digest(public_key, k) for k in self.accepted_keys):
+            return False
+        transcript = auth_transcript(
+            protocol=protocol,
+            nonce=nonce,
+            server_id=self.server_id,
+            public_key=public_key,
+            audience=aud,
+        )
+        return verify_signature(public_key, transcript, signature)
+
+    async def _serve(self, connection: WorkerConnection) -> None:
+        async for message in connection.ws:
+            if message.type == WSMsgType.TEXT:
+                await self._on_text(connection, message.data)
+            elif message.type == WSMsgType.BINARY:
+                connection.frames_rejected += 1
+                await connection.send(
+                    ErrorFrame(code="malformed_frame", message="binary frames are not used").dump()
+                )
+            elif message.type == WSMsgType.ERROR:
+                break
+
+    async def _on_text(self, connection: WorkerConnection, text: str) -> None:
+        try:
+            frame = parse_worker_frame(text)
+        except FrameError as exc:
+            connection.frames_rejected += 1
+            await connection.send(
+                ErrorFrame(id=exc.request_id, code=exc.code, message=exc.message).dump()
+            )
+            return
+        request_id = getattr(frame, "id", None)
+        if request_id is not None:
+            channel = connection.channels.get(request_id)
+            if channel is not None:
+                if frame.type in ("end", "response", "error", "install_done"):
+                    channel.finished = True
+                channel.deliver(frame)
+            return  # a late frame of a request the client gave up on: dropped
+        if isinstance(frame, Heartbeat):
+            connection.load = frame.load
+        elif isinstance(frame, StatusPush):
+            connection.models = {m.id: m for m in frame.models}
+        elif isinstance(frame, Draining):
+            connection.draining = True
+            log.info("worker %s is draining", connection.worker_id)
+        elif isinstance(frame, ErrorFrame):
+            connection.reported_errors.append(frame)
+            log.warning("worker %s reported: %s", connection.worker_id, frame.code)
+        elif isinstance(frame, Pong):
+            pass
+        else:
+            connection.frames_rejected += 1
+            await connection.send(
+                ErrorFrame(
+                    code="unexpected_frame", message=f"{frame.type} frames are not expected now"
+                ).dump()
+            )
+
+    # -- key check over HTTP ---------------------------------------------------------------------
+    async def handle_verify(self, request: web.Request) -> web.Response:
+        """Two-step challenge-response over HTTP (docs/protocol.md, "Checking a key")."""
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("public_key"), str):
+            return _json_error(400, "invalid_request_error", 'send {"public_key": ...}')
+        now = time.monotonic()
+        self._prune_nonces(now)
+        public_key = data["public_key"]
+        if "signature" not in data:
+            if len(self._nonces) >= MAX_PENDING_NONCES:
+                return _json_error(429, "rate_limited", "too many key checks at once; retry")
+            nonce = secrets.token_urlsafe(24)
+            self._nonces[nonce] = (public_key, now + NONCE_TTL_S)
+            return web.json_response(
+                {"nonce": nonce, "server_id": self.server_id, "versions": self.versions}
+            )
+        nonce = data.get("nonce")
+        entry = self._nonces.pop(nonce, None) if isinstance(nonce, str) else None
+        protocol = data.get("protocol")
+        signature = data.get("signature")
+        if (
+            entry is None
+            or entry[0] != public_key
+            or not isinstance(protocol, int)
+            or protocol not in self.versions
+            or not isinstance(signature, str)
+            or not self.check_proof(
+                public_key, nonce, protocol, signature, audience(f"{request.host}{request.path}")
+            )
+        ):
+            self.auth_failures += 1
+            return _json_error(401, "auth_failed", "this worker key is not accepted here")
+        return web.json_response({"ok": True, "worker_id": worker_id_for(public_key)})
+
+    def _prune_nonces(self, now: float) -> None:
+        for nonce in [n for n, (_, expires) in self._nonces.items() if expires < now]:
+            del self._nonces[nonce]
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"sandbox stopping")
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": code, "code": code, "param": None}}
+    return web.json_response(body, status=status)

@@ -1,0 +1,242 @@
+"""The sandbox's OpenAI-compatible ingress: HTTP requests in, worker frames out and back.
+
+Bodies are relayed, never stored or logged. A streamed chat is written as server-sent events the
+moment each chunk frame arrives; an error after the stream has started is sent as an SSE ``error``
+event (what OpenAI clients raise on), and a client that goes away gets its request cancelled on the
+worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from worker.protocol import (
+    ErrorFrame,
+    Request,
+    RequestKind,
+    Response,
+    ResponseChunk,
+    ResponseEnd,
+    ResponseStart,
+    UploadedFile,
+)
+from worker.sandbox.hub import Channel, WorkerHub
+
+log = logging.getLogger(__name__)
+
+FIRST_FRAME_TIMEOUT_S = 600.0  # a first request may have to load a model
+NEXT_FRAME_TIMEOUT_S = 300.0
+MAX_AUDIO_BYTES = 25 * 1024 * 1024
+HUB_KEY = web.AppKey("hub", WorkerHub)
+API_KEY = web.AppKey("api_key", str)
+KNOWN_MODELS = web.AppKey("known_models", frozenset)
+
+
+def openai_error(status: int, code: str, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": code, "code": code, "param": None}}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def require_api_key(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        expected = request.app[API_KEY]
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+            return openai_error(
+                401,
+                "invalid_api_key",
+                "Missing or wrong API key: send 'Authorization: Bearer <key>' with the sandbox's "
+                "--api-key.",
+            )
+    return await handler(request)
+
+
+def _pick(request: web.Request, model: str) -> Any:
+    """The worker for ``model``, or the error response: 503 when known but unserved, else 404."""
+    hub = request.app[HUB_KEY]
+    worker = hub.pick(model)
+    if worker is not None:
+        return worker
+    if not hub.workers:
+        return openai_error(
+            503,
+            "no_worker",
+            "No worker is connected to this sandbox; start one with `pendra --no-ui` "
+            "(PENDRA_API_URL pointing here).",
+        )
+    known = model in request.app[KNOWN_MODELS] or any(w.serves(model) for w in hub.workers.values())
+    if known:
+        return openai_error(
+            503, "no_worker", f"No connected worker can serve {model!r} right now; retry shortly."
+        )
+    served = ", ".join(m["id"] for m in hub.models()) or "none"
+    return openai_error(
+        404, "model_not_found", f"The model {model!r} does not exist here. Models served: {served}."
+    )
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return openai_error(400, "invalid_request_error", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return openai_error(400, "invalid_request_error", "The request body must be an object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return openai_error(400, "invalid_request_error", "The request has no 'model'.")
+    return body
+
+
+def _from_error(frame: ErrorFrame) -> web.Response:
+    message = f"{frame.message} ({frame.hint})" if frame.hint else frame.message
+    return openai_error(frame.status or 502, frame.code, message)
+
+
+def _from_response(frame: Response) -> web.Response:
+    if isinstance(frame.body, str):
+        return web.Response(text=frame.body, status=frame.status, content_type="text/plain")
+    return web.json_response(frame.body, status=frame.status)
+
+
+async def _relay_unary(channel: Channel) -> web.Response:
+    try:
+        frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return openai_error(504, "timeout", "The worker did not answer in time.")
+    if isinstance(frame, Response):
+        return _from_response(frame)
+    if isinstance(frame, ErrorFrame):
+        return _from_error(frame)
+    return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
+
+
+def _sse_error(frame: ErrorFrame) -> bytes:
+    error = {"message": frame.message, "type": frame.code, "code": frame.code, "param": None}
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+
+
+async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamResponse:
+    try:
+        frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return openai_error(504, "timeout", "The worker did not start answering in time.")
+    if isinstance(frame, ErrorFrame):
+        return _from_error(frame)
+    if isinstance(frame, Response):  # a worker may answer a stream request in one piece
+        return _from_response(frame)
+    if not isinstance(frame, ResponseStart):
+        return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
+    response = web.StreamResponse(
+        status=frame.status,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+    )
+    await response.prepare(request)
+    try:
+        while True:
+            try:
+                frame = await channel.next(NEXT_FRAME_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                frame = ErrorFrame(code="timeout", message="the worker stopped answering")
+            if isinstance(frame, ResponseChunk):
+                payload = b"".join(
+                    b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                    for chunk in frame.data
+                )
+                await response.write(payload)
+            elif isinstance(frame, ResponseEnd):
+                await response.write(b"data: [DONE]\n\n")
+                break
+            elif isinstance(frame, ErrorFrame):
+                await response.write(_sse_error(frame))
+                break
+    except (ConnectionResetError, ConnectionError):
+        log.info("client of request %s went away; cancelling it", channel.id)
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _dispatch(
+    request: web.Request, kind: RequestKind, body: dict[str, Any], **extra: Any
+) -> web.StreamResponse:
+    worker = _pick(request, body["model"])
+    if isinstance(worker, web.Response):
+        return worker
+    stream = kind == "chat" and bool(body.get("stream"))
+    frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
+    try:
+        channel = await worker.open(frame)
+    except Exception:
+        return openai_error(503, "worker_unavailable", "The worker went away; retry.")
+    try:
+        if stream:
+            return await _relay_stream(request, channel)
+        return await _relay_unary(channel)
+    finally:
+        await channel.close()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    return body if isinstance(body, web.Response) else await _dispatch(request, "chat", body)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    return body if isinstance(body, web.Response) else await _dispatch(request, "embeddings", body)
+
+
+async def images(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    return body if isinstance(body, web.Response) else await _dispatch(request, "images", body)
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    if not request.content_type.startswith("multipart/"):
+        return openai_error(
+            400, "invalid_request_error", "Send the audio as multipart/form-data ('file' part)."
+        )
+    fields: dict[str, Any] = {}
+    upload: UploadedFile | None = None
+    reader = await request.multipart()
+    async for part in reader:
+        if part.name == "file":
+            data = await part.read()
+            if len(data) > MAX_AUDIO_BYTES:
+                return openai_error(413, "file_too_large", "The audio file is over 25 MB.")
+            upload = UploadedFile(
+                name=part.filename or "audio",
+                content_type=part.headers.get("Content-Type", "application/octet-stream"),
+                data_b64=base64.b64encode(data).decode("ascii"),
+            )
+        elif part.name:
+            fields[part.name] = await part.text()
+    if upload is None:
+        return openai_error(400, "invalid_request_error", "The request has no 'file' part.")
+    if not fields.get("model"):
+        return openai_error(400, "invalid_request_error", "The request has no 'model'.")
+    return await _dispatch(request, "transcription", fields, file=upload)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": request.app[HUB_KEY].models()})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/images/generations", images)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
