@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from worker import __version__
 from worker.backends.base import Backend, InstallProgress
 from worker.backends.registry import BackendRegistry
-from worker.errors import BadRequest, PendraError
+from worker.errors import BadRequest, InstallError, PendraError
 from worker.events import EventBus
 from worker.keys import WorkerKey
 from worker.link.client import LinkClient, LinkState
@@ -107,6 +107,52 @@ class BackendCommands:
         return target.kind
 
 
+class ManagedCommands:
+    """Install/uninstall commands from the control plane, run as install-manager jobs.
+
+    Jobs are shared with the CLI and the dashboard (the same ref joins the running job) and their
+    progress appears in ``pendra status`` and the TUI as well as on the link.
+    """
+
+    def __init__(self, manager: Any, events: EventBus) -> None:
+        self.manager = manager
+        self.events = events
+
+    async def install(
+        self,
+        ref: str,
+        backend: str | None,
+        progress: Callable[[InstallProgress], Any],
+    ) -> str | None:
+        with self.events.subscribe(kinds={"install"}) as updates:
+            job = await self.manager.start(ref, backend)
+            while not job.finished:
+                try:
+                    event = await asyncio.wait_for(updates.get(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    continue
+                if event.get("job_id") != job.id:
+                    continue
+                result = progress(
+                    InstallProgress(
+                        phase=str(event.get("phase", job.phase)),
+                        bytes_done=int(event.get("bytes_done") or 0),
+                        bytes_total=event.get("bytes_total"),
+                        detail=event.get("detail"),
+                    )
+                )
+                if asyncio.iscoroutine(result):
+                    await result
+            await job.wait()
+        if not job.ok:
+            raise InstallError(job.error or f"installing {ref} failed ({job.phase})", hint=job.hint)
+        return job.backend
+
+    async def uninstall(self, ref: str, backend: str | None) -> str | None:
+        result = await self.manager.uninstall(ref, backend)
+        return result.get("backend")
+
+
 class Worker:
     def __init__(
         self,
@@ -137,11 +183,74 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         self._draining = False
+        self.admin_server: Component | None = None
+        self.install_manager: Any = None
+        self.gpu_sampler: Any = None
+        self._log_handler: Any = None
 
     # -- composition -----------------------------------------------------------------------------
     def add_component(self, component: Component) -> None:
         """Register a part with async ``start()``/``stop()``; started in order, stopped reversed."""
         self.components.append(component)
+
+    def enable_operations(self, *, admin: bool = True, gpu: bool = True) -> None:
+        """Wire in what an operated worker has: install manager, GPU sampler, admin socket.
+
+        The admin server starts before anything else, so a second worker on the same
+        PENDRA_HOME is refused before it opens a link or touches the modelstore.
+        """
+        from worker.installs import InstallManager
+
+        self.install_manager = InstallManager(self.settings, self.registry, self.events)
+        self.commands = ManagedCommands(self.install_manager, self.events)
+        self.installs = self.install_manager.snapshot
+        self.add_component(_InstallsComponent(self.install_manager))
+        if gpu:
+            from worker.gpu import GpuSampler
+
+            sampler = GpuSampler(self.settings.gpu_interval_s, self.events)
+            self.gpu_sampler = sampler
+            self.gpus = lambda: [reading.as_dict() for reading in sampler.latest()]
+            self.add_component(sampler)
+        if admin:
+            from worker.admin.server import AdminServer
+
+            self.admin_server = AdminServer(self, self.settings.admin_socket)
+
+    # -- the admin API (worker.admin.target.AdminTarget) -----------------------------------------
+    def _manager(self) -> Any:
+        if self.install_manager is None:
+            raise BadRequest("This worker runs without an install manager.")
+        return self.install_manager
+
+    async def install(self, ref: str, backend: str | None) -> dict[str, Any]:
+        job = await self._manager().start(ref, backend)
+        return job.as_dict()
+
+    async def cancel_install(self, job_id: str) -> dict[str, Any]:
+        return await self._manager().cancel(job_id)
+
+    async def uninstall(self, ref: str, backend: str | None) -> dict[str, Any]:
+        result = await self._manager().uninstall(ref, backend)
+        await self.refresh_backends()
+        return result
+
+    async def refresh_backends(self) -> list[dict[str, Any]]:
+        if self.discovery is not None:
+            await self.discovery.refresh_now()
+        for backend in list(self.registry):
+            if backend.kind == "pendra":
+                await backend.refresh()
+        self.events.publish("backends", backends=self.status()["backends"])
+        return self.status()["backends"]
+
+    def drain(self) -> dict[str, Any]:
+        """Admin command: drain (finish in-flight requests, take no new ones), then stop."""
+        self.request_stop()
+        return {"state": LinkState.DRAINING.value}
+
+    def log_tail(self, n: int) -> list[str]:
+        return self._log_handler.tail(n) if self._log_handler is not None else []
 
     # -- status ----------------------------------------------------------------------------------
     @property
@@ -174,6 +283,12 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._started_at = time.monotonic()
+        if self.admin_server is not None:
+            from worker.admin.log_events import install_log_handler
+
+            await self.admin_server.start()
+            self._started_components.append(self.admin_server)
+            self._log_handler = install_log_handler(self.events)
         if self._own_backends:
             builtin = make_builtin(self.settings, self.events)
             if builtin is not None:
@@ -238,7 +353,7 @@ class Worker:
                     waiter.cancel()
             if self._link_task is not None and self._link_task.done():
                 self._link_task.result()  # a final link error (bad key, upgrade) ends the worker
-            await self.drain()
+            await self._drain_link()
             return 0
         finally:
             await self.stop()
@@ -246,7 +361,7 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
 
-    async def drain(self) -> int:
+    async def _drain_link(self) -> int:
         """Tell the control plane, let in-flight requests finish within the bound."""
         self._draining = True
         self.events.publish("state", state=LinkState.DRAINING.value)
@@ -287,3 +402,16 @@ class Worker:
         for backend in list(self.registry):
             with contextlib.suppress(Exception):
                 await backend.close()
+
+
+class _InstallsComponent:
+    """The install manager as a component: nothing to start, running jobs cancelled on stop."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.manager.close()

@@ -28,6 +28,7 @@ def run_headless() -> int:
         settings.models_dir,
     )
     worker = Worker(settings, key)
+    worker.enable_operations()
     try:
         code = asyncio.run(worker.run(handle_signals=True))
     except PendraError as exc:

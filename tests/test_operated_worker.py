@@ -1,0 +1,128 @@
+"""The operated worker end to end: real processes, as an administrator over SSH would use them.
+
+A real ``pendra sandbox`` (control plane, catalogue, model file server) and a real
+``pendra --no-ui`` worker; then the CLI talks to the running worker through its admin socket:
+``pendra status --json`` (the DESIGN §6 contract), ``pendra models install gemma3:270m`` from the
+sandbox catalogue (download, SHA-256 verify, live progress), a streamed chat through the sandbox's
+OpenAI ingress with the official client, ``pendra logs``, ``pendra models rm``, and a SIGTERM drain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.link.link_procs import (
+    API_KEY,
+    free_port,
+    spawn,
+    start_sandbox_proc,
+    stop,
+    wait_for_models,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+STATUS_KEYS = {"worker", "backends", "gpus", "installs", "requests"}
+
+
+def pendra(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_connected(env: dict[str, str], timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        result = pendra(env, "status", "--json", timeout=30)
+        last = result.stdout + result.stderr
+        if result.returncode == 0 and json.loads(result.stdout)["worker"]["state"] == "connected":
+            return json.loads(result.stdout)
+        time.sleep(0.3)
+    raise AssertionError(f"worker never connected: {last}")
+
+
+def test_install_serve_status_logs_and_remove_on_a_running_worker(
+    tmp_path: Path, clean_env: dict[str, str], gemma_gguf: Path
+) -> None:
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    key_file = tmp_path / "sandbox-worker.key"
+    models_dir = tmp_path / "models"
+    sandbox = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_file)
+    env = worker_env(clean_env, api_url, key_file, models_dir)
+    worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
+    try:
+        status = wait_connected(env)
+        assert status.keys() >= STATUS_KEYS
+        assert status["worker"]["version"]
+        assert status["backends"][0]["name"] == "pendra"
+
+        installed = pendra(env, "models", "install", "gemma3:270m", timeout=240)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        model_file = models_dir / "gemma-3-270m-q4_k_m.gguf"
+        assert model_file.stat().st_size == gemma_gguf.stat().st_size
+        sidecar = json.loads(Path(f"{model_file}.meta.json").read_text())
+        assert sidecar["ref"] == "gemma3:270m"
+        assert not [p.name for p in models_dir.iterdir() if p.name.startswith(".")]
+
+        wait_for_models(api_url, {"gemma3:270m"}, worker)
+        client = OpenAI(base_url=f"{api_url}/v1", api_key=API_KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="gemma3:270m",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+        )
+        pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+        assert "".join(pieces).strip()
+
+        status = json.loads(pendra(env, "status", "--json").stdout)
+        assert status["requests"]["served"] >= 1
+        pendra_models = next(b for b in status["backends"] if b["name"] == "pendra")["models"]
+        assert "gemma3:270m" in {m["id"] for m in pendra_models}
+        readable = pendra(env, "status")
+        assert readable.returncode == 0 and "connected" in readable.stdout
+
+        logs = pendra(env, "logs", "-n", "200")
+        assert logs.returncode == 0
+        assert "connected" in logs.stdout
+        key_text = key_file.read_text().strip()
+        assert key_text not in logs.stdout
+        assert key_text not in json.dumps(status)
+
+        removed = pendra(env, "models", "rm", "gemma3:270m")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert not model_file.exists()
+        assert not Path(f"{model_file}.meta.json").exists()
+
+        assert stop(worker, 60) == 0
+    finally:
+        worker.kill()
+        sandbox.kill()
+    assert key_file.read_text().strip() not in worker.output()
+
+
+def test_cli_without_a_worker_says_how_to_start_one(clean_env: dict[str, str]) -> None:
+    result = pendra(clean_env, "status", "--json")
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert "pendra --no-ui" in result.stderr
+    assert "Traceback" not in result.stderr
