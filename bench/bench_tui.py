@@ -1,0 +1,89 @@
+"""TUI speed: time to the first dashboard frame, and CPU use of an idle dashboard.
+
+    .venv/bin/python bench/bench_tui.py [--idle-seconds 10]
+
+Each measurement runs in a fresh Python process (so import time counts) with the app headless
+and the deterministic fake admin client from tests/tui (a busy worker: 3 backends, 1 GPU, logs).
+"First frame" is from interpreter start to the dashboard showing the worker's status. "Idle CPU"
+is the app process's CPU time over a window with (a) no events and (b) one GPU event every 2 s,
+the worker's default sampling interval. Targets: first frame <= 1 s, idle <= 3 % of a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import time
+T0 = time.perf_counter()
+import asyncio, json, os, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+os.environ["PENDRA_HOME"] = {home!r}
+from pendra_tui.app import build_app
+import tui_fakes
+
+async def main():
+    worker = tui_fakes.dashboard_worker(gpus=1)
+    worker.scripted = []
+    app = build_app(tui_fakes.make_services(worker=worker), start="dashboard")
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not (worker.live is not None and getattr(app.screen, "model", None)
+                   and app.screen.model.reachable):
+            await asyncio.sleep(0.005)
+        await pilot.pause()
+        first_frame = time.perf_counter() - T0
+        await asyncio.sleep(1.0)  # let start-up work settle
+        results = {{"first_frame_s": first_frame}}
+        for label, gpu_every in (("idle_no_events", None), ("idle_gpu_every_2s", 2.0)):
+            c0, w0 = time.process_time(), time.perf_counter()
+            next_gpu = w0
+            while time.perf_counter() - w0 < {idle}:
+                if gpu_every and time.perf_counter() >= next_gpu:
+                    worker.push({{"kind": "gpu", "gpus": [tui_fakes.gpu_reading(0, 40.0, 30.0)]}})
+                    next_gpu += gpu_every
+                await asyncio.sleep(0.05)
+            cpu = time.process_time() - c0
+            results[label + "_cpu_percent"] = 100.0 * cpu / (time.perf_counter() - w0)
+    print(json.dumps(results))
+
+asyncio.run(main())
+"""
+
+
+def run_once(idle_s: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="pendra-bench-") as home:
+        code = CHILD.format(
+            root=str(ROOT), tests=str(ROOT / "tests" / "tui"), home=home, idle=idle_s
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120 + 3 * idle_s
+        )
+    if out.returncode != 0:
+        raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Pendra TUI speed")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    runs = [run_once(args.idle_seconds) for _ in range(args.runs)]
+    summary = {key: round(sorted(r[key] for r in runs)[len(runs) // 2], 3) for key in runs[0]}
+    print(json.dumps({"median_of": args.runs, **summary}, indent=2))
+    ok = summary["first_frame_s"] <= 1.0 and all(
+        value <= 3.0 for key, value in summary.items() if key.endswith("cpu_percent")
+    )
+    print("targets met" if ok else "TARGETS MISSED: first frame <= 1 s, idle <= 3 % of a core")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The Pendra worker app and the one factory that builds it (for the CLI, tests and screenshots).
+
+``PendraApp`` decides the first screen: the setup flow when no worker key is stored, else the
+dashboard of the running worker. It owns the setup state so Back/Forward keep what was entered.
+Quitting never stops the worker: the app is only a client of its admin API.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from pendra_tui.screens.setup_step import SetupStep
+from pendra_tui.services import Services
+from pendra_tui.setup_state import STEPS, SetupState
+
+Start = Literal["auto", "setup", "dashboard", "prereqs", "key", "catalogue", "backends", "review"]
+"""The first screen: "auto" decides by whether a key is stored; a step name starts there."""
+
+
+class PendraApp(App[int]):
+    """Setup flow + live dashboard."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "Pendra worker"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (100, "-wide"),
+    ]
+    """Below 100 columns the panels stack instead of sitting side by side."""
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f2", "toggle_theme", "Light/dark", show=False)
+    ]
+
+    def __init__(
+        self, services: Services, *, start: Start = "auto", deterministic: bool = False
+    ) -> None:
+        super().__init__()
+        self.services = services
+        """Everything outside the app, injected."""
+        self.start = start
+        """Which screen opens first; "auto" picks by whether a key is stored."""
+        self.deterministic = deterministic
+        """Snapshots and screenshots: no cursor blink, no animations."""
+        self.setup = SetupState()
+        """What the setup flow collected so far."""
+        if deterministic:
+            self.animation_level = "none"
+
+    def on_mount(self) -> None:
+        first = self.start
+        if first == "auto":
+            first = "dashboard" if self.services.keys.has_key() else "setup"
+        if first == "dashboard":
+            self.open_dashboard()
+        else:
+            self.goto_step(first if first in STEPS else STEPS[0])
+
+    def make_step(self, step: str) -> Screen[object]:
+        from pendra_tui.screens.backends import BackendsScreen
+        from pendra_tui.screens.catalogue import CatalogueScreen
+        from pendra_tui.screens.key import KeyScreen
+        from pendra_tui.screens.prereqs import PrereqScreen
+        from pendra_tui.screens.review import ReviewScreen
+
+        screens = {
+            "prereqs": PrereqScreen,
+            "key": KeyScreen,
+            "catalogue": CatalogueScreen,
+            "backends": BackendsScreen,
+            "review": ReviewScreen,
+        }
+        return screens[step]()
+
+    def goto_step(self, step: str) -> None:
+        """Show setup step ``step``, replacing the current step screen."""
+        screen = self.make_step(step)
+        if isinstance(self.screen, SetupStep) and not getattr(self.screen, "pick", False):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_dashboard(self, pending_installs: list[tuple[str, str | None]] | None = None) -> None:
+        from pendra_tui.screens.dashboard import DashboardScreen
+
+        screen = DashboardScreen(pending_installs)
+        if isinstance(self.screen, SetupStep):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+
+def build_app(
+    services: Services, *, start: Start = "auto", deterministic: bool = False
+) -> PendraApp:
+    """Build the app with its services injected."""
+    return PendraApp(services, start=start, deterministic=deterministic)

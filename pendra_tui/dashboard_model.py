@@ -1,0 +1,302 @@
+"""The dashboard's state, built from the admin API's status document and its event stream.
+
+Pure and Textual-free so it is tested as plain code: ``apply_status`` takes a DESIGN §6 document,
+``apply_event`` one admin event, and each returns the set of panels whose data changed, so the
+screen re-renders only those. Unknown keys are ignored and missing ones keep their old value: the
+admin API may grow (§6 says "keys may be added") and an older worker may send less.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+GPU_HISTORY = 300
+"""Samples kept per GPU metric: 10 minutes at the default 2 s GPU interval."""
+
+LOG_LINES = 500
+"""Log lines kept in memory (the log pane shows the tail)."""
+
+FINISHED_INSTALLS_KEPT = 6
+"""Finished/failed installs stay listed so the user sees the outcome; older ones drop off."""
+
+FINISHED_PHASES = frozenset({"done", "failed", "cancelled", "error", "complete", "completed"})
+
+Panel = str
+"""One of "link", "backends", "gpus", "installs", "requests", "logs", "resync"."""
+
+
+@dataclass
+class BackendView:
+    """One backend row."""
+
+    name: str
+    endpoint: str | None
+    status: str
+    capabilities: dict[str, bool]
+    models: list[dict[str, Any]]
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [str(m.get("id")) for m in self.models if m.get("id") is not None]
+
+
+@dataclass
+class GpuView:
+    """The latest reading of one GPU plus its bounded history."""
+
+    index: int
+    name: str
+    utilization: float | None = None
+    memory_used: int | None = None
+    memory_total: int | None = None
+    temperature: float | None = None
+    power_w: float | None = None
+    util_history: deque[float] = field(default_factory=lambda: deque(maxlen=GPU_HISTORY))
+    mem_history: deque[float] = field(default_factory=lambda: deque(maxlen=GPU_HISTORY))
+
+    @property
+    def memory_percent(self) -> float | None:
+        if self.memory_used is None or not self.memory_total:
+            return None
+        return 100.0 * self.memory_used / self.memory_total
+
+
+@dataclass
+class InstallView:
+    """One install job as the dashboard shows it."""
+
+    ref: str
+    backend: str
+    phase: str
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    rate_bps: float | None = None
+    eta_s: float | None = None
+    error: str | None = None
+    job_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.ref, self.backend)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_PHASES
+
+
+@dataclass
+class RequestsView:
+    in_flight: int = 0
+    served: int = 0
+    failed: int = 0
+    tokens_per_s: float | None = None
+
+
+@dataclass
+class DashboardModel:
+    """Everything the dashboard shows. ``reachable`` is False while no worker answers."""
+
+    reachable: bool = False
+    state: str = "offline"
+    version: str | None = None
+    uptime_s: float | None = None
+    uptime_at: float | None = None
+    """Clock reading (monotonic) when ``uptime_s`` was received; uptime ticks from there."""
+    backends: list[BackendView] = field(default_factory=list)
+    gpus: dict[int, GpuView] = field(default_factory=dict)
+    installs: dict[tuple[str, str], InstallView] = field(default_factory=dict)
+    requests: RequestsView = field(default_factory=RequestsView)
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    error: str | None = None
+    """Why the worker is not reachable, for the "worker not running" banner."""
+
+    def uptime(self, now: float) -> float | None:
+        """Uptime at clock reading ``now``, extrapolated from the last status."""
+        if self.uptime_s is None or self.uptime_at is None or not self.reachable:
+            return None
+        return self.uptime_s + max(0.0, now - self.uptime_at)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def apply_status(self, doc: Mapping[str, Any], now: float) -> set[Panel]:
+        """Replace the state with a full status document (DESIGN §6)."""
+        self.reachable = True
+        self.error = None
+        worker = doc.get("worker") or {}
+        self.state = str(worker.get("state") or self.state)
+        self.version = worker.get("version", self.version)
+        if worker.get("uptime_s") is not None:
+            self.uptime_s = float(worker["uptime_s"])
+            self.uptime_at = now
+        self.backends = [parse_backend(b) for b in doc.get("backends") or [] if b]
+        self._apply_gpus(doc.get("gpus") or [])
+        self.installs = {}
+        for item in doc.get("installs") or []:
+            view = parse_install(item)
+            self.installs[view.key] = view
+        self._apply_requests(doc.get("requests") or {})
+        return {"link", "backends", "gpus", "installs", "requests"}
+
+    def apply_event(self, event: Mapping[str, Any], now: float) -> set[Panel]:
+        """Fold one admin event into the state; returns the panels to redraw."""
+        kind = event.get("kind")
+        if kind == "state":
+            new = event.get("state")
+            if new:
+                self.state = str(new)
+            return {"link"}
+        if kind == "backends":
+            if isinstance(event.get("backends"), list):
+                self.backends = [parse_backend(b) for b in event["backends"] if b]
+                return {"backends"}
+            return {"resync"}
+        if kind == "models":
+            return self._apply_models(event)
+        if kind == "install":
+            return self._apply_install(event)
+        if kind == "gpu":
+            self._apply_gpus(event.get("gpus") or [])
+            return {"gpus"}
+        if kind == "requests":
+            self._apply_requests(event)
+            return {"requests"}
+        if kind == "log":
+            self.logs.append(format_log_line(event))
+            return {"logs"}
+        return set()
+
+    def add_log_lines(self, lines: Iterable[str]) -> set[Panel]:
+        for line in lines:
+            self.logs.append(line.rstrip("\n"))
+        return {"logs"}
+
+    def mark_unreachable(self, reason: str) -> set[Panel]:
+        """The worker went away: keep the last data visible but say it is stale."""
+        self.reachable = False
+        self.state = "not running"
+        self.error = reason
+        return {"link", "backends", "gpus", "installs", "requests"}
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _apply_models(self, event: Mapping[str, Any]) -> set[Panel]:
+        backend = event.get("backend")
+        models = event.get("models")
+        if backend is None or not isinstance(models, list):
+            return {"resync"}
+        for view in self.backends:
+            if view.name == backend:
+                view.models = [m if isinstance(m, dict) else {"id": str(m)} for m in models]
+                return {"backends"}
+        return {"resync"}
+
+    def _apply_install(self, event: Mapping[str, Any]) -> set[Panel]:
+        view = parse_install(event)
+        self.installs[view.key] = view
+        finished = [k for k, v in self.installs.items() if v.finished]
+        for key in finished[: max(0, len(finished) - FINISHED_INSTALLS_KEPT)]:
+            del self.installs[key]
+        return {"installs"}
+
+    def _apply_gpus(self, readings: Iterable[Mapping[str, Any]]) -> None:
+        seen: set[int] = set()
+        for reading in readings:
+            try:
+                index = int(reading.get("index", 0))
+            except (TypeError, ValueError):
+                continue
+            seen.add(index)
+            view = self.gpus.get(index) or GpuView(index=index, name="")
+            view.name = str(reading.get("name") or view.name or f"GPU {index}")
+            view.utilization = _num(reading.get("utilization"))
+            view.memory_used = _int(reading.get("memory_used"))
+            view.memory_total = _int(reading.get("memory_total"))
+            view.temperature = _num(reading.get("temperature"))
+            view.power_w = _num(reading.get("power_w"))
+            view.util_history.append(view.utilization or 0.0)
+            view.mem_history.append(view.memory_percent or 0.0)
+            self.gpus[index] = view
+        for index in set(self.gpus) - seen:
+            del self.gpus[index]
+
+    def _apply_requests(self, data: Mapping[str, Any]) -> None:
+        req = self.requests
+        for name in ("in_flight", "served", "failed"):
+            if name in data:
+                setattr(req, name, _int(data.get(name)) or 0)
+        if "tokens_per_s" in data:
+            req.tokens_per_s = _num(data.get("tokens_per_s"))
+
+
+def parse_backend(raw: Mapping[str, Any]) -> BackendView:
+    caps = raw.get("capabilities") or {}
+    return BackendView(
+        name=str(raw.get("name") or "?"),
+        endpoint=raw.get("endpoint"),
+        status=str(raw.get("status") or "unknown"),
+        capabilities={str(k): bool(v) for k, v in caps.items()},
+        models=[m if isinstance(m, dict) else {"id": str(m)} for m in raw.get("models") or []],
+    )
+
+
+def parse_install(raw: Mapping[str, Any]) -> InstallView:
+    job = raw.get("job_id", raw.get("id"))
+    return InstallView(
+        ref=str(raw.get("ref") or "?"),
+        backend=str(raw.get("backend") or "pendra"),
+        phase=str(raw.get("phase") or "queued"),
+        bytes_done=_int(raw.get("bytes_done")) or 0,
+        bytes_total=_int(raw.get("bytes_total")),
+        rate_bps=_num(raw.get("rate_bps")),
+        eta_s=_num(raw.get("eta_s")),
+        error=raw.get("error") or None,
+        job_id=None if job is None else str(job),
+    )
+
+
+def format_log_line(event: Mapping[str, Any]) -> str:
+    """``LEVEL logger: message`` — the same shape ``pendra logs`` prints."""
+    level = str(event.get("level") or "info").upper()
+    logger = event.get("logger") or "pendra"
+    return f"{level:<7} {logger}: {event.get('message', '')}"
+
+
+CAPABILITY_NAMES: dict[str, str] = {
+    "chat": "chat",
+    "embeddings": "embed",
+    "images": "image",
+    "transcription": "speech",
+}
+"""Serving capabilities in display order, with the short names the table has room for."""
+
+
+def capability_summary(capabilities: Mapping[str, bool]) -> str:
+    """``chat embed image`` — the serving capabilities a backend has, in a fixed order."""
+    names = [short for name, short in CAPABILITY_NAMES.items() if capabilities.get(name)]
+    return " ".join(names) if names else "—"
+
+
+def sparkline_window(history: Iterable[float], width: int) -> list[float]:
+    """The last ``width`` samples (at least two, so a sparkline has a shape to draw)."""
+    values = list(history)
+    if width <= 0:
+        return []
+    window = values[-width:]
+    if len(window) == 1:
+        window = window * 2
+    return window
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    number = _num(value)
+    return None if number is None else int(number)

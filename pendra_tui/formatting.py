@@ -1,0 +1,135 @@
+"""Pure text formatting for the app: sizes, rates, durations, percentages and verdict labels.
+
+Every function here is total (``None`` means "not available" and renders as ``"—"``), so widgets
+never branch on missing telemetry themselves; the unit tests pin the exact strings.
+"""
+
+from __future__ import annotations
+
+NA = "—"
+"""What a value we cannot read renders as."""
+
+_BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def format_bytes(value: int | float | None) -> str:
+    """Human size in powers of 1000 (disks and downloads are sold that way): ``1.5 GB``."""
+    if value is None or value < 0:
+        return NA
+    size = float(value)
+    for unit in _BYTE_UNITS:
+        if size < 1000 or unit == _BYTE_UNITS[-1]:
+            if unit == "B":
+                return f"{int(size)} B"
+            return f"{size:.1f} {unit}" if size < 100 else f"{size:.0f} {unit}"
+        size /= 1000
+    return NA  # pragma: no cover - the loop always returns
+
+
+def format_mib(value: int | None) -> str:
+    """GPU memory in GiB/MiB, as nvidia-smi users read it."""
+    if value is None or value < 0:
+        return NA
+    gib = value / 2**30
+    if gib >= 1:
+        return f"{gib:.1f} GiB"
+    return f"{value / 2**20:.0f} MiB"
+
+
+def format_rate(bytes_per_s: float | None) -> str:
+    """Download rate: ``12.3 MB/s``; nothing known or zero is ``—``."""
+    if bytes_per_s is None or bytes_per_s <= 0:
+        return NA
+    return f"{format_bytes(bytes_per_s)}/s"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Compact duration for ETAs and uptime: ``45s``, ``3m 05s``, ``2h 14m``, ``3d 4h``."""
+    if seconds is None or seconds < 0 or seconds != seconds:
+        return NA
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def format_percent(value: float | None) -> str:
+    """A 0–100 value as ``42%``."""
+    if value is None:
+        return NA
+    return f"{value:.0f}%"
+
+
+def format_temperature(value: float | None) -> str:
+    return NA if value is None else f"{value:.0f}°C"
+
+
+def format_power(value: float | None) -> str:
+    return NA if value is None else f"{value:.0f} W"
+
+
+def format_context(tokens: int | None) -> str:
+    """Context length as ``8k`` / ``256k`` / ``1M`` (how model cards write it)."""
+    if tokens is None or tokens <= 0:
+        return NA
+    if tokens >= 1_048_576 and tokens % 1_048_576 == 0:
+        return f"{tokens // 1_048_576}M"
+    if tokens >= 1024:
+        return f"{round(tokens / 1024)}k"
+    return str(tokens)
+
+
+def format_count(value: int | None) -> str:
+    """Counters with thousands separators: ``12,345``."""
+    return NA if value is None else f"{value:,}"
+
+
+def format_tokens_per_s(value: float | None) -> str:
+    """Generation rate, the unit is in the row label."""
+    if value is None:
+        return NA
+    return f"{value:.1f}"
+
+
+VERDICT_LABELS: dict[str, str] = {
+    "gpu": "✓ fits GPU",
+    "partial": "◐ GPU+CPU",
+    "cpu": "○ CPU only",
+    "no": "✗ too big",
+}
+"""The fit verdicts of ``worker.fit`` as a person reads them in the catalogue."""
+
+
+def verdict_label(verdict: str | None) -> str:
+    """Label for a fit verdict; an unknown or missing one says so instead of guessing."""
+    if verdict is None:
+        return "? unknown"
+    return VERDICT_LABELS.get(verdict, f"? {verdict}")
+
+
+CHECK_MARKS: dict[str, str] = {"ok": "✓", "warn": "⚠", "fail": "✗"}
+
+
+def check_mark(status: str) -> str:
+    return CHECK_MARKS.get(status, "?")
+
+
+def progress_fraction(done: int | None, total: int | None) -> float | None:
+    """Fraction 0..1 of a download, or ``None`` while the size is unknown."""
+    if not total or total <= 0 or done is None:
+        return None
+    return max(0.0, min(1.0, done / total))
+
+
+def install_eta(done: int, total: int | None, rate_bps: float | None) -> float | None:
+    """Seconds left at the current rate; ``None`` when either is unknown."""
+    if not total or not rate_bps or rate_bps <= 0:
+        return None
+    return max(0.0, (total - done) / rate_bps)

@@ -1,0 +1,27 @@
+"""Entry point of the ``pendra.ui`` plugin: ``pendra`` and ``pendra attach`` call :func:`run`."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run(attach: bool = False) -> int:
+    """Open the app: the dashboard when ``attach`` (or a key is stored), else the setup flow.
+
+    Returns the exit code. The worker keeps running after the app exits.
+    """
+    from worker.errors import PendraError
+    from worker.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except PendraError as exc:
+        print(f"pendra: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    from pendra_tui.app import build_app
+    from pendra_tui.services import real_services
+
+    app = build_app(real_services(settings), start="dashboard" if attach else "auto")
+    result = app.run()
+    return int(result or 0)

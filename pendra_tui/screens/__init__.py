@@ -1,0 +1,1 @@
+"""The app's screens: the five setup steps, the dashboard and its dialogs."""

@@ -1,0 +1,492 @@
+"""What the app needs from the outside world, as Protocols, and the real implementations.
+
+The app never reaches past these: the worker only through the admin API client, the host checks
+through ``installer.checks``, the catalogue through ``worker.catalogue``. Tests inject fakes (they
+live in ``tests/tui/``); :func:`real_services` builds the real ones for ``pendra``.
+
+Real adapters import their modules inside methods: the app starts fast, and a module that is
+missing or broken in an install shows up as a clear message on the screen that needs it, not as a
+crash at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pendra_tui.catalogue_rows import CatalogueRow, rows_from_catalogue
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+
+# -- data the services hand to the app ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prerequisite check (mirror of ``installer.checks.CheckResult``)."""
+
+    id: str
+    title: str
+    status: str
+    """"ok", "warn" or "fail"."""
+    required: bool
+    detail: str = ""
+    fix: str | None = None
+
+    @property
+    def blocks(self) -> bool:
+        """A required check that failed: setup cannot continue."""
+        return self.required and self.status == "fail"
+
+
+@dataclass(frozen=True)
+class KeyVerdict:
+    """Result of the live key check: ``accepted`` is None when the control plane was unreachable."""
+
+    accepted: bool | None
+    message: str
+
+
+@dataclass(frozen=True)
+class BackendCandidate:
+    """A backend as the Backends screen shows it."""
+
+    kind: str
+    endpoint: str | None
+    status: str
+    """"ready", "unreachable", "disabled" or "error"."""
+    detail: str | None = None
+    models: int = 0
+
+
+@dataclass(frozen=True)
+class CatalogueData:
+    """The catalogue as rows, and whether it is a cached copy (offline)."""
+
+    rows: list[CatalogueRow]
+    cached: bool = False
+    age_s: float | None = None
+
+
+# -- protocols ---------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time, injectable so snapshots and uptimes are deterministic."""
+
+    def monotonic(self) -> float: ...
+
+
+class WorkerClient(Protocol):
+    """The admin API of the running worker (``worker.admin.client.AdminClient``).
+
+    Every method raises ``worker.errors.NoWorkerRunning`` when no worker listens.
+    """
+
+    async def status(self) -> dict[str, Any]: ...
+
+    def events(self, kinds: set[str] | None = None) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def install(self, ref: str, backend: str | None = None) -> dict[str, Any]: ...
+
+    async def cancel_install(self, job_id: str) -> Any: ...
+
+    async def uninstall(self, ref: str, backend: str | None = None) -> dict[str, Any]: ...
+
+    async def refresh_backends(self) -> dict[str, Any]: ...
+
+    async def drain(self) -> dict[str, Any]: ...
+
+    async def logs(self, tail: int = 200) -> list[str]: ...
+
+
+class CatalogueSource(Protocol):
+    async def load(self) -> CatalogueData: ...
+
+
+class PrerequisiteChecker(Protocol):
+    def run(self) -> list[Check]:
+        """Blocking (runs subprocesses): the app calls it in a thread worker."""
+        ...
+
+
+class KeyStore(Protocol):
+    def has_key(self) -> bool: ...
+
+    def store(self, key: str) -> Path:
+        """Write the key 0600, atomically; return where."""
+        ...
+
+
+class KeyVerifier(Protocol):
+    def check_format(self, key: str) -> str | None:
+        """``None`` when the format is right, else what is wrong with it."""
+        ...
+
+    async def verify(self, key: str) -> KeyVerdict: ...
+
+
+class BackendProbe(Protocol):
+    async def discover(self) -> list[BackendCandidate]: ...
+
+    async def verify(self, kind: str, endpoint: str) -> BackendCandidate: ...
+
+    def save(self, endpoints: Mapping[str, str], builtin_enabled: bool) -> Path: ...
+
+
+class WorkerLauncher(Protocol):
+    def plan(self) -> list[str]:
+        """What :meth:`start` will do, one line each, for the Review screen."""
+        ...
+
+    async def start(self) -> str:
+        """Start the headless worker; returns a one-line summary of what was done."""
+        ...
+
+
+@dataclass
+class Services:
+    """Everything the app is given. Built by :func:`real_services` or by a test."""
+
+    worker: WorkerClient
+    catalogue: CatalogueSource
+    checks: PrerequisiteChecker
+    keys: KeyStore
+    verifier: KeyVerifier
+    backends: BackendProbe
+    launcher: WorkerLauncher
+    clock: Clock = field(default_factory=lambda: MonotonicClock())
+    backend_kinds: Sequence[str] = ()
+    """External kinds the Backends screen offers (``worker.settings.BACKEND_KINDS``)."""
+
+
+# -- real implementations ----------------------------------------------------------------------
+
+
+class MonotonicClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class AdminWorkerClient:
+    """The real admin client, created on first use (the module is imported only then)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Any = None
+
+    def _get(self) -> Any:
+        if self._client is None:
+            from worker.admin.client import AdminClient
+
+            self._client = AdminClient.for_settings(self._settings)
+        return self._client
+
+    async def status(self) -> dict[str, Any]:
+        return await self._get().status()
+
+    async def events(self, kinds: set[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        async for event in self._get().events(kinds):
+            yield event
+
+    async def install(self, ref: str, backend: str | None = None) -> dict[str, Any]:
+        return await self._get().install(ref, backend)
+
+    async def cancel_install(self, job_id: str) -> Any:
+        return await self._get().cancel_install(job_id)
+
+    async def uninstall(self, ref: str, backend: str | None = None) -> dict[str, Any]:
+        return await self._get().uninstall(ref, backend)
+
+    async def refresh_backends(self) -> dict[str, Any]:
+        return await self._get().refresh_backends()
+
+    async def drain(self) -> dict[str, Any]:
+        return await self._get().drain()
+
+    async def logs(self, tail: int = 200) -> list[str]:
+        return await self._get().logs(tail)
+
+
+class LiveCatalogue:
+    """``worker.catalogue.CatalogueClient`` + fit verdicts for this machine."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def load(self) -> CatalogueData:
+        from worker.catalogue import CatalogueClient
+
+        catalogue = await CatalogueClient(self._settings).load()
+        verdict_for = await asyncio.to_thread(self._verdicts)
+        rows = rows_from_catalogue(catalogue.models, verdict_for)
+        return CatalogueData(
+            rows=rows,
+            cached=bool(getattr(catalogue, "cached", False)),
+            age_s=getattr(catalogue, "age_s", None),
+        )
+
+    def _verdicts(self) -> Callable[[Any, Any], str | None] | None:
+        """Detect the machine once (blocking: NVML, psutil) and return a per-variant judge."""
+        try:
+            from worker import fit
+            from worker.hardware import MachineProfile
+
+            profile = MachineProfile.detect(self._settings.models_dir)
+        except Exception:  # a missing GPU stack must not hide the catalogue
+            return None
+
+        def judge(model: Any, variant: Any) -> str | None:
+            try:
+                verdict = fit.fit_verdict(profile, variant)
+            except Exception:
+                return None
+            value = getattr(verdict, "verdict", getattr(verdict, "value", verdict))
+            return str(value) if value is not None else None
+
+        return judge
+
+
+class InstallerChecks:
+    """``installer.checks.run_checks`` mapped onto :class:`Check`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def run(self) -> list[Check]:
+        from installer.checks import run_checks
+
+        # serving=False: an offline box can still be set up (reachability only warns here).
+        results = run_checks(self._settings, serving=False)
+        return [
+            Check(
+                id=str(r.id),
+                title=str(r.title),
+                status=str(getattr(r.status, "value", r.status)),
+                required=bool(r.required),
+                detail=str(r.detail or ""),
+                fix=r.fix or None,
+            )
+            for r in results
+        ]
+
+
+class FileKeyStore:
+    """The worker key at ``settings.default_key_file``, written 0600 and atomically."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def has_key(self) -> bool:
+        if os.environ.get("PENDRA_WORKER_KEY", "").strip():
+            return True
+        path = self._settings.resolved_key_file
+        try:
+            return path.is_file() and path.stat().st_size > 0
+        except OSError:
+            return False
+
+    def store(self, key: str) -> Path:
+        path = self._settings.default_key_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".worker.key.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(key + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+class LinkKeyVerifier:
+    """Format via ``worker.keys.validate_key_format``, live via ``worker.link.verify_key``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def check_format(self, key: str) -> str | None:
+        from worker.errors import PendraError
+        from worker.keys import validate_key_format
+
+        try:
+            validate_key_format(key)
+        except (PendraError, ValueError) as exc:
+            return str(getattr(exc, "message", exc))
+        return None
+
+    async def verify(self, key: str) -> KeyVerdict:
+        from worker.link.verify import verify_key
+
+        try:
+            result = await verify_key(self._settings, key)
+        except (OSError, asyncio.TimeoutError) as exc:  # verify_key reports these itself; belt
+            return KeyVerdict(None, f"control plane not reachable ({exc.__class__.__name__})")
+        if result.status == "valid":
+            return KeyVerdict(True, result.message or "accepted")
+        if result.status == "unreachable":
+            return KeyVerdict(None, result.message)
+        return KeyVerdict(False, result.message)
+
+
+class DiscoveryProbe:
+    """Backend discovery and the per-kind verification of an explicit endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def discover(self) -> list[BackendCandidate]:
+        from worker.backends.discovery import discover_backends
+        from worker.settings import BACKEND_KINDS, EndpointMode
+
+        registry = await discover_backends(self._settings)
+        found: list[BackendCandidate] = [
+            BackendCandidate(kind, None, "disabled", "off in the configuration")
+            for kind in BACKEND_KINDS
+            if self._settings.backend(kind).mode is EndpointMode.DISABLED
+        ]
+        try:
+            for backend in registry:
+                found.append(_candidate(backend.describe()))
+        finally:
+            for backend in registry:
+                await backend.close()
+        return found
+
+    async def verify(self, kind: str, endpoint: str) -> BackendCandidate:
+        import importlib
+
+        from worker.backends.base import Backend
+
+        module = importlib.import_module(f"worker.backends.{kind}")
+        classes = [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, Backend)
+            and getattr(obj, "kind", None) == kind
+        ]
+        if not classes:
+            return BackendCandidate(kind, endpoint, "error", f"no {kind} backend in this install")
+        backend = classes[0](endpoint)
+        try:
+            await asyncio.wait_for(backend.refresh(), timeout=10)
+            return _candidate(backend.describe())
+        except asyncio.TimeoutError:
+            return BackendCandidate(kind, endpoint, "unreachable", "no answer within 10 s")
+        finally:
+            await backend.close()
+
+    def save(self, endpoints: Mapping[str, str], builtin_enabled: bool) -> Path:
+        from pendra_tui.backend_config import save_backend_choices
+
+        save_backend_choices(self._settings.config_file, endpoints, builtin_enabled)
+        return self._settings.config_file
+
+
+def _candidate(doc: Mapping[str, Any]) -> BackendCandidate:
+    return BackendCandidate(
+        kind=str(doc.get("name")),
+        endpoint=doc.get("endpoint"),
+        status=str(doc.get("status")),
+        detail=doc.get("detail"),
+        models=len(doc.get("models") or []),
+    )
+
+
+class ProcessLauncher:
+    """Starts the worker: as a service when the installer can, else ``pendra --no-ui`` detached.
+
+    The detached process gets its own session (it outlives this terminal) and writes to
+    ``$PENDRA_HOME/logs/worker.log``; the key never goes on its command line.
+    """
+
+    def __init__(self, settings: Settings, *, prefer_service: bool = True) -> None:
+        self._settings = settings
+        self._prefer_service = prefer_service
+        self._manager: Any = None
+
+    @property
+    def log_file(self) -> Path:
+        return self._settings.logs_dir / "worker.log"
+
+    def _service_manager(self) -> Any | None:
+        """The user-level systemd/launchd manager, or ``None`` where there is none (containers,
+        no systemd, Windows): then the worker runs as a detached process instead."""
+        if not self._prefer_service:
+            return None
+        if self._manager is None:
+            try:
+                from installer.platform import detect_host
+                from installer.service import NoServiceManager, manager_for
+
+                self._manager = manager_for(detect_host(), system=False)
+            except (ImportError, NoServiceManager, OSError):
+                self._manager = False
+        return self._manager or None
+
+    def plan(self) -> list[str]:
+        if self._service_manager() is not None:
+            return [
+                "install and start the `pendra --no-ui` user service (it survives logout)",
+                "open the live dashboard once the worker answers",
+            ]
+        return [
+            f"start `pendra --no-ui` in the background, logging to {self.log_file}",
+            "open the live dashboard once the worker answers",
+        ]
+
+    async def start(self) -> str:
+        manager = self._service_manager()
+        if manager is not None:
+            from installer.service import current_spec
+
+            spec = current_spec(self._settings.home, system=False)
+            report = await asyncio.to_thread(manager.install, spec)
+            return f"service installed and started ({report.unit_path})"
+        return await asyncio.to_thread(self._spawn)
+
+    def _spawn(self) -> str:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "--no-ui"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env={**os.environ, "PENDRA_HOME": str(self._settings.home)},
+            )
+        return f"worker started in the background (pid {process.pid}), logging to {self.log_file}"
+
+
+def real_services(settings: Settings) -> Services:
+    """The services ``pendra`` runs with."""
+    from worker.settings import BACKEND_KINDS
+
+    return Services(
+        worker=AdminWorkerClient(settings),
+        catalogue=LiveCatalogue(settings),
+        checks=InstallerChecks(settings),
+        keys=FileKeyStore(settings),
+        verifier=LinkKeyVerifier(settings),
+        backends=DiscoveryProbe(settings),
+        launcher=ProcessLauncher(settings),
+        clock=MonotonicClock(),
+        backend_kinds=BACKEND_KINDS,
+    )

@@ -1,0 +1,375 @@
+"""Behaviour of the app driven with the keyboard (Textual pilot) against the fakes in tui_fakes.
+
+Assertions are on app state, on what the fakes were asked to do, and on real files (key store,
+config.toml); waits are bounded predicates, never bare sleeps.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import tui_fakes
+from textual.pilot import Pilot
+from textual.widgets import Button, DataTable, Input, Static
+from tui_fakes import FAKE_KEY, OFFLINE_KEY, REJECTED_KEY, FakeWorker, make_services
+
+from pendra_tui.app import build_app
+from pendra_tui.screens.backends import BackendsScreen, EndpointScreen
+from pendra_tui.screens.catalogue import CatalogueScreen
+from pendra_tui.screens.confirm import ConfirmScreen
+from pendra_tui.screens.dashboard import DashboardScreen
+from pendra_tui.screens.help import HelpScreen
+from pendra_tui.screens.key import KeyScreen
+from pendra_tui.screens.prereqs import PrereqScreen
+from pendra_tui.screens.review import ReviewScreen
+from pendra_tui.screens.uninstall import UninstallScreen
+from pendra_tui.widgets.link_bar import LinkBar
+from worker.settings import EndpointMode, load_settings
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def wait_for(pilot: Pilot, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the app run until ``predicate()`` holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {predicate.__doc__ or predicate}")
+        await pilot.pause(0.02)
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def paste(pilot: Pilot, text: str) -> None:
+    """Put text in the focused input as a terminal paste does (one Paste event)."""
+    from textual import events
+
+    pilot.app.focused.post_message(events.Paste(text))
+    await pilot.pause()
+
+
+async def test_unconfigured_opens_setup_and_configured_opens_dashboard(pendra_home: Path) -> None:
+    app = build_app(make_services(), deterministic=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PrereqScreen))
+    (pendra_home / "worker.key").write_text("pwk_stored\n")
+    app = build_app(make_services(worker=tui_fakes.dashboard_worker()), deterministic=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_for(pilot, lambda: app.screen.model.state == "connected")
+
+
+async def test_attach_always_opens_the_dashboard() -> None:
+    app = build_app(make_services(), start="dashboard", deterministic=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_for(pilot, lambda: app.screen.query_one(LinkBar).state == "not running")
+
+
+async def test_required_check_failure_blocks_continue_until_fixed() -> None:
+    services = make_services(checks=tui_fakes.FAILING_CHECKS)
+    app = build_app(services, deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.setup.checks is not None)
+        await pilot.pause()
+        assert app.screen.query_one("#next", Button).disabled
+        assert "required check failed: Free disk for models" in text_of(app, "#blocked")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert isinstance(app.screen, PrereqScreen)
+        services.checks.checks = tui_fakes.PASSING_CHECKS  # the user freed disk space
+        await pilot.press("r")
+        await wait_for(pilot, lambda: not app.screen.query_one("#next", Button).disabled)
+        assert services.checks.runs == 2
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+
+
+async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -> None:
+    services = make_services()
+    app = build_app(services, start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        key_file = pendra_home / "worker.key"
+
+        await pilot.press(*"not-a-key", "enter")
+        await wait_for(pilot, lambda: "not a worker key" in text_of(app, "#key-status"))
+        assert not key_file.exists() and services.verifier.verified == []
+
+        app.screen.query_one("#key-input", Input).value = ""
+        await paste(pilot, REJECTED_KEY)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "refused" in text_of(app, "#key-status"))
+        assert not key_file.exists()
+        assert isinstance(app.screen, KeyScreen)
+
+        field = app.screen.query_one("#key-input", Input)
+        field.value = ""
+        await paste(pilot, f"  {FAKE_KEY[:20]}\n{FAKE_KEY[20:]}\n")
+        assert field.password  # masked while typing
+        svg = app.export_screenshot()
+        assert FAKE_KEY not in svg and FAKE_KEY[:12] not in svg
+        await pilot.press("ctrl+s")
+        assert not field.password
+        await pilot.press("ctrl+s")
+        assert field.password
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        assert key_file.read_text() == FAKE_KEY + "\n"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert app.setup.key_note == "stored; accepted by the control plane"
+        assert FAKE_KEY not in app.export_screenshot()
+
+        # Back to the key step: a stored key can be kept by leaving the field empty.
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        assert "already stored" in text_of(app, "#key-status")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+
+
+async def test_unreachable_control_plane_stores_the_key_with_a_note(pendra_home: Path) -> None:
+    app = build_app(make_services(), start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        await paste(pilot, OFFLINE_KEY)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        assert (pendra_home / "worker.key").read_text() == OFFLINE_KEY + "\n"
+        assert "not checked live" in app.setup.key_note
+
+
+async def test_catalogue_filter_task_and_multi_select_survive_back_and_forth() -> None:
+    app = build_app(make_services(), start="catalogue", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.setup.catalogue is not None)
+        table = app.screen.query_one("#catalogue", DataTable)
+        assert table.row_count == 7
+        await pilot.press("space", "down", "down", "space")  # qwen3:8b and gemma3:270m
+        assert app.setup.selected == ["qwen3:8b", "gemma3:270m"]
+        await pilot.press("ctrl+f", *"gemma")
+        await wait_for(pilot, lambda: table.row_count == 2)
+        await pilot.press("enter")  # from the filter into the table
+        assert app.focused is table
+        await pilot.press("down", "enter")  # enter on a row toggles it too
+        assert app.setup.selected == ["qwen3:8b", "gemma3:270m", "gemma3:27b"]
+        app.screen.query_one("#filter", Input).value = ""
+        await pilot.press("ctrl+t")  # all → chat
+        await wait_for(pilot, lambda: table.row_count == 4)
+        await pilot.press("ctrl+t")  # chat → embedding
+        await wait_for(pilot, lambda: table.row_count == 1)
+        assert "3 selected" in text_of(app, "#catalogue-status")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, BackendsScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        assert app.setup.selected == ["qwen3:8b", "gemma3:270m", "gemma3:27b"]
+        assert app.screen.query_one("#catalogue", DataTable).get_cell("qwen3:8b", "✓") == "●"
+
+
+async def test_catalogue_offline_error_still_lets_the_user_go_on() -> None:
+    services = make_services(catalogue=tui_fakes.FakeCatalogue(fail=True))
+    app = build_app(services, start="catalogue", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: "could not be loaded" in text_of(app, "#catalogue-status"))
+        assert "network unreachable" in text_of(app, "#catalogue-status")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, BackendsScreen))
+
+
+async def test_backends_toggle_verify_endpoint_and_save(pendra_home: Path) -> None:
+    services = make_services()
+    app = build_app(services, start="backends", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.setup.candidates is not None)
+        table = app.screen.query_one("#backend-table", DataTable)
+        assert table.get_cell("ollama", "status") == "ready"
+        assert "Found: ollama, speaches" in text_of(app, "#backends-status")
+        await pilot.press("down", "down")  # lmstudio
+        await pilot.press("space")
+        assert table.get_cell("lmstudio", "status") == "disabled"
+        await pilot.press("up", "enter")  # ollama: set an explicit endpoint
+        await wait_for(pilot, lambda: isinstance(app.screen, EndpointScreen))
+        field = app.screen.query_one("#endpoint", Input)
+        field.value = "ftp://nope"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "not an http(s) URL" in text_of(app, "#endpoint-status"))
+        field.value = "http://localhost:9"
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: "did not pass the ollama check" in text_of(app, "#endpoint-status")
+        )
+        field.value = "http://gpu-box.lan:11434/"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, BackendsScreen))
+        assert table.get_cell("ollama", "endpoint") == "http://gpu-box.lan:11434"
+        assert services.backends.verified[-1] == ("ollama", "http://gpu-box.lan:11434")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+    settings = load_settings()
+    assert settings.backend("ollama").url == "http://gpu-box.lan:11434"
+    assert settings.backend("lmstudio").mode is EndpointMode.DISABLED
+    assert settings.backend("vllm").mode is EndpointMode.AUTO
+
+
+async def test_no_backend_enabled_blocks_continue() -> None:
+    app = build_app(make_services(found=[]), start="backends", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.setup.candidates is not None)
+        assert "No external backends found" in text_of(app, "#backends-status")
+        await pilot.press("space")  # built-in off: nothing left
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert isinstance(app.screen, BackendsScreen)
+        assert "Enable at least one backend" in text_of(app, "#blocked")
+
+
+async def test_whole_setup_flow_by_keyboard_ends_on_the_dashboard(pendra_home: Path) -> None:
+    worker = FakeWorker(None, logs=tui_fakes.LOG_LINES)
+    services = make_services(worker=worker)
+    app = build_app(services, deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.setup.checks is not None)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        await paste(pilot, FAKE_KEY)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        await wait_for(pilot, lambda: app.setup.catalogue is not None)
+        await pilot.press("space", "down", "down", "down", "down", "down", "space")
+        assert app.setup.selected == ["qwen3:8b", "flux-schnell:12b"]
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, BackendsScreen))
+        await wait_for(pilot, lambda: app.setup.candidates is not None)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        review = text_of(app, "#review")
+        assert "qwen3:8b → pendra" in review and "flux-schnell:12b → ollama" in review
+        assert worker.calls == []
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_for(pilot, lambda: len(worker.calls) == 2)
+        assert worker.calls == [
+            ("install", "qwen3:8b", "pendra"),
+            ("install", "flux-schnell:12b", "ollama"),
+        ]
+        assert services.launcher.started == 1
+        assert len(app.screen_stack) == 2  # setup screens are gone, not stacked below
+    assert (pendra_home / "worker.key").exists()
+    assert not (pendra_home / "config.toml").exists()  # nothing changed: nothing written
+
+
+async def test_dashboard_follows_events() -> None:
+    worker = tui_fakes.dashboard_worker(gpus=1, installs=True)
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: worker.live is not None)
+        await wait_for(pilot, lambda: len(screen.model.gpus[0].util_history) == 41)
+        worker.push(
+            {
+                "kind": "install",
+                "ref": "qwen3:32b",
+                "backend": "pendra",
+                "phase": "downloading",
+                "bytes_done": 9_881_074_688,
+                "bytes_total": 19_762_149_376,
+                "rate_bps": 50e6,
+                "eta_s": 198,
+            }
+        )
+        worker.push({"kind": "state", "state": "draining"})
+        worker.push({"kind": "requests", "in_flight": 5, "served": 13000, "failed": 14})
+        worker.push(
+            {
+                "kind": "log",
+                "level": "info",
+                "logger": "pendra.installs",
+                "message": "qwen3:32b 50%",
+            }
+        )
+        await wait_for(pilot, lambda: screen.query_one(LinkBar).state == "draining")
+        await wait_for(pilot, lambda: screen.model.requests.in_flight == 5)
+        row = screen.query_one("#install-qwen3_32b-pendra")
+        await wait_for(pilot, lambda: "ETA 3m 18s" in str(row.query_one(".install-line").render()))
+        from textual.widgets import Log, ProgressBar
+
+        assert row.query_one(ProgressBar).percentage == pytest.approx(0.5)
+        assert screen.query_one(Log).lines[-1] == "INFO    pendra.installs: qwen3:32b 50%"
+        worker.push({"kind": "gpu", "gpus": []})
+        await wait_for(pilot, lambda: screen.query_one("#no-gpu").display)
+
+
+async def test_dashboard_shows_not_running_then_reconnects() -> None:
+    worker = FakeWorker(None)
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        bar = app.screen.query_one(LinkBar)
+        await wait_for(pilot, lambda: bar.state == "not running")
+        assert "No Pendra worker is running" in (bar.error or "")
+        from textual.widgets import Log
+
+        await wait_for(
+            pilot,
+            lambda: any("No Pendra worker" in line for line in app.screen.query_one(Log).lines),
+        )
+        assert app.screen.has_class("-unreachable")
+        worker.doc = tui_fakes.running_status()  # the worker starts
+        await wait_for(pilot, lambda: bar.state == "connected", timeout=8)
+        assert not app.screen.has_class("-unreachable")
+        worker.push({"kind": "__close__"})  # the worker goes away again
+        worker.doc = None
+        await wait_for(pilot, lambda: bar.state == "not running", timeout=8)
+
+
+async def test_dashboard_actions_go_to_the_worker() -> None:
+    worker = tui_fakes.dashboard_worker()
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: ("refresh",) in worker.calls)
+
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        assert ("drain",) not in worker.calls
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: ("drain",) in worker.calls)
+
+        await pilot.press("u")
+        await wait_for(pilot, lambda: isinstance(app.screen, UninstallScreen))
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: ("uninstall", "qwen3:8b", "pendra") in worker.calls)
+
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        catalogue = app.screen
+        await wait_for(pilot, lambda: catalogue.query_one(DataTable).row_count == 7)
+        await pilot.press("ctrl+n")  # nothing selected yet: refused
+        await pilot.pause()
+        assert app.screen is catalogue
+        await pilot.press("down", "space", "ctrl+n")
+        await wait_for(pilot, lambda: ("install", "qwen3:32b", None) in worker.calls)
+        assert isinstance(app.screen, DashboardScreen)
+
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+
+        theme = app.theme
+        await pilot.press("f2")
+        assert app.theme != theme
+        await pilot.press("q")
+    assert app.return_code == 0
+    assert ("drain",) in worker.calls and len([c for c in worker.calls if c == ("drain",)]) == 1

@@ -1,0 +1,499 @@
+"""Plain unit tests of the app's pure parts: formatting, the dashboard model, catalogue rows,
+the setup decisions, the config writer and the key store (real files in the test's PENDRA_HOME)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from pendra_tui.backend_config import AUTO, OFF, merge_backend_choices, save_backend_choices
+from pendra_tui.catalogue_rows import (
+    CatalogueRow,
+    default_backend,
+    filter_rows,
+    next_task,
+    rows_from_catalogue,
+)
+from pendra_tui.dashboard_model import (
+    FINISHED_INSTALLS_KEPT,
+    GPU_HISTORY,
+    DashboardModel,
+    capability_summary,
+    sparkline_window,
+)
+from pendra_tui.formatting import (
+    format_bytes,
+    format_context,
+    format_duration,
+    format_mib,
+    format_percent,
+    format_rate,
+    install_eta,
+    progress_fraction,
+    verdict_label,
+)
+from pendra_tui.reconnect import backoff_delay
+from pendra_tui.screens.prereqs import blocked_text, check_text
+from pendra_tui.screens.review import review_text
+from pendra_tui.services import BackendCandidate, CatalogueData, Check, FileKeyStore
+from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
+from pendra_tui.widgets.backends_table import backend_cells
+from pendra_tui.widgets.gpu_panel import (
+    gpu_title,
+    load_level,
+    mem_label,
+    short_gpu_name,
+    util_label,
+)
+from pendra_tui.widgets.installs_panel import install_line, row_id
+from pendra_tui.widgets.key_input import clean_key
+from pendra_tui.widgets.link_bar import link_text
+from worker.errors import ConfigError
+from worker.settings import EndpointMode, load_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DATA = Path(__file__).parent / "data"
+
+
+# -- formatting --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "—"),
+        (-1, "—"),
+        (0, "0 B"),
+        (999, "999 B"),
+        (1500, "1.5 KB"),
+        (5_027_783_488, "5.0 GB"),
+        (19_762_149_376, "19.8 GB"),
+        (250_000_000, "250 MB"),
+        (3 * 10**15, "3.0 PB"),
+    ],
+)
+def test_format_bytes(value: int | None, text: str) -> None:
+    assert format_bytes(value) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (-5, "—"),
+        (float("nan"), "—"),
+        (0, "0s"),
+        (45.9, "45s"),
+        (185, "3m 05s"),
+        (8040, "2h 14m"),
+        (3 * 86400 + 4 * 3600 + 59, "3d 4h"),
+    ],
+)
+def test_format_duration(seconds: float | None, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_small_formatters() -> None:
+    assert format_rate(None) == "—" and format_rate(0) == "—"
+    assert format_rate(48_200_000) == "48.2 MB/s"
+    assert format_mib(int(22.5 * 2**30)) == "22.5 GiB"
+    assert format_mib(512 * 2**20) == "512 MiB"
+    assert format_mib(None) == "—"
+    assert format_percent(41.6) == "42%"
+    assert format_context(32768) == "32k" and format_context(2**20) == "1M"
+    assert format_context(None) == "—" and format_context(512) == "512"
+    assert verdict_label("gpu") == "✓ fits GPU"
+    assert verdict_label("no") == "✗ too big"
+    assert verdict_label(None) == "? unknown"
+    assert verdict_label("maybe") == "? maybe"
+
+
+def test_progress_and_eta() -> None:
+    assert progress_fraction(50, 200) == 0.25
+    assert progress_fraction(500, 200) == 1.0
+    assert progress_fraction(5, None) is None
+    assert install_eta(100, 1100, 100.0) == 10.0
+    assert install_eta(100, None, 100.0) is None
+    assert install_eta(100, 1000, 0) is None
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    delays = [backoff_delay(n) for n in range(8)]
+    assert delays[:5] == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert delays[5:] == [10.0, 10.0, 10.0]
+    assert backoff_delay(10_000) == 10.0
+
+
+# -- dashboard model ---------------------------------------------------------------------------
+def _status() -> dict:
+    import tui_fakes
+
+    return tui_fakes.running_status(gpus=2, installs=True)
+
+
+def test_apply_status_fills_every_panel() -> None:
+    model = DashboardModel()
+    changed = model.apply_status(_status(), now=100.0)
+    assert changed == {"link", "backends", "gpus", "installs", "requests"}
+    assert model.reachable and model.state == "connected" and model.version == "0.1.0"
+    assert [b.name for b in model.backends] == ["pendra", "ollama", "speaches"]
+    assert model.backends[0].model_ids == ["gemma3:270m", "qwen3:8b"]
+    assert sorted(model.gpus) == [0, 1]
+    assert model.gpus[1].memory_percent == pytest.approx(100 * 32.5 / 80)
+    assert model.installs[("qwen3:32b", "pendra")].job_id == "job-1"
+    assert model.requests.served == 12873 and model.requests.tokens_per_s == 184.6
+    assert model.uptime(now=110.0) == pytest.approx(8050.0)
+
+
+def test_events_update_only_their_panel() -> None:
+    model = DashboardModel()
+    model.apply_status(_status(), now=0.0)
+    assert model.apply_event({"kind": "state", "state": "draining"}, 1.0) == {"link"}
+    assert model.state == "draining"
+    changed = model.apply_event(
+        {
+            "kind": "install",
+            "ref": "qwen3:32b",
+            "backend": "pendra",
+            "phase": "verifying",
+            "bytes_done": 19_762_149_376,
+            "bytes_total": 19_762_149_376,
+        },
+        1.0,
+    )
+    assert changed == {"installs"}
+    assert model.installs[("qwen3:32b", "pendra")].phase == "verifying"
+    assert model.apply_event({"kind": "requests", "in_flight": 0, "served": 13000}, 1.0) == {
+        "requests"
+    }
+    assert (model.requests.in_flight, model.requests.served, model.requests.failed) == (
+        0,
+        13000,
+        14,
+    )
+    assert model.apply_event(
+        {"kind": "log", "level": "warning", "logger": "pendra.link", "message": "reconnecting"}, 1.0
+    ) == {"logs"}
+    assert model.logs[-1] == "WARNING pendra.link: reconnecting"
+    assert model.apply_event({"kind": "something-new", "x": 1}, 1.0) == set()
+
+
+def test_backends_and_models_events_resync_when_they_carry_no_list() -> None:
+    model = DashboardModel()
+    model.apply_status(_status(), now=0.0)
+    assert model.apply_event({"kind": "backends"}, 1.0) == {"resync"}
+    assert model.apply_event(
+        {
+            "kind": "backends",
+            "backends": [{"name": "pendra", "status": "ready", "capabilities": {}, "models": []}],
+        },
+        1.0,
+    ) == {"backends"}
+    assert [b.name for b in model.backends] == ["pendra"]
+    assert model.apply_event(
+        {"kind": "models", "backend": "pendra", "models": ["a", {"id": "b"}]}, 1.0
+    ) == {"backends"}
+    assert model.backends[0].model_ids == ["a", "b"]
+    assert model.apply_event({"kind": "models", "backend": "ollama", "models": []}, 1.0) == {
+        "resync"
+    }
+
+
+def test_gpu_history_is_bounded_and_gpus_can_disappear() -> None:
+    model = DashboardModel()
+    for step in range(GPU_HISTORY + 50):
+        model.apply_event(
+            {
+                "kind": "gpu",
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "A",
+                        "utilization": step % 100,
+                        "memory_used": 1,
+                        "memory_total": 2,
+                    }
+                ],
+            },
+            0.0,
+        )
+    assert len(model.gpus[0].util_history) == GPU_HISTORY
+    assert model.gpus[0].mem_history[-1] == 50.0
+    model.apply_event({"kind": "gpu", "gpus": []}, 0.0)
+    assert model.gpus == {}
+    # Unreadable values stay None (shown as —) and do not break the history.
+    model.apply_event(
+        {
+            "kind": "gpu",
+            "gpus": [
+                {
+                    "index": 3,
+                    "name": "B",
+                    "utilization": None,
+                    "memory_used": None,
+                    "memory_total": None,
+                }
+            ],
+        },
+        0.0,
+    )
+    assert model.gpus[3].utilization is None and list(model.gpus[3].util_history) == [0.0]
+
+
+def test_finished_installs_are_trimmed_to_the_newest() -> None:
+    model = DashboardModel()
+    for n in range(FINISHED_INSTALLS_KEPT + 3):
+        model.apply_event(
+            {"kind": "install", "ref": f"m:{n}", "backend": "pendra", "phase": "done"}, 0.0
+        )
+    model.apply_event(
+        {"kind": "install", "ref": "x:1", "backend": "pendra", "phase": "downloading"}, 0.0
+    )
+    refs = [v.ref for v in model.installs.values()]
+    assert len(refs) == FINISHED_INSTALLS_KEPT + 1
+    assert refs[0] == "m:3" and refs[-1] == "x:1"
+
+
+def test_unreachable_keeps_data_and_stops_uptime() -> None:
+    model = DashboardModel()
+    model.apply_status(_status(), now=0.0)
+    model.mark_unreachable("No Pendra worker is running for this PENDRA_HOME.")
+    assert model.state == "not running" and not model.reachable
+    assert model.uptime(now=5.0) is None
+    assert model.backends  # last known data stays on screen, dimmed
+
+
+def test_sparkline_window_and_helpers() -> None:
+    assert sparkline_window([1, 2, 3, 4], 2) == [3, 4]
+    assert sparkline_window([7], 10) == [7, 7]
+    assert sparkline_window([], 10) == []
+    assert sparkline_window([1, 2], 0) == []
+    assert capability_summary({"chat": True, "transcription": True, "install": True}) == (
+        "chat speech"
+    )
+    assert capability_summary({}) == "—"
+    assert (
+        load_level(None) == "light" and load_level(50) == "moderate" and load_level(75) == "heavy"
+    )
+    assert short_gpu_name("NVIDIA H100 80GB HBM3") == "H100 80GB HBM3"
+    assert short_gpu_name("NVIDIA GeForce RTX 4090") == "RTX 4090"
+
+
+def test_widget_text_functions() -> None:
+    model = DashboardModel()
+    model.apply_status(_status(), now=0.0)
+    assert backend_cells(model.backends[0]) == (
+        "pendra (built-in)",
+        "ready",
+        "in-process",
+        "2",
+        "chat embed",
+    )
+    assert backend_cells(model.backends[2])[2] == "http://localhost:8000"
+    line = install_line(model.installs[("qwen3:32b", "pendra")]).plain
+    assert line == "qwen3:32b → pendra  downloading  7.9 GB / 19.8 GB  48.2 MB/s  ETA 4m 06s"
+    assert install_line(model.installs[("gemma3:27b", "ollama")]).plain.endswith("0 B / ?  —")
+    assert row_id(model.installs[("gemma3:27b", "ollama")]) == "install-gemma3_27b-ollama"
+    assert gpu_title(model.gpus[0]).plain == "GPU 0 H100 80GB HBM3  53°C  210 W"
+    assert util_label(model.gpus[0]) == "util  35%"
+    assert mem_label(model.gpus[1]) == "mem 32/80 GiB"
+    model.gpus[1].memory_total = None
+    assert mem_label(model.gpus[1]) == "mem 32.5 GiB/—"
+    assert link_text("connected", 8040, "0.1.0").plain == (
+        "Pendra worker  ● connected   up 2h 14m   v0.1.0"
+    )
+    assert (
+        "✗ not running   start it with pendra --no-ui" in link_text("not running", None, None).plain
+    )
+
+
+# -- catalogue ---------------------------------------------------------------------------------
+def _rows() -> list[CatalogueRow]:
+    doc = json.loads((DATA / "catalogue.json").read_text())
+    return rows_from_catalogue(doc["models"], lambda m, v: "gpu" if v["tag"] == "8b" else None)
+
+
+def test_rows_flatten_variants_and_skip_malformed_entries() -> None:
+    rows = _rows()
+    assert [r.ref for r in rows] == [
+        "qwen3:8b",
+        "qwen3:32b",
+        "gemma3:270m",
+        "gemma3:27b",
+        "nomic-embed-text:v1.5",
+        "flux-schnell:12b",
+        "whisper:large-v3-turbo",
+    ]
+    assert rows[0].verdict == "gpu" and rows[1].verdict is None
+    assert rows[0].backends == ("pendra", "ollama", "lmstudio")
+    assert (
+        rows_from_catalogue(
+            [{"id": "x", "task": "chat", "variants": [{"tag": "1b", "size_bytes": "not a number"}]}]
+        )
+        == []
+    )
+
+
+def test_objects_work_as_well_as_json() -> None:
+    class Variant:
+        tag, parameters, quantisation, context_length, size_bytes = "1b", "1B", "Q8_0", 4096, 10
+        backends = ("pendra",)
+
+    class Model:
+        id, name, task, family, description = "tiny", "Tiny", "chat", "t", ""
+        variants = (Variant(),)
+
+    [row] = rows_from_catalogue([Model()])
+    assert row.ref == "tiny:1b" and row.quantisation == "Q8_0"
+
+
+def test_filter_by_words_and_task() -> None:
+    rows = _rows()
+    assert [r.ref for r in filter_rows(rows, "", None)] == [r.ref for r in rows]
+    assert [r.ref for r in filter_rows(rows, "GEMMA", None)] == ["gemma3:270m", "gemma3:27b"]
+    assert [r.ref for r in filter_rows(rows, "qwen 32b", None)] == ["qwen3:32b"]
+    assert [r.ref for r in filter_rows(rows, "speaches", None)] == ["whisper:large-v3-turbo"]
+    assert [r.ref for r in filter_rows(rows, "", "embedding")] == ["nomic-embed-text:v1.5"]
+    assert filter_rows(rows, "qwen", "image") == []
+
+
+def test_task_cycle_and_default_backend() -> None:
+    assert [next_task(t) for t in (None, "chat", "embedding", "image", "transcription")] == [
+        "chat",
+        "embedding",
+        "image",
+        "transcription",
+        None,
+    ]
+    rows = {r.ref: r for r in _rows()}
+    assert default_backend(rows["qwen3:8b"], ["pendra", "ollama"]) == "pendra"
+    assert default_backend(rows["qwen3:8b"], ["ollama"]) == "ollama"
+    assert default_backend(rows["flux-schnell:12b"], ["pendra"]) is None
+
+
+# -- setup decisions ---------------------------------------------------------------------------
+def test_blocking_checks_and_their_text() -> None:
+    import tui_fakes
+
+    failing = [c for c in tui_fakes.FAILING_CHECKS if c.blocks]
+    assert [c.id for c in failing] == ["disk"]
+    assert "Free disk for models" in (blocked_text(failing) or "")
+    assert blocked_text([]) is None
+    text = check_text(failing[0]).plain
+    assert text.startswith("✗ Free disk for models  required")
+    assert "fix: free at least 10 GB" in text
+    ok = check_text(Check("x", "Fine", "ok", True, "all good", "never shown")).plain
+    assert "fix" not in ok
+
+
+def test_usable_backends_and_install_plan() -> None:
+    state = SetupState(
+        candidates=[
+            BackendCandidate("ollama", "http://localhost:11434", "ready"),
+            BackendCandidate("vllm", None, "unreachable"),
+            BackendCandidate("lmstudio", None, "disabled"),
+        ]
+    )
+    assert usable_backends(state) == ["pendra", "ollama"]
+    assert backend_enabled(state, "vllm") and not backend_enabled(state, "lmstudio")
+    assert backend_enabled(state, "tgi")  # not found is still auto-discovered later
+    state.endpoints["ollama"] = OFF
+    state.builtin_enabled = False
+    assert usable_backends(state) == []
+    state.endpoints["speaches"] = "http://box:8000"
+    state.verified["speaches"] = BackendCandidate("speaches", "http://box:8000", "ready")
+    assert usable_backends(state) == ["speaches"]
+    rows = {r.ref: r for r in _rows()}
+    planned, impossible = install_plan(
+        ["qwen3:8b", "whisper:large-v3-turbo", "gone:1b"], rows, ["pendra"]
+    )
+    assert planned == [("qwen3:8b", "pendra")]
+    assert impossible == ["whisper:large-v3-turbo", "gone:1b"]
+
+
+def test_review_text_lists_what_will_happen() -> None:
+    state = SetupState(
+        key_path=Path("/home/u/.pendra/worker.key"),
+        key_note="stored; accepted",
+        catalogue=CatalogueData(_rows()),
+        selected=["qwen3:8b", "flux-schnell:12b"],
+        candidates=[],
+    )
+    text = review_text(state, ["start the worker"]).plain
+    assert "/home/u/.pendra/worker.key (stored; accepted)" in text
+    assert "qwen3:8b → pendra" in text
+    assert "✗ flux-schnell:12b: no enabled backend here can install it" in text
+    assert "• start the worker" in text
+
+
+# -- config writer and key store (real files) ---------------------------------------------------
+def test_merge_keeps_other_keys_and_replaces_every_spelling() -> None:
+    data = {
+        "api_url": "https://x",
+        "backends": {"OLLAMA_ENDPOINT": "http://a:1", "discovery_interval_s": 5},
+        "builtin": {"max_context": 4096},
+    }
+    merged = merge_backend_choices(data, {"ollama": OFF, "vllm": "http://b:8000"}, False)
+    assert merged["api_url"] == "https://x"
+    assert merged["backends"] == {
+        "discovery_interval_s": 5,
+        "ollama": "off",
+        "vllm": "http://b:8000",
+    }
+    assert merged["builtin"] == {"max_context": 4096, "enabled": False}
+    assert data["backends"]["OLLAMA_ENDPOINT"] == "http://a:1"  # input untouched
+
+
+def test_saved_choices_are_what_the_worker_reads(pendra_home: Path) -> None:
+    config = pendra_home / "config.toml"
+    config.write_text('log_level = "debug"\n[backends]\nollama_endpoint = "http://old:1"\n')
+    config.chmod(0o600)
+    save_backend_choices(
+        config,
+        {"ollama": "http://gpu-box.lan:11434", "vllm": OFF, "lmstudio": AUTO},
+        builtin_enabled=True,
+    )
+    settings = load_settings()
+    assert settings.log_level == "debug"
+    assert settings.backend("ollama").url == "http://gpu-box.lan:11434"
+    assert settings.backend("vllm").mode is EndpointMode.DISABLED
+    assert settings.backend("lmstudio").mode is EndpointMode.AUTO
+    assert settings.builtin_enabled is True
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert [p.name for p in pendra_home.iterdir()] == ["config.toml"]  # no temp file left
+
+
+def test_broken_config_is_left_alone_with_a_clear_error(pendra_home: Path) -> None:
+    config = pendra_home / "config.toml"
+    config.write_text("backends = [not toml")
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        save_backend_choices(config, {"ollama": OFF}, True)
+    assert caught.value.hint
+    assert config.read_text() == "backends = [not toml"
+    config.write_text('backends = "oops"\n')
+    with pytest.raises(ConfigError, match=r"\[backends\] .* is not a table"):
+        save_backend_choices(config, {"ollama": OFF}, True)
+    with config.open("rb") as handle:
+        assert tomllib.load(handle) == {"backends": "oops"}
+
+
+def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
+    store = FileKeyStore(load_settings())
+    assert not store.has_key()
+    path = store.store("pwk_test_secret")
+    assert path == pendra_home / "worker.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == "pwk_test_secret\n"
+    assert store.has_key()
+    assert sorted(p.name for p in pendra_home.iterdir()) == ["worker.key"]
+
+
+def test_clean_key_strips_pasted_whitespace() -> None:
+    assert clean_key("  pwk_test_ab\ncd\r\n\t") == "pwk_test_abcd"
+    assert clean_key("\n \n") == ""
