@@ -44,7 +44,7 @@ def clean_env(pendra_home: Path) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# GGUF model fixtures (engineer "builtin"). The tiny models are random-weight llama GGUFs written by
+# GGUF model fixtures. The tiny models are random-weight llama GGUFs written by
 # ``tests/model_factory.py`` in a child process (loading a GGUF in the process that just wrote it
 # with ``gguf``/numpy has crashed llama.cpp: runtime.md §7); each is made once per session.
 

@@ -312,7 +312,7 @@ class Worker:
                 commands=self.commands,
                 heartbeat_interval_s=self.settings.heartbeat_interval_s,
                 ca_file=self.settings.ca_file,
-                gpus=lambda: self.gpus(),  # late-bound: the lead may wire a sampler after init
+                gpus=lambda: self.gpus(),  # late-bound: enable_operations() may wire a sampler after init
                 supported=self._supported,
                 max_concurrency=self.settings.parallel,
             )

@@ -129,7 +129,7 @@ def _text(data: bytes | str | None) -> str:
 
 
 def read_gpu_summaries() -> list[GpuSummary]:
-    """NVIDIA GPUs through the ops engineer's ``worker.gpu.read_gpus`` (NVML, then nvidia-smi)."""
+    """NVIDIA GPUs through ``worker.gpu.read_gpus`` (NVML, then nvidia-smi)."""
     try:
         from worker.gpu import read_gpus
     except ImportError:

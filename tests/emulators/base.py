@@ -8,7 +8,7 @@ Use one as an async context manager::
         ollama.url  # "http://127.0.0.1:PORT"
 
 or ``url = await emulator.start(port=0, host="127.0.0.1")`` and ``await emulator.stop()``.
-Benchmarks and other engineers' tests may import them (``from tests.emulators import …``).
+Benchmarks and other test suites may import them (``from tests.emulators import …``).
 """
 
 from __future__ import annotations
