@@ -56,8 +56,8 @@ def make_builtin(settings: Settings, events: EventBus | None = None) -> Backend 
 class BackendCommands:
     """Install/uninstall commands from the control plane, run directly on the backends.
 
-    The lead can replace ``Worker.commands`` with one backed by the install manager (shared jobs,
-    progress in the dashboard); this default keeps the link's commands working without it.
+    ``Worker.enable_operations()`` replaces it with :class:`ManagedCommands` (shared jobs, progress
+    in the dashboard); this default keeps the link's commands working in a bare worker.
     """
 
     def __init__(self, registry: BackendRegistry, events: EventBus) -> None:
@@ -312,7 +312,7 @@ class Worker:
                 commands=self.commands,
                 heartbeat_interval_s=self.settings.heartbeat_interval_s,
                 ca_file=self.settings.ca_file,
-                gpus=lambda: self.gpus(),  # late-bound: enable_operations() may wire a sampler after init
+                gpus=lambda: self.gpus(),  # late-bound: enable_operations() may add a sampler
                 supported=self._supported,
                 max_concurrency=self.settings.parallel,
             )
