@@ -317,6 +317,8 @@ def _parse(text: str | bytes, table: dict[str, type[_Frame]]) -> _Frame:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FrameError("malformed_frame", f"frame is not JSON: {exc}") from None
+    except RecursionError:  # e.g. "[[[[…" nested deeper than the parser can go
+        raise FrameError("malformed_frame", "frame is nested too deeply") from None
     if not isinstance(data, dict):
         raise FrameError("malformed_frame", "frame is not a JSON object")
     raw_id = data.get("id")

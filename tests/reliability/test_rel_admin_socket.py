@@ -3,8 +3,8 @@
 Decided behaviour (docs/reliability.md): the worker keeps serving the control plane — requests are
 not the admin socket's business — and it keeps its claim on PENDRA_HOME: the instance lock is a
 ``flock`` held by the process, not the socket file, so a second worker on the same home is still
-refused, naming the running one. Getting the admin API back without a restart (re-creating the
-socket) is what the worker should also do; that part is pinned as an xfail in test_found_bugs.py.
+refused, naming the running one. The admin server also re-creates the socket within a few
+seconds (test_rel_regressions.py), so the CLI finds the worker again without a restart.
 """
 
 from __future__ import annotations

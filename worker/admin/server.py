@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
 STREAM_QUEUE = 2000
+SOCKET_CHECK_S = 2.0
+"""How often the server checks that its socket file is still the one it listens on."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,13 +63,21 @@ class AdminServer:
     """Serves ``target`` on ``socket_path``; ``start()`` claims PENDRA_HOME, ``stop()`` frees it."""
 
     def __init__(
-        self, target: AdminTarget, socket_path: Path, *, keepalive_s: float = KEEPALIVE_S
+        self,
+        target: AdminTarget,
+        socket_path: Path,
+        *,
+        keepalive_s: float = KEEPALIVE_S,
+        socket_check_s: float = SOCKET_CHECK_S,
     ) -> None:
         self.target = target
         self.socket_path = Path(socket_path)
         self.keepalive_s = keepalive_s
+        self.socket_check_s = socket_check_s
         self._lock = InstanceLock(self.socket_path.parent)
         self._runner: web.AppRunner | None = None
+        self._bound_inode: int | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self.started_at: float | None = None
 
@@ -79,23 +89,53 @@ class AdminServer:
         self._lock.acquire()
         try:
             clear_stale_socket(self.socket_path)
-            sock = bind_private_socket(self.socket_path)
             runner = web.AppRunner(
                 self._build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
             )
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await self._listen(runner)
         except BaseException:
             self._lock.release()
             raise
         self._runner = runner
         self.started_at = time.time()
+        self._watchdog = asyncio.create_task(self._keep_socket(), name="admin-socket-watchdog")
         log.info("admin API listening on %s", self.socket_path)
+
+    async def _listen(self, runner: web.AppRunner) -> None:
+        sock = bind_private_socket(self.socket_path)
+        await web.SockSite(runner, sock).start()
+        self._bound_inode = self.socket_path.stat().st_ino
+
+    async def _keep_socket(self) -> None:
+        """Re-create the socket file if someone deletes or replaces it (a tmp cleaner, a stray
+        ``rm``): otherwise ``pendra status`` would say no worker runs while this one serves."""
+        while True:
+            await asyncio.sleep(self.socket_check_s)
+            try:
+                current = self.socket_path.lstat().st_ino
+            except FileNotFoundError:
+                current = None
+            if current == self._bound_inode or self._runner is None:
+                continue
+            log.warning("admin socket %s was removed; creating it again", self.socket_path)
+            try:
+                prepare_run_dir(self.socket_path.parent)
+                if current is not None:
+                    clear_stale_socket(self.socket_path)
+                await self._listen(self._runner)
+            except PendraError as exc:
+                log.error("cannot re-create the admin socket: %s", exc.message)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         for task in list(self._streams):
             task.cancel()  # event streams never end on their own
         with contextlib.suppress(Exception):

@@ -77,6 +77,8 @@ def parse_catalogue_bytes(data: bytes, *, source: str = "catalogue") -> ParsedCa
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogueError(f"The {source} is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise CatalogueError(f"The {source} is nested too deeply to be a catalogue.") from None
     return parse_catalogue(document, source=source)
 
 

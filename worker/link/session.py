@@ -285,7 +285,11 @@ class Session:
         except BaseException:
             await stream.aclose()
             raise
-        await self.send(ResponseStart(id=frame.id).dump())
+        try:
+            await self.send(ResponseStart(id=frame.id).dump())
+        except BaseException:
+            await stream.aclose()  # the link went away before the stream started: free the slot
+            raise
         summary = await pump_stream(frame.id, stream, self.send, first=first)
         usage = None
         if summary.usage is not None:
@@ -302,6 +306,8 @@ class Session:
         # Never the body: prompts stay on the machine and out of the logs.
         if isinstance(exc, PendraError):
             log.info("request %s (%s) failed: %s", frame.id, frame.kind, exc.code)
+        elif isinstance(exc, ConnectionError):  # the link dropped mid-request: expected, no trace
+            log.info("request %s (%s) ended: the link went away (%s)", frame.id, frame.kind, exc)
         else:
             log.error("request %s (%s) failed", frame.id, frame.kind, exc_info=exc)
 

@@ -94,3 +94,8 @@ async def pump_stream(
             producer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await producer
+        # A producer cancelled before it ever ran never reached its own ``finally``: close the
+        # stream here too (closing twice is harmless) so the backend slot is released at once.
+        if hasattr(chunks, "aclose"):
+            with contextlib.suppress(Exception):
+                await chunks.aclose()

@@ -1,7 +1,8 @@
-"""Bugs the reliability battery found in other parts, each as a failing test (xfail, strict).
+"""Regression tests for bugs the reliability battery found (each fixed; kept so they stay fixed).
 
-When a bug is fixed its test starts passing, ``strict=True`` turns that into a failure, and whoever
-fixed it removes the marker (the test then guards against the bug coming back).
+- a failed first send of a stream released its backend slot only at the next GC cycle;
+- a deeply nested JSON frame (or catalogue) escaped the parsers as RecursionError, ending the link;
+- a deleted admin socket was never re-created, so the CLI said no worker ran while one did.
 """
 
 from __future__ import annotations
@@ -31,12 +32,6 @@ async def vllm_router() -> AsyncIterator[Router]:
     await emulator.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pump_stream leaks the router stream (slot + in_flight) when the first send fails "
-    "before its producer task has started: the producer is cancelled before it runs, so its "
-    "`finally: chunks.aclose()` never executes; only a GC cycle frees the slot later",
-)
 async def test_failed_first_send_releases_the_backend_slot_at_once(vllm_router: Router) -> None:
     """Seen in test_rel_link_drops: after a link drop, router.in_flight stayed at 2 and two of the
     backend's slots stayed taken until ``gc.collect()`` ran. With the default 8 slots a handful of
@@ -55,11 +50,6 @@ async def test_failed_first_send_releases_the_backend_slot_at_once(vllm_router: 
     assert vllm_router._semaphores["vllm"]._value == 2, "the backend slot is still taken"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_server_frame lets RecursionError out of json.loads for a deeply nested frame "
-    "(it catches only ValueError/UnicodeDecodeError), so one 100 kB frame ends the link task",
-)
 async def test_deeply_nested_frame_is_a_frame_error_and_the_worker_stays_connected() -> None:
     """``[[[[…`` 100 000 deep is a 100 kB frame, far under the 16 MiB limit."""
     from reliability_support import start_sandbox, start_worker, wait_for
@@ -91,11 +81,6 @@ async def test_deeply_nested_frame_is_a_frame_error_and_the_worker_stays_connect
         await emulator.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_catalogue_bytes lets RecursionError out of json.loads for a deeply nested "
-    "document instead of raising CatalogueError (so the cached copy is not used)",
-)
 def test_deeply_nested_catalogue_is_a_catalogue_error() -> None:
     from worker.catalogue.parse import CatalogueError, parse_catalogue_bytes
 
@@ -103,11 +88,6 @@ def test_deeply_nested_catalogue_is_a_catalogue_error() -> None:
         parse_catalogue_bytes(b'{"version": 1, "models": ' + b"[" * 100_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the admin server does not notice its socket file was deleted and never re-creates "
-    "it: `pendra status`/`attach` then say no worker runs while one does, until a restart",
-)
 async def test_admin_socket_is_recreated_after_it_was_deleted() -> None:
     import asyncio
 
