@@ -1,0 +1,142 @@
+"""Aggregate decode with N concurrent streams: the full Pendra path vs raw batched llama.cpp.
+
+* full path: N streams at once through client → sandbox → WSS → worker → built-in backend
+  (continuous batching when the backend has it; worker ``builtin.parallel`` = the largest N)
+* raw: one ``llama_decode`` per step over a ``llama_batch`` holding N sequences, native greedy
+  sampler (:mod:`bench.raw_llama`), same GGUF, threads, per-sequence context and unified KV.
+
+Aggregate = all generated tokens / (last token − request start), prefill included on both sides.
+For each N the raw and full runs alternate; the best round of each is reported.
+
+    .venv/bin/python bench/bench_concurrency.py [--quick] [--streams 1,2,4,8,16] [--tokens 64]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import cli_args  # noqa: E402
+from bench.model_file import chat_model  # noqa: E402
+from bench.profiling import summarise_dir  # noqa: E402
+from bench.raw_llama import RawModel  # noqa: E402
+from bench.report import Row, Section  # noqa: E402
+from bench.sse_client import session, stream_chat  # noqa: E402
+from bench.stack import Stack, start_stack  # noqa: E402
+from bench.stats import rate  # noqa: E402
+from bench.workload import MODEL_ID, RAW_PROMPT, chat_body  # noqa: E402
+
+GOAL_AT = 8
+GOAL = 0.90
+SLOT_CONTEXT = 1024
+
+
+async def full_aggregate(stack: Stack, streams: int, tokens: int) -> tuple[float, int]:
+    """(aggregate tok/s, total tokens) of ``streams`` simultaneous answers."""
+    async with session(max_connections=streams + 4) as http:
+        url = stack.api + "/chat/completions"
+        jobs = [stream_chat(http, url, chat_body(tokens), stack.headers()) for _ in range(streams)]
+        traces = await asyncio.gather(*jobs)
+    start = min(t.sent_ns for t in traces)
+    end = max(t.content_ns[-1] for t in traces)
+    total = sum(t.completion_tokens or len(t.contents) for t in traces)
+    return rate(total, (end - start) / 1e9), total
+
+
+def raw_aggregate(raw: RawModel, prompt: list[int], streams: int, tokens: int) -> float:
+    timings = raw.generate([prompt] * streams, tokens)
+    end = max(t.token_times[-1] for t in timings)
+    return rate(streams * tokens, end)
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"--streams takes numbers like 1,2,4,8; got {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise SystemExit(f"--streams needs positive numbers; got {text!r}")
+    return levels
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli_args.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--streams", default="1,2,4,8,16", help="concurrency levels (1,2,4,8,16)")
+    p.add_argument("--tokens", type=int, default=64, help="tokens per stream (64)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per level (2)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.streams, args.tokens, args.rounds = "1,2", 6, 1
+    levels = parse_levels(args.streams)
+    top = max(levels)
+    model = chat_model(args.model)
+    threads = cli_args.threads_or_default(args.threads)
+    profile_dir = Path(tempfile.mkdtemp(prefix="pendra-bench-prof-")) if args.profile else None
+    raw = RawModel(model, threads=threads, n_ctx=SLOT_CONTEXT * top, n_seq=top)
+    prompt = raw.tokenize(RAW_PROMPT)
+    stack = start_stack(
+        models={MODEL_ID: model},
+        worker_env={
+            "PENDRA_THREADS": str(threads),
+            "PENDRA_MAX_CONTEXT": str(SLOT_CONTEXT),
+            "PENDRA_PARALLEL": str(top),
+        },
+        profile_dir=profile_dir,
+    )
+    results: dict[int, tuple[float, float, int]] = {}
+    try:
+        stack.wait_for_models({MODEL_ID})
+        asyncio.run(full_aggregate(stack, 1, 4))  # load the model (not timed)
+        raw.generate([prompt], 4)
+        for n in levels:
+            raws, fulls, count = [], [], 0
+            for _ in range(args.rounds):
+                raws.append(raw_aggregate(raw, prompt, n, args.tokens))
+                agg, count = asyncio.run(full_aggregate(stack, n, args.tokens))
+                fulls.append(agg)
+            results[n] = (max(fulls), max(raws), count)
+            print(
+                f"bench concurrency: {n} streams: raw {max(raws):.1f} tok/s, full path "
+                f"{max(fulls):.1f} tok/s ({count} tokens)",
+                file=sys.stderr,
+            )
+    finally:
+        stack.close()
+        raw.close()
+    section = Section(
+        title="Concurrent streams (aggregate decode)",
+        intro=(
+            f"`{model.name}`, {threads} thread(s), {args.tokens} tokens per stream, greedy, "
+            f"best of {args.rounds} alternating rounds per level; worker `builtin.parallel` = "
+            f"{top}, {SLOT_CONTEXT} tokens of context per sequence on both sides. Raw: one "
+            f"`llama_batch` with N sequences per step."
+        ),
+        columns=("full path", "raw batched"),
+    )
+    for n in levels:
+        full, raw_rate, _count = results[n]
+        section.rows.append(
+            Row(f"{n} stream(s)", full, raw_rate, "tok/s", goal=GOAL if n == GOAL_AT else None)
+        )
+    single = results[levels[0]][0]
+    section.notes.append(
+        "full-path scaling over its own first level: "
+        + ", ".join(f"{n}: {results[n][0] / single:.2f}×" for n in levels)
+    )
+    if profile_dir is not None:
+        section.profile = summarise_dir(profile_dir)
+        shutil.rmtree(profile_dir, ignore_errors=True)
+    print(section.ratios_line(), file=sys.stderr)
+    print(section.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

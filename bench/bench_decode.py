@@ -1,0 +1,126 @@
+"""Single-stream decode: the full Pendra path vs a raw llama.cpp decode loop of the same GGUF.
+
+* full path: client → ``pendra sandbox`` ingress → WSS → ``pendra --no-ui`` → built-in backend
+* raw: :mod:`bench.raw_llama` in this process (``llama_decode`` + native greedy sampler), same
+  GGUF, same thread count, EOS ignored.
+
+Decode rate = (tokens − 1) / (last token − first token), so prefill and TTFT are left out on both
+sides (TTFT has its own bench). Rounds alternate raw/full so machine noise hits both alike.
+
+    .venv/bin/python bench/bench_decode.py [--quick] [--tokens 128] [--rounds 5] [--profile]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import cli_args  # noqa: E402
+from bench.model_file import chat_model  # noqa: E402
+from bench.profiling import summarise_dir  # noqa: E402
+from bench.raw_llama import RawModel  # noqa: E402
+from bench.report import Row, Section  # noqa: E402
+from bench.sse_client import StreamTrace, session, stream_chat  # noqa: E402
+from bench.stack import Stack, start_stack  # noqa: E402
+from bench.stats import decode_rate, median  # noqa: E402
+from bench.workload import MODEL_ID, RAW_PROMPT, chat_body  # noqa: E402
+
+GOAL = 0.90
+CONTEXT = 2048
+
+
+def full_rate(trace: StreamTrace) -> tuple[float, int]:
+    """(decode tok/s, tokens) of one streamed answer; tokens from the usage the worker reports."""
+    tokens = trace.completion_tokens or len(trace.contents)
+    first, last = trace.content_ns[0] / 1e9, trace.content_ns[-1] / 1e9
+    # Chunks can carry more than one token (held-back UTF-8, coalescing): count tokens, not chunks,
+    # and only those after the first chunk's.
+    return decode_rate(first, last, tokens), tokens
+
+
+async def one_stream(stack: Stack, tokens: int) -> StreamTrace:
+    async with session() as http:
+        return await stream_chat(
+            http, stack.api + "/chat/completions", chat_body(tokens), stack.headers()
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli_args.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--tokens", type=int, default=128, help="tokens per answer (128)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tokens, args.rounds = 8, 1
+    model = chat_model(args.model)
+    threads = cli_args.threads_or_default(args.threads)
+    profile_dir = Path(tempfile.mkdtemp(prefix="pendra-bench-prof-")) if args.profile else None
+    raw = RawModel(model, threads=threads, n_ctx=CONTEXT)
+    prompt = raw.tokenize(RAW_PROMPT)
+    stack = start_stack(
+        models={MODEL_ID: model},
+        worker_env={"PENDRA_THREADS": str(threads), "PENDRA_MAX_CONTEXT": str(CONTEXT)},
+        profile_dir=profile_dir,
+    )
+    raw_rates: list[float] = []
+    full_rates: list[float] = []
+    full_tokens: list[int] = []
+    try:
+        stack.wait_for_models({MODEL_ID})
+        asyncio.run(one_stream(stack, 4))  # load the model in the worker (not timed)
+        raw.generate([prompt], 4)
+        for n in range(args.rounds):
+            timing = raw.generate([prompt], args.tokens)[0]
+            raw_rates.append(
+                decode_rate(timing.token_times[0], timing.token_times[-1], timing.tokens)
+            )
+            rate, count = full_rate(asyncio.run(one_stream(stack, args.tokens)))
+            full_rates.append(rate)
+            full_tokens.append(count)
+            print(
+                f"bench decode: round {n + 1}: raw {raw_rates[-1]:.1f} tok/s, full path "
+                f"{rate:.1f} tok/s ({count} tokens)",
+                file=sys.stderr,
+            )
+    finally:
+        stack.close()
+        raw.close()
+    section = Section(
+        title="Single-stream decode",
+        intro=(
+            f"`{model.name}`, {threads} thread(s), {args.tokens} tokens greedy, "
+            f"{args.rounds} alternating rounds (best round = least disturbed by other load). "
+            f"Full path: client → sandbox → WSS → worker → "
+            f"built-in backend. Raw: a `llama_decode` loop with the native greedy sampler in one "
+            f"process (same GGUF, threads, flash-attn setting)."
+        ),
+        columns=("full path", "raw llama.cpp"),
+    )
+    section.rows = [
+        Row("decode, best round", max(full_rates), max(raw_rates), "tok/s", goal=GOAL),
+        Row("decode, median round", median(full_rates), median(raw_rates), "tok/s"),
+    ]
+    section.notes.append(
+        f"rounds — full path: {', '.join(f'{r:.1f}' for r in full_rates)} tok/s "
+        f"({', '.join(map(str, full_tokens))} tokens); raw: "
+        f"{', '.join(f'{r:.1f}' for r in raw_rates)} tok/s ({args.tokens} tokens)."
+    )
+    if min(full_tokens) < args.tokens // 2:
+        section.notes.append("the model stopped early (EOS) in a full-path round; rates still hold")
+    if profile_dir is not None:
+        section.profile = summarise_dir(profile_dir)
+        shutil.rmtree(profile_dir, ignore_errors=True)
+    print(section.ratios_line(), file=sys.stderr)
+    print(section.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

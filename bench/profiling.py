@@ -1,0 +1,40 @@
+"""Summaries of the worker's cProfile output for the bench sections."""
+
+from __future__ import annotations
+
+import io
+import pstats
+from pathlib import Path
+
+
+def summarise_dir(directory: Path, top: int = 12) -> str | None:
+    """Summaries of every ``*.prof`` in ``directory`` (one per process), or None if none."""
+    parts = [f"[{path.stem}] " + summarise(path, top) for path in sorted(directory.glob("*.prof"))]
+    return "\n\n".join(parts) or None
+
+
+def summarise(path: Path, top: int = 12) -> str:
+    """The ``top`` functions by own time (tottime), then by cumulative time, as text."""
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.strip_dirs()
+    total = stats.total_tt  # type: ignore[attr-defined]
+    out.write(f"main thread, {total:.2f} s profiled (cProfile; other threads not shown)\n")
+    out.write("-- by own time --\n")
+    stats.sort_stats("tottime").print_stats(top)
+    out.write("-- by cumulative time --\n")
+    stats.sort_stats("cumulative").print_stats(top)
+    return _trim(out.getvalue())
+
+
+def _trim(text: str) -> str:
+    """pstats prints headers and blank lines that only take room in a doc."""
+    keep = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("Ordered by", "List reduced")) or ".prof" in line:
+            continue
+        if "function calls" in stripped and "primitive" in stripped:
+            continue
+        keep.append(line.rstrip())
+    return "\n".join(keep)
