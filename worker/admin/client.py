@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import errno
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -190,3 +190,20 @@ class AdminClient:
                 hint="the worker runs as another user; run this command as that user",
             )
         return NoWorkerRunning()
+
+
+T = TypeVar("T")
+
+
+async def call_running_worker(
+    settings: Settings, call: Callable[[AdminClient], Awaitable[T]]
+) -> T | None:
+    """``call(client)`` on the running worker's admin API, or ``None`` when no worker runs.
+
+    For commands that work either way (``pendra models``, ``pendra backends``): through the worker
+    when there is one, so the two never fight over the modelstore, else directly.
+    """
+    try:
+        return await call(AdminClient.for_settings(settings))
+    except NoWorkerRunning:
+        return None

@@ -49,20 +49,15 @@ async def collect(settings: Settings) -> tuple[list[dict[str, Any]], str]:
     rows = await from_running_worker(settings)
     if rows is not None:
         return rows, "the running worker"
-    return await discover_directly(settings), "direct discovery (no worker running)"
+    from worker.backends.snapshot import describe_backends_once
+
+    return await describe_backends_once(settings), "direct discovery (no worker running)"
 
 
 async def from_running_worker(settings: Settings) -> list[dict[str, Any]] | None:
-    try:
-        from worker.admin.client import AdminClient
-    except ImportError:  # admin API not part of this install
-        return None
-    from worker.errors import NoWorkerRunning
+    from worker.admin.client import call_running_worker
 
-    try:
-        status = await AdminClient.for_settings(settings).status()
-    except NoWorkerRunning:
-        return None
+    status = await call_running_worker(settings, lambda client: client.status())
     backends = status.get("backends") if isinstance(status, dict) else None
     if not isinstance(backends, list):
         return None
@@ -75,30 +70,6 @@ async def from_running_worker(settings: Settings) -> list[dict[str, Any]] | None
         *backends,
         *(not_found_entry(k, settings, options) for k in BACKEND_KINDS if k not in present),
     ]
-
-
-async def discover_directly(settings: Settings) -> list[dict[str, Any]]:
-    from worker.backends.discovery import describe_all, discover_backends
-
-    builtin = await _builtin(settings)
-    registry = await discover_backends(settings, builtin=builtin)
-    try:
-        return describe_all(registry, settings)
-    finally:
-        for backend in registry:
-            await backend.close()
-
-
-async def _builtin(settings: Settings) -> Any:
-    if not settings.builtin_enabled:
-        return None
-    try:
-        from worker.backends.pendra import PendraBackend
-    except ImportError:
-        return None
-    backend = PendraBackend(settings)
-    await backend.refresh()
-    return backend
 
 
 def _capabilities(caps: dict[str, bool]) -> str:

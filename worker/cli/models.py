@@ -100,52 +100,15 @@ def rows_from_backends(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def list_models(settings: Any) -> tuple[list[dict[str, Any]], str]:
-    status = await _worker_call(settings, lambda client: client.status())
+    from worker.admin.client import call_running_worker
+
+    status = await call_running_worker(settings, lambda client: client.status())
     if isinstance(status, dict):
         return rows_from_backends(status.get("backends") or []), "the running worker"
-    backends = await _describe_directly(settings)
+    from worker.backends.snapshot import describe_backends_once
+
+    backends = await describe_backends_once(settings)
     return rows_from_backends(backends), "this machine (no worker running)"
-
-
-async def _describe_directly(settings: Any) -> list[dict[str, Any]]:
-    builtin = await _builtin(settings)
-    try:
-        from worker.backends.discovery import discover_backends
-    except ImportError:
-        return [builtin.describe()] if builtin is not None else _store_only(settings)
-    registry = await discover_backends(settings, builtin=builtin)
-    try:
-        return [backend.describe() for backend in registry]
-    finally:
-        for backend in registry:
-            await backend.close()
-
-
-async def _builtin(settings: Any) -> Any:
-    if not settings.builtin_enabled:
-        return None
-    try:
-        from worker.backends.pendra import PendraBackend
-    except ImportError:
-        return None
-    backend = PendraBackend(settings)
-    await backend.refresh()
-    return backend
-
-
-def _store_only(settings: Any) -> list[dict[str, Any]]:
-    from worker.modelstore import ModelStore
-
-    models = [
-        {
-            "id": m.id,
-            "task": m.task.value if m.task else None,
-            "context_length": m.context_length,
-            "size_bytes": m.size_bytes,
-        }
-        for m in ModelStore(settings.models_dir).scan()
-    ]
-    return [{"name": "pendra", "models": models}]
 
 
 def render_models(rows: list[dict[str, Any]], source: str) -> str:
@@ -335,7 +298,9 @@ def run_rm(args: argparse.Namespace) -> int:
 
 
 async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]:
-    result = await _worker_call(settings, lambda client: client.uninstall(ref, backend))
+    from worker.admin.client import call_running_worker
+
+    result = await call_running_worker(settings, lambda client: client.uninstall(ref, backend))
     if isinstance(result, dict):
         return result
     from worker.backends.registry import BackendRegistry
@@ -359,15 +324,3 @@ async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]
 
 
 # -- plumbing -------------------------------------------------------------------------------------
-async def _worker_call(settings: Any, call: Any) -> Any:
-    """``call(client)`` on the running worker's admin API, or ``None`` when none runs."""
-    try:
-        from worker.admin.client import AdminClient
-    except ImportError:
-        return None
-    from worker.errors import NoWorkerRunning
-
-    try:
-        return await call(AdminClient.for_settings(settings))
-    except NoWorkerRunning:
-        return None
