@@ -25,6 +25,7 @@ from typing import Any
 
 from installer.checks.probes import CommandResult, run_command
 from installer.platform import HostInfo
+from worker.atomic_files import write_if_changed
 from worker.errors import PendraError
 
 UNIT_NAME = "pendra.service"
@@ -131,24 +132,6 @@ def render_launchd_plist(spec: ServiceSpec) -> bytes:
 # Files
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
-    """Write ``data`` to ``path`` via a temp file + rename; False when it was already identical."""
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
-
-
 @dataclass
 class InstallReport:
     manager: str
@@ -207,10 +190,10 @@ class Systemd:
 
     def install(self, spec: ServiceSpec) -> InstallReport:
         messages: list[str] = []
-        changed = write_atomic(self.unit_path, self.render(spec).encode())
+        changed = write_if_changed(self.unit_path, self.render(spec).encode())
         messages.append(f"{'wrote' if changed else 'unchanged'} {self.unit_path}")
         if not self.dropin_path.exists():
-            write_atomic(self.dropin_path, render_dropin(self.system).encode())
+            write_if_changed(self.dropin_path, render_dropin(self.system).encode())
             messages.append(f"your settings go in {self.dropin_path} (kept across re-installs)")
         else:
             messages.append(f"kept your {self.dropin_path}")
@@ -306,7 +289,7 @@ class Launchd:
 
     def install(self, spec: ServiceSpec) -> InstallReport:
         (spec.home / "logs").mkdir(parents=True, exist_ok=True)
-        changed = write_atomic(self.unit_path, self.render(spec))
+        changed = write_if_changed(self.unit_path, self.render(spec))
         target = f"{self.domain}/{LAUNCHD_LABEL}"
         self.run(["launchctl", "bootout", target])  # not loaded yet is fine
         booted = self.run(["launchctl", "bootstrap", self.domain, str(self.unit_path)])

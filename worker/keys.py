@@ -18,7 +18,6 @@ import hashlib
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from worker.atomic_files import write_atomic
 from worker.errors import PendraError
 
 KEY_PREFIX = "pdk_"
@@ -213,15 +213,4 @@ def load_worker_key(key_file: Path, environ: dict[str, str] | None = None) -> Wo
 def write_key_file(path: Path, key: WorkerKey) -> None:
     """Write ``key`` to ``path`` atomically with mode 0600 (never a half-written or open file)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # mkstemp creates the file 0600: the key is never in a file others can read, not even briefly.
-    fd, tmp = tempfile.mkstemp(prefix=".worker-key-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(key.text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    os.chmod(path, 0o600)
+    write_atomic(path, (key.text + "\n").encode("utf-8"), mode=0o600)

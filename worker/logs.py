@@ -44,9 +44,7 @@ class RedactingFilter(logging.Filter):
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         for pattern in _SECRET_PATTERNS:
-            text = pattern.sub(
-                lambda m: (m.group(1) if m.lastindex else "") + REDACTED, text
-            )
+            text = pattern.sub(lambda m: (m.group(1) if m.lastindex else "") + REDACTED, text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.installs.atomic import write_atomic
+from worker.atomic_files import write_atomic
 
 CACHE_NAME = "catalogue.json"
 

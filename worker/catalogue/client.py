@@ -108,9 +108,12 @@ class CatalogueClient:
     async def _fetch(self) -> bytes:
         headers = {"Accept": "application/json", "User-Agent": f"pendra-worker/{__version__}"}
         try:
-            async with httpx.AsyncClient(
-                timeout=self._timeout, transport=self._transport, follow_redirects=True
-            ) as client, client.stream("GET", self.url, headers=headers) as response:
+            async with (
+                httpx.AsyncClient(
+                    timeout=self._timeout, transport=self._transport, follow_redirects=True
+                ) as client,
+                client.stream("GET", self.url, headers=headers) as response,
+            ):
                 if response.status_code != 200:
                     raise CatalogueError(
                         f"The catalogue at {self.url} answered HTTP {response.status_code}."

@@ -1,6 +1,6 @@
 """Model installs with live progress: ``InstallManager(settings, registry, events)``.
 
-Exports resolve lazily: :mod:`worker.catalogue` uses :mod:`worker.installs.atomic` for its cache,
+Exports resolve lazily: :mod:`worker.catalogue` uses :mod:`worker.atomic_files` for its cache,
 and the manager uses the catalogue, so importing the manager here eagerly would be circular.
 """
 

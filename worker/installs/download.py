@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from worker import __version__
+from worker.atomic_files import fsync_dir, write_atomic
 from worker.errors import InstallError
-from worker.installs.atomic import fsync_dir, write_atomic
 from worker.installs.filelock import FileLock
 
 CHUNK = 1 << 20

@@ -9,13 +9,12 @@ then falls back to the GGUF's own header and says so.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.atomic_files import write_atomic
 from worker.backends.base import Task
 
 MAX_SIDECAR_BYTES = 256 * 1024
@@ -98,13 +97,4 @@ def read_sidecar(path: Path) -> Sidecar:
 def write_sidecar(path: Path, sidecar: Sidecar) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a sidecar."""
     text = json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))

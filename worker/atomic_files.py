@@ -1,6 +1,7 @@
 """Crash-safe file writes: readers see the old file or the complete new one, never a mix.
 
-Used for the modelstore sidecars, the partial-download validators and the catalogue cache.
+Used for the worker key (0600 from creation), the modelstore sidecars, the partial-download
+validators, the catalogue cache and the service unit files.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a hidden temporary file, fsync and rename."""
+    """Write ``data`` to ``path`` via a hidden temporary file, fsync and rename.
+
+    The temporary file is created 0600 and only given ``mode`` before the rename, so a secret
+    written with ``mode=0o600`` is never readable by others, not even briefly.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -41,3 +46,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def write_if_changed(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """:func:`write_atomic` unless ``path`` already holds ``data``; whether it wrote."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, data, mode)
+    return True
