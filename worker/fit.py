@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any
 
 from worker.hardware import MachineProfile
+from worker.units import format_bytes
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -66,17 +67,6 @@ def memory_needed(size_bytes: int, min_vram_bytes: int | None = None) -> int:
     return int(size_bytes * WORKING_MEMORY_FACTOR) + OVERHEAD_BYTES
 
 
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover
-
-
 def fit_verdict(profile: MachineProfile, variant: Any, *, installed: bool = False) -> Fit:
     """Judge ``variant`` (a CatalogueVariant or its dict) on ``profile``.
 
@@ -90,7 +80,7 @@ def fit_verdict(profile: MachineProfile, variant: Any, *, installed: bool = Fals
     if not installed and profile.disk_free is not None and size > profile.disk_free:
         return Fit(
             FitKind.NO,
-            f"needs {human_bytes(size)} of disk, {human_bytes(profile.disk_free)} free",
+            f"needs {_size(size)} of disk, {_size(profile.disk_free)} free",
             need,
         )
 
@@ -98,29 +88,27 @@ def fit_verdict(profile: MachineProfile, variant: Any, *, installed: bool = Fals
     if profile.unified_memory:
         gpu = int(profile.ram_total * UNIFIED_GPU_SHARE)
         if need <= gpu:
-            return Fit(
-                FitKind.GPU, f"needs {human_bytes(need)} of {human_bytes(gpu)} GPU memory", need
-            )
-        return Fit(
-            FitKind.NO, f"needs {human_bytes(need)} of memory, {human_bytes(gpu)} usable", need
-        )
+            return Fit(FitKind.GPU, f"needs {_size(need)} of {_size(gpu)} GPU memory", need)
+        return Fit(FitKind.NO, f"needs {_size(need)} of memory, {_size(gpu)} usable", need)
 
     vram = profile.vram_total
     if vram > 0 and need <= vram:
-        return Fit(FitKind.GPU, f"needs {human_bytes(need)} of {human_bytes(vram)} VRAM", need)
+        return Fit(FitKind.GPU, f"needs {_size(need)} of {_size(vram)} VRAM", need)
     if vram > 0 and need <= vram + ram:
         return Fit(
             FitKind.PARTIAL,
-            f"needs {human_bytes(need)}: {human_bytes(vram)} VRAM + the rest in RAM (slower)",
+            f"needs {_size(need)}: {_size(vram)} VRAM + the rest in RAM (slower)",
             need,
         )
     if vram == 0 and need <= ram:
-        return Fit(
-            FitKind.CPU, f"no GPU; needs {human_bytes(need)} of {human_bytes(ram)} RAM", need
-        )
+        return Fit(FitKind.CPU, f"no GPU; needs {_size(need)} of {_size(ram)} RAM", need)
     total = vram + ram
     return Fit(
         FitKind.NO,
-        f"needs {human_bytes(need)} of memory, {human_bytes(total)} usable (GPU + RAM)",
+        f"needs {_size(need)} of memory, {_size(total)} usable (GPU + RAM)",
         need,
     )
+
+
+def _size(value: int | None) -> str:
+    return format_bytes(value, unknown="?")

@@ -15,7 +15,7 @@ from admin_status_schema import check_status_document
 from admin_test_worker import TestWorker
 
 from worker.admin import AdminServer
-from worker.cli._status_text import human_bytes, human_duration, render_status
+from worker.cli._status_text import render_status
 from worker.cli.logs import read_tail
 from worker.settings import load_settings
 
@@ -120,7 +120,7 @@ async def test_status_summary_is_readable(clean_env: dict[str, str], running: Te
     assert "pendra  ready        1 model   built-in" in out
     assert "ollama  unreachable  0 models  http://localhost:11434" in out
     assert "NVIDIA H100 80GB HBM3  37%  2.5 GiB / 79.6 GiB  37°C  80 W" in out
-    assert "qwen3.6:27b  → pendra  queued  0 B / 3.9 KiB (0%)" in out
+    assert "qwen3.6:27b  → pendra  queued  0 B / 4.0 KB (0%)" in out
 
 
 async def test_logs_from_the_running_worker_and_follow(
@@ -172,34 +172,10 @@ async def test_logs_from_the_running_worker_and_follow(
 
 def test_render_status_survives_missing_and_null_values() -> None:
     text = render_status({"worker": {"state": "offline"}, "gpus": [{"index": 0, "name": None}]})
-    assert text.splitlines()[0] == "Worker    offline · v– · up –"
+    assert text.splitlines()[0] == "Worker    offline · v— · up —"
     assert "Backends  none found" in text
-    assert "0  GPU  –  – / –  –  –" in text
+    assert "0  GPU  —  — / —  —  —" in text
     assert render_status({}).startswith("Worker    unknown")
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (0, "0 B"),
-        (1023, "1023 B"),
-        (1536, "1.5 KiB"),
-        (81559 * 1024**2, "79.6 GiB"),
-        (None, "–"),
-        (-1, "–"),
-        (True, "–"),
-    ],
-)
-def test_human_bytes(value: object, text: str) -> None:
-    assert human_bytes(value) == text
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(5.9, "5s"), (65, "1m 05s"), (7380, "2h 03m"), (90000, "1d 01h"), (None, "–")],
-)
-def test_human_duration(seconds: object, text: str) -> None:
-    assert human_duration(seconds) == text
 
 
 def test_read_tail_across_rotated_files(tmp_path: Path) -> None:

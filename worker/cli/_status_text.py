@@ -1,6 +1,6 @@
 """The human summary ``pendra status`` prints: pure functions over the status document (DESIGN §6).
 
-Missing or null values print as "–" rather than failing, so a status document from a newer or older
+Missing or null values print as "—" rather than failing, so a status document from a newer or older
 worker still renders.
 """
 
@@ -9,34 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-DASH = "–"
+from worker.units import UNKNOWN, format_bytes, format_duration
 
-
-def human_bytes(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        return DASH
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return DASH  # pragma: no cover - the loop always returns
-
-
-def human_duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
-        return DASH
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+DASH = UNKNOWN
 
 
 def _num(value: Any, fmt: str, suffix: str = "") -> str:
@@ -54,7 +29,7 @@ def _worker_lines(doc: Mapping[str, Any]) -> list[str]:
     worker = doc.get("worker") if isinstance(doc.get("worker"), Mapping) else {}
     state = worker.get("state") or "unknown"
     version = worker.get("version") or DASH
-    return [f"Worker    {state} · v{version} · up {human_duration(worker.get('uptime_s'))}"]
+    return [f"Worker    {state} · v{version} · up {format_duration(worker.get('uptime_s'))}"]
 
 
 def _request_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -98,7 +73,8 @@ def _gpu_lines(doc: Mapping[str, Any]) -> list[str]:
         return ["GPUs      none detected"]
     rows = []
     for gpu in gpus:
-        memory = f"{human_bytes(gpu.get('memory_used'))} / {human_bytes(gpu.get('memory_total'))}"
+        used, total = gpu.get("memory_used"), gpu.get("memory_total")
+        memory = f"{format_bytes(used, binary=True)} / {format_bytes(total, binary=True)}"
         rows.append(
             (
                 str(gpu.get("index", "?")),
@@ -120,9 +96,9 @@ def _install_lines(doc: Mapping[str, Any]) -> list[str]:
     for job in installs:
         done, total = job.get("bytes_done"), job.get("bytes_total")
         if isinstance(total, (int, float)) and total > 0 and isinstance(done, (int, float)):
-            progress = f"{human_bytes(done)} / {human_bytes(total)} ({100 * done / total:.0f}%)"
+            progress = f"{format_bytes(done)} / {format_bytes(total)} ({100 * done / total:.0f}%)"
         else:
-            progress = human_bytes(done)
+            progress = format_bytes(done)
         rows.append(
             (
                 str(job.get("ref") or "?"),

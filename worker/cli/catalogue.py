@@ -91,9 +91,9 @@ def format_age(seconds: float | None) -> str:
 
 
 def _size(value: int | None) -> str:
-    from worker.fit import human_bytes
+    from worker.units import format_bytes
 
-    return "-" if value is None else human_bytes(value)
+    return "-" if value is None else format_bytes(value)
 
 
 def _context(value: int | None) -> str:

@@ -112,7 +112,7 @@ async def list_models(settings: Any) -> tuple[list[dict[str, Any]], str]:
 
 
 def render_models(rows: list[dict[str, Any]], source: str) -> str:
-    from worker.fit import human_bytes
+    from worker.units import format_bytes
 
     if not rows:
         return (
@@ -127,7 +127,7 @@ def render_models(rows: list[dict[str, Any]], source: str) -> str:
                 str(row["id"]),
                 str(row.get("task") or "-"),
                 str(row.get("context_length") or "-"),
-                human_bytes(row["size_bytes"]) if row.get("size_bytes") else "-",
+                format_bytes(row["size_bytes"]) if row.get("size_bytes") else "-",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(5)]

@@ -5,24 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker.fit import human_bytes
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-def format_rate(rate_bps: float | None) -> str:
-    return "" if not rate_bps else f"{human_bytes(int(rate_bps))}/s"
+from worker.units import format_bytes, format_duration
+from worker.units import format_rate as _format_rate
 
 
 def progress_line(event: Mapping[str, Any], width: int = 80) -> str:
-    """``ref → backend  phase  [#####-----]  45%  1.2 GB / 2.7 GB  85.0 MB/s  ETA 00:17``"""
+    """``ref → backend  phase  [#####-----]  45%  1.2 GB / 2.7 GB  85.0 MB/s  ETA 17s``"""
     done = int(event.get("bytes_done") or 0)
     total = event.get("bytes_total")
     phase = str(event.get("phase") or "")
@@ -33,14 +21,14 @@ def progress_line(event: Mapping[str, Any], width: int = 80) -> str:
         bar_width = max(10, min(30, width - len(head) - 50))
         filled = int(fraction * bar_width)
         parts.append(f"[{'#' * filled}{'-' * (bar_width - filled)}] {fraction * 100:5.1f}%")
-        parts.append(f"{human_bytes(done)} / {human_bytes(total)}")
+        parts.append(f"{format_bytes(done)} / {format_bytes(total)}")
     elif done:
-        parts.append(human_bytes(done))
+        parts.append(format_bytes(done))
     if phase == "downloading":
-        rate = format_rate(event.get("rate_bps"))
+        rate = _format_rate(event.get("rate_bps"), unknown="")
         if rate:
             parts.append(rate)
-            parts.append(f"ETA {format_eta(event.get('eta_s'))}")
+            parts.append(f"ETA {format_duration(event.get('eta_s'), unknown='--')}")
     elif event.get("detail") and phase not in {"done", "failed", "cancelled"}:
         parts.append(str(event["detail"]))
     line = "  ".join([head, *parts])
