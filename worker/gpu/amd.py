@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from worker.gpu.command_probe import TIMEOUT_S, CommandProbe
 from worker.gpu.errors import ProbeUnavailable
 from worker.gpu.reading import GpuReading, to_float, to_int
 
-TIMEOUT_S = 10.0
 _UNIT_BYTES = {
     "b": 1,
     "kb": 1024,
@@ -154,58 +152,35 @@ def parse_rocm_smi(data: Any) -> list[GpuReading]:
     return readings
 
 
-def _run_json(path: str, args: Sequence[str], timeout_s: float) -> Any:
-    try:
-        result = subprocess.run(
-            [path, *args], capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProbeUnavailable(f"{path} failed: {exc}") from None
-    if result.returncode != 0:
-        raise ProbeUnavailable(f"{path} exited {result.returncode}")
-    # Some releases print warnings before the JSON document; start at the first bracket.
-    text = result.stdout
+def parse_tool_json(text: str, tool: str) -> Any:
+    """The JSON document a tool printed; some releases print warnings before it."""
     starts = [i for i in (text.find("["), text.find("{")) if i >= 0]
     try:
         return json.loads(text[min(starts) :]) if starts else None
     except json.JSONDecodeError:
-        raise ProbeUnavailable(f"{path} printed no JSON") from None
+        raise ProbeUnavailable(f"{tool} printed no JSON") from None
 
 
-class AmdSmiProbe:
+class AmdSmiProbe(CommandProbe):
     name = "amd-smi"
 
     def __init__(self, executable: str = "amd-smi", timeout_s: float = TIMEOUT_S) -> None:
-        self._executable = executable
-        self._timeout_s = timeout_s
-        self._path: str | None = None
+        super().__init__(executable, timeout_s)
         self._names: dict[int, str] = {}
 
-    def open(self) -> None:
-        self._path = shutil.which(self._executable)
-        if self._path is None:
-            raise ProbeUnavailable(f"{self._executable} is not on PATH")
+    def _prepare(self) -> None:
         try:
-            self._names = parse_amd_smi_static(
-                _run_json(self._path, ["static", "--asic", "--json"], self._timeout_s)
-            )
+            static = parse_tool_json(str(self._run(["static", "--asic", "--json"])), self.name)
+            self._names = parse_amd_smi_static(static)
         except ProbeUnavailable:
             self._names = {}  # names are a nicety; metrics decide whether the probe works
-        if not self.read():
-            raise ProbeUnavailable("amd-smi lists no GPU")
 
-    def close(self) -> None:
-        self._path = None
-
-    def read(self) -> list[GpuReading]:
-        if self._path is None:
-            raise ProbeUnavailable("the amd-smi probe is not open")
-        return parse_amd_smi_metric(
-            _run_json(self._path, ["metric", "--json"], self._timeout_s), self._names
-        )
+    def _read(self) -> list[GpuReading]:
+        metric = parse_tool_json(str(self._run(["metric", "--json"])), self.name)
+        return parse_amd_smi_metric(metric, self._names)
 
 
-class RocmSmiProbe:
+class RocmSmiProbe(CommandProbe):
     name = "rocm-smi"
     ARGS = (
         "--showuse",
@@ -218,21 +193,7 @@ class RocmSmiProbe:
     )
 
     def __init__(self, executable: str = "rocm-smi", timeout_s: float = TIMEOUT_S) -> None:
-        self._executable = executable
-        self._timeout_s = timeout_s
-        self._path: str | None = None
+        super().__init__(executable, timeout_s)
 
-    def open(self) -> None:
-        self._path = shutil.which(self._executable)
-        if self._path is None:
-            raise ProbeUnavailable(f"{self._executable} is not on PATH")
-        if not self.read():
-            raise ProbeUnavailable("rocm-smi lists no GPU")
-
-    def close(self) -> None:
-        self._path = None
-
-    def read(self) -> list[GpuReading]:
-        if self._path is None:
-            raise ProbeUnavailable("the rocm-smi probe is not open")
-        return parse_rocm_smi(_run_json(self._path, self.ARGS, self._timeout_s))
+    def _read(self) -> list[GpuReading]:
+        return parse_rocm_smi(parse_tool_json(str(self._run(self.ARGS)), self.name))

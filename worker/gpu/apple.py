@@ -8,15 +8,12 @@ they stay ``None``.
 from __future__ import annotations
 
 import plistlib
-import shutil
-import subprocess
 from collections.abc import Mapping
 
-from worker.gpu.errors import ProbeUnavailable
+from worker.gpu.command_probe import TIMEOUT_S, CommandProbe
 from worker.gpu.reading import GpuReading, to_float, to_int
 
 IOREG_ARGS = ("-r", "-d", "1", "-w", "0", "-c", "IOAccelerator", "-a")
-TIMEOUT_S = 10.0
 
 
 def parse_ioreg(data: bytes, memory_total: int | None) -> list[GpuReading]:
@@ -64,38 +61,18 @@ def _system_memory() -> int | None:
         return None
 
 
-class IoregProbe:
+class IoregProbe(CommandProbe):
     name = "ioreg"
+    empty_message = "shows no accelerator statistics"
 
     def __init__(self, executable: str = "ioreg", timeout_s: float = TIMEOUT_S) -> None:
-        self._executable = executable
-        self._timeout_s = timeout_s
-        self._path: str | None = None
+        super().__init__(executable, timeout_s)
         self._memory_total: int | None = None
 
-    def open(self) -> None:
-        self._path = shutil.which(self._executable)
-        if self._path is None:
-            raise ProbeUnavailable(f"{self._executable} is not on PATH")
+    def _prepare(self) -> None:
         self._memory_total = _system_memory()
-        if not self.read():
-            raise ProbeUnavailable("ioreg shows no accelerator statistics")
 
-    def close(self) -> None:
-        self._path = None
-
-    def read(self) -> list[GpuReading]:
-        if self._path is None:
-            raise ProbeUnavailable("the ioreg probe is not open")
-        try:
-            result = subprocess.run(
-                [self._path, *IOREG_ARGS],
-                capture_output=True,
-                timeout=self._timeout_s,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ProbeUnavailable(f"ioreg failed: {exc}") from None
-        if result.returncode != 0:
-            raise ProbeUnavailable(f"ioreg exited {result.returncode}")
-        return parse_ioreg(result.stdout, self._memory_total)
+    def _read(self) -> list[GpuReading]:
+        output = self._run(IOREG_ARGS, text=False)
+        assert isinstance(output, bytes)
+        return parse_ioreg(output, self._memory_total)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import subprocess
-from collections.abc import Sequence
 
+from worker.gpu.command_probe import TIMEOUT_S, CommandProbe
 from worker.gpu.errors import ProbeUnavailable
 from worker.gpu.reading import MIB, GpuProcess, GpuReading, to_float, to_int
 
@@ -27,7 +25,6 @@ GPU_FIELDS = (
     "power.draw",
 )
 APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
-TIMEOUT_S = 10.0
 
 
 def _rows(text: str) -> list[list[str]]:
@@ -87,60 +84,29 @@ def parse_gpu_csv(
     return readings
 
 
-class NvidiaSmiProbe:
+class NvidiaSmiProbe(CommandProbe):
     """Runs ``nvidia-smi`` twice per sample (devices, then compute apps)."""
 
     name = "nvidia-smi"
 
     def __init__(self, executable: str = "nvidia-smi", timeout_s: float = TIMEOUT_S) -> None:
-        self._executable = executable
-        self._timeout_s = timeout_s
-        self._path: str | None = None
+        super().__init__(executable, timeout_s)
 
-    def open(self) -> None:
-        self._path = shutil.which(self._executable)
-        if self._path is None:
-            raise ProbeUnavailable(f"{self._executable} is not on PATH")
-        if not self.read():
-            raise ProbeUnavailable("nvidia-smi lists no GPU")
-
-    def close(self) -> None:
-        self._path = None
-
-    def read(self) -> list[GpuReading]:
-        if self._path is None:
-            raise ProbeUnavailable("the nvidia-smi probe is not open")
-        devices = self._run(
-            [f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"]
+    def _read(self) -> list[GpuReading]:
+        devices = str(
+            self._run([f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"])
         )
         try:
             apps = parse_apps_csv(
-                self._run(
-                    [
-                        f"--query-compute-apps={','.join(APP_FIELDS)}",
-                        "--format=csv,noheader,nounits",
-                    ]
+                str(
+                    self._run(
+                        [
+                            f"--query-compute-apps={','.join(APP_FIELDS)}",
+                            "--format=csv,noheader,nounits",
+                        ]
+                    )
                 )
             )
         except ProbeUnavailable:
             apps = {}  # the device list is still worth having without per-process memory
         return parse_gpu_csv(devices, apps)
-
-    def _run(self, args: Sequence[str]) -> str:
-        assert self._path is not None
-        try:
-            result = subprocess.run(
-                [self._path, *args],
-                capture_output=True,
-                text=True,
-                timeout=self._timeout_s,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ProbeUnavailable(f"nvidia-smi failed: {exc}") from None
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            raise ProbeUnavailable(
-                f"nvidia-smi exited {result.returncode}: {detail[0] if detail else 'no output'}"
-            )
-        return result.stdout
