@@ -115,3 +115,36 @@ def test_transcript_binds_every_part() -> None:
         ("audience", "evil/p"),
     ]:
         assert auth_transcript(**{**base, field: value}) != reference
+
+
+# -- the chunk-frame fast path on the control-plane side ---------------------------------------
+
+
+def test_split_chunk_frame_returns_each_chunk_text_unchanged() -> None:
+    from worker.protocol import chunk_frame, split_chunk_frame
+
+    chunks = ['{"a":1,"s":"x,]}y"}', '{"b":[1,2,{"c":"\\u00e9"}]}', "{}"]
+    raw = split_chunk_frame(chunk_frame("r-1", chunks))
+    assert raw is not None
+    assert raw.id == "r-1"
+    assert raw.data == chunks
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"chunk","id":"r1","data":[]}',  # empty: the full parser decides
+        '{"type":"chunk","id":"r1","data":[1]}',  # not an object
+        '{"type":"chunk","id":"r1","data":[{"a":1}',  # truncated
+        '{"type":"chunk","id":"r1","data":[{"a":1}] }',  # trailing bytes
+        '{"type":"chunk","id":"r 1","data":[{"a":1}]}',  # id outside the allowed pattern
+        '{"type":"chunk","id":"r1","data":[{"a":1}],"x":2}',  # extra keys
+        '{"type": "chunk", "id": "r1", "data": [{"a": 1}]}',  # another producer's spacing
+        '{"type":"end","id":"r1"}',
+        '{"type":"chunk","id":"r1","data":[' + "[" * 100_000 + "]",
+    ],
+)
+def test_split_chunk_frame_leaves_everything_else_to_the_full_parser(text: str) -> None:
+    from worker.protocol import split_chunk_frame
+
+    assert split_chunk_frame(text) is None

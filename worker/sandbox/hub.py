@@ -47,6 +47,7 @@ from worker.protocol import (
     audience,
     auth_transcript,
     parse_worker_frame,
+    split_chunk_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,12 @@ class WorkerHub:
                 break
 
     async def _on_text(self, connection: WorkerConnection, text: str) -> None:
+        raw = split_chunk_frame(text)  # the per-token path: no model validation, no re-encoding
+        if raw is not None:
+            channel = connection.channels.get(raw.id)
+            if channel is not None:
+                channel.deliver(raw)
+            return
         try:
             frame = parse_worker_frame(text)
         except FrameError as exc:

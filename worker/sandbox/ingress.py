@@ -20,6 +20,7 @@ from aiohttp import web
 
 from worker.protocol import (
     ErrorFrame,
+    RawChunks,
     Request,
     RequestKind,
     Response,
@@ -149,7 +150,11 @@ async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamRes
                 frame = await channel.next(NEXT_FRAME_TIMEOUT_S)
             except asyncio.TimeoutError:
                 frame = ErrorFrame(code="timeout", message="the worker stopped answering")
-            if isinstance(frame, ResponseChunk):
+            if isinstance(frame, RawChunks):
+                await response.write(
+                    "".join(f"data: {chunk}\n\n" for chunk in frame.data).encode("utf-8")
+                )
+            elif isinstance(frame, ResponseChunk):
                 payload = b"".join(
                     b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
                     for chunk in frame.data
