@@ -7,15 +7,25 @@ and the deterministic fake admin client from tests/tui (a busy worker: 3 backend
 "First frame" is from interpreter start to the dashboard showing the worker's status. "Idle CPU"
 is the app process's CPU time over a window with (a) no events and (b) one GPU event every 2 s,
 the worker's default sampling interval. Targets: first frame <= 1 s, idle <= 3 % of a core.
+
+``first_frame_real_s`` is the same first frame with the real services (``real_services``: the
+admin client over the Unix socket) against a real ``pendra --no-ui`` worker linked to a
+``pendra sandbox``, both started here on loopback with a throwaway PENDRA_HOME and stopped after.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +67,102 @@ asyncio.run(main())
 """
 
 
+REAL_CHILD = r"""
+import time
+T0 = time.perf_counter()
+import asyncio, json
+from pendra_tui.app import build_app
+from pendra_tui.services import real_services
+from worker.settings import load_settings
+
+async def main():
+    app = build_app(real_services(load_settings()), start="dashboard")
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not (getattr(app.screen, "model", None) and app.screen.model.reachable):
+            await asyncio.sleep(0.005)
+        await pilot.pause()
+        print(json.dumps({"first_frame_real_s": time.perf_counter() - T0}))
+
+asyncio.run(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def real_worker(home: Path) -> Iterator[dict[str, str]]:
+    """``pendra sandbox`` + ``pendra --no-ui`` on loopback; yields the worker's environment."""
+    from worker.settings import BACKEND_KINDS
+
+    port = _free_port()
+    key = home / "sandbox.key"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_ENDPOINT")},
+        "PENDRA_HOME": str(home),
+        "PENDRA_API_URL": f"http://127.0.0.1:{port}",
+        "PENDRA_WORKER_KEY_FILE": str(key),
+        "PENDRA_MODELS_DIR": str(home / "models"),
+        **{f"{kind.upper()}_ENDPOINT": "off" for kind in BACKEND_KINDS},
+    }
+    logs = open(home / "bench-procs.log", "wb")  # noqa: SIM115 - closed in finally
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        sandbox = [sys.executable, "-m", "worker", "sandbox", "--port", str(port)]
+        procs.append(
+            subprocess.Popen([*sandbox, "--key-out", str(key)], env=env, stdout=logs, stderr=logs)
+        )
+        deadline = time.monotonic() + 30
+        while not key.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("the sandbox did not start")
+            time.sleep(0.05)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "worker", "--no-ui"], env=env, stdout=logs, stderr=logs
+            )
+        )
+        while not (home / "run" / "admin.sock").exists():
+            if time.monotonic() > deadline or procs[-1].poll() is not None:
+                raise SystemExit(f"the worker did not start; see {home / 'bench-procs.log'}")
+            time.sleep(0.05)
+        yield env
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        logs.close()
+
+
+def run_real(runs: int) -> list[float]:
+    with (
+        tempfile.TemporaryDirectory(prefix="pendra-bench-real-") as tmp,
+        real_worker(Path(tmp)) as env,
+    ):
+        times = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", REAL_CHILD],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=ROOT,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
+            times.append(json.loads(out.stdout.strip().splitlines()[-1])["first_frame_real_s"])
+    return times
+
+
 def run_once(idle_s: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="pendra-bench-") as home:
         code = CHILD.format(
@@ -77,8 +183,10 @@ def main() -> int:
     args = parser.parse_args()
     runs = [run_once(args.idle_seconds) for _ in range(args.runs)]
     summary = {key: round(sorted(r[key] for r in runs)[len(runs) // 2], 3) for key in runs[0]}
+    real = sorted(run_real(args.runs))
+    summary["first_frame_real_s"] = round(real[len(real) // 2], 3)
     print(json.dumps({"median_of": args.runs, **summary}, indent=2))
-    ok = summary["first_frame_s"] <= 1.0 and all(
+    ok = max(summary["first_frame_s"], summary["first_frame_real_s"]) <= 1.0 and all(
         value <= 3.0 for key, value in summary.items() if key.endswith("cpu_percent")
     )
     print("targets met" if ok else "TARGETS MISSED: first frame <= 1 s, idle <= 3 % of a core")

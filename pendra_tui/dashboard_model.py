@@ -22,7 +22,14 @@ LOG_LINES = 500
 FINISHED_INSTALLS_KEPT = 6
 """Finished/failed installs stay listed so the user sees the outcome; older ones drop off."""
 
-FINISHED_PHASES = frozenset({"done", "failed", "cancelled", "error", "complete", "completed"})
+FINISHED_PHASES = frozenset(
+    {"done", "failed", "cancelled", "removed", "error", "complete", "completed"}
+)
+"""Install phases after which a job no longer changes (``worker.installs.manager`` ends jobs with
+done/failed/cancelled and reports an uninstall as "removed")."""
+
+MODELS_CHANGED_PHASES = frozenset({"done", "removed"})
+"""Install phases after which a backend has a different list of models."""
 
 Panel = str
 """One of "link", "backends", "gpus", "installs", "requests", "logs", "resync"."""
@@ -77,6 +84,9 @@ class InstallView:
     eta_s: float | None = None
     error: str | None = None
     job_id: str | None = None
+    """The install manager's job id: what cancelling the install needs."""
+    hint: str | None = None
+    """What to do about ``error`` (the worker's PendraError hint)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -140,7 +150,18 @@ class DashboardModel:
         return {"link", "backends", "gpus", "installs", "requests"}
 
     def apply_event(self, event: Mapping[str, Any], now: float) -> set[Panel]:
-        """Fold one admin event into the state; returns the panels to redraw."""
+        """Fold one admin event into the state; returns the panels to redraw.
+
+        An event carrying ``dropped_before`` follows events the worker dropped because this
+        client read too slowly (docs/admin-api.md): the state may have missed changes, so the
+        screen fetches the full status again as well.
+        """
+        changed = self._apply_event(event)
+        if event.get("dropped_before"):
+            changed.add("resync")
+        return changed
+
+    def _apply_event(self, event: Mapping[str, Any]) -> set[Panel]:
         kind = event.get("kind")
         if kind == "state":
             new = event.get("state")
@@ -193,10 +214,16 @@ class DashboardModel:
 
     def _apply_install(self, event: Mapping[str, Any]) -> set[Panel]:
         view = parse_install(event)
+        before = self.installs.get(view.key)
         self.installs[view.key] = view
         finished = [k for k, v in self.installs.items() if v.finished]
         for key in finished[: max(0, len(finished) - FINISHED_INSTALLS_KEPT)]:
             del self.installs[key]
+        if view.phase in MODELS_CHANGED_PHASES and (before is None or before.phase != view.phase):
+            # The backend's model list changed; the worker does not always follow an install
+            # with a "models" event (the store watcher may find nothing new after the install's
+            # own rescan), so fetch the status once to show the model where it now is.
+            return {"installs", "resync"}
         return {"installs"}
 
     def _apply_gpus(self, readings: Iterable[Mapping[str, Any]]) -> None:
@@ -252,11 +279,16 @@ def parse_install(raw: Mapping[str, Any]) -> InstallView:
         eta_s=_num(raw.get("eta_s")),
         error=raw.get("error") or None,
         job_id=None if job is None else str(job),
+        hint=raw.get("hint") or None,
     )
 
 
 def format_log_line(event: Mapping[str, Any]) -> str:
-    """``LEVEL logger: message`` — the same shape ``pendra logs`` prints."""
+    """The worker's own formatted ``line`` (the shape ``pendra logs`` and the log tail have);
+    ``LEVEL logger: message`` for an event without one."""
+    line = event.get("line")
+    if isinstance(line, str) and line:
+        return line.rstrip("\n")
     level = str(event.get("level") or "info").upper()
     logger = event.get("logger") or "pendra"
     return f"{level:<7} {logger}: {event.get('message', '')}"

@@ -26,6 +26,17 @@ def format_bytes(value: int | float | None) -> str:
     return NA  # pragma: no cover - the loop always returns
 
 
+def format_progress(done: int, total: int | None) -> str:
+    """``7.9/19.8 GB`` — one unit when both share it (it must fit a 36-column panel)."""
+    if not total:
+        return f"{format_bytes(done)} / ?"
+    done_text, total_text = format_bytes(done), format_bytes(total)
+    done_amount, _, done_unit = done_text.partition(" ")
+    if done_unit and total_text.endswith(f" {done_unit}"):
+        return f"{done_amount}/{total_text}"
+    return f"{done_text}/{total_text}"
+
+
 def format_mib(value: int | None) -> str:
     """GPU memory in GiB/MiB, as nvidia-smi users read it."""
     if value is None or value < 0:

@@ -12,12 +12,14 @@ crash at start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -97,6 +99,13 @@ class WorkerClient(Protocol):
     async def status(self) -> dict[str, Any]: ...
 
     def events(self, kinds: set[str] | None = None) -> AsyncIterator[dict[str, Any]]: ...
+
+    def event_stream(
+        self, kinds: set[str] | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """Subscribed on entry: every event published after that is in the stream. The dashboard
+        enters it *before* asking for the status document, so nothing falls between the two."""
+        ...
 
     async def install(self, ref: str, backend: str | None = None) -> dict[str, Any]: ...
 
@@ -199,6 +208,13 @@ class AdminWorkerClient:
     async def events(self, kinds: set[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         async for event in self._get().events(kinds):
             yield event
+
+    @contextlib.asynccontextmanager
+    async def event_stream(
+        self, kinds: set[str] | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        async with self._get().event_stream(kinds) as stream:
+            yield stream.__aiter__()
 
     async def install(self, ref: str, backend: str | None = None) -> dict[str, Any]:
         return await self._get().install(ref, backend)
@@ -345,48 +361,47 @@ class LinkKeyVerifier:
 
 
 class DiscoveryProbe:
-    """Backend discovery and the per-kind verification of an explicit endpoint."""
+    """Backend discovery and the per-kind verification of an explicit endpoint.
 
-    def __init__(self, settings: Settings) -> None:
+    Both use ``worker.backends.discovery`` exactly as the running worker does, so the Backends
+    screen shows what the worker will find: each kind once, found (with its endpoint and models),
+    disabled by the configuration, or not found (saying where it looked).
+    """
+
+    def __init__(self, settings: Settings, *, options: Any = None) -> None:
         self._settings = settings
+        self._options = options
+        """``worker.backends.discovery.DiscoveryOptions`` (hosts, ports); tests point it at
+        loopback servers they start."""
 
     async def discover(self) -> list[BackendCandidate]:
-        from worker.backends.discovery import discover_backends
-        from worker.settings import BACKEND_KINDS, EndpointMode
+        from worker.backends.discovery import describe_all, discover_backends
 
-        registry = await discover_backends(self._settings)
-        found: list[BackendCandidate] = [
-            BackendCandidate(kind, None, "disabled", "off in the configuration")
-            for kind in BACKEND_KINDS
-            if self._settings.backend(kind).mode is EndpointMode.DISABLED
-        ]
+        registry = await discover_backends(self._settings, options=self._options)
         try:
-            for backend in registry:
-                found.append(_candidate(backend.describe()))
+            return [
+                _candidate(doc) for doc in describe_all(registry, self._settings, self._options)
+            ]
         finally:
             for backend in registry:
                 await backend.close()
-        return found
 
     async def verify(self, kind: str, endpoint: str) -> BackendCandidate:
-        import importlib
+        from worker.backends.base import BackendStatus
+        from worker.backends.discovery import DiscoveryOptions, make_backend
+        from worker.backends.kinds import KINDS
 
-        from worker.backends.base import Backend
-
-        module = importlib.import_module(f"worker.backends.{kind}")
-        classes = [
-            obj
-            for obj in vars(module).values()
-            if isinstance(obj, type)
-            and issubclass(obj, Backend)
-            and getattr(obj, "kind", None) == kind
-        ]
-        if not classes:
+        if kind not in KINDS:
             return BackendCandidate(kind, endpoint, "error", f"no {kind} backend in this install")
-        backend = classes[0](endpoint)
+        backend = make_backend(kind, endpoint, self._settings, self._options or DiscoveryOptions())
         try:
             await asyncio.wait_for(backend.refresh(), timeout=10)
-            return _candidate(backend.describe())
+            candidate = _candidate(backend.describe())
+            if backend.status is not BackendStatus.READY and not candidate.detail:
+                candidate = BackendCandidate(
+                    kind, endpoint, candidate.status, f"it does not answer like {kind}"
+                )
+            return candidate
         except asyncio.TimeoutError:
             return BackendCandidate(kind, endpoint, "unreachable", "no answer within 10 s")
         finally:
@@ -409,21 +424,52 @@ def _candidate(doc: Mapping[str, Any]) -> BackendCandidate:
     )
 
 
+STARTUP_WAIT_S = 30.0
+"""How long Start waits for a freshly spawned worker's admin socket before handing over to the
+dashboard (which keeps retrying): long enough to catch a worker that dies at start-up."""
+
+LOG_TAIL_ON_FAILURE = 5
+"""Lines of the console file quoted when a spawned worker exits at once."""
+
+CONSOLE_FILE_NAME = "worker-console.log"
+
+
 class ProcessLauncher:
     """Starts the worker: as a service when the installer can, else ``pendra --no-ui`` detached.
 
-    The detached process gets its own session (it outlives this terminal) and writes to
-    ``$PENDRA_HOME/logs/worker.log``; the key never goes on its command line.
+    The detached process gets its own session (it outlives this terminal); it logs to
+    ``$PENDRA_HOME/logs/worker.log`` itself (rotated), and what it prints before its logging is
+    set up (a bad config, a missing key) goes to ``logs/worker-console.log``, which Start quotes
+    when the worker exits at once. The key never goes on its command line. A service install
+    that fails (no user manager after ``su``, a systemctl error) falls back to the detached
+    process, so Start always ends with a running worker or a clear reason why not.
     """
 
-    def __init__(self, settings: Settings, *, prefer_service: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        prefer_service: bool = True,
+        startup_wait_s: float = STARTUP_WAIT_S,
+    ) -> None:
         self._settings = settings
         self._prefer_service = prefer_service
+        self._startup_wait_s = startup_wait_s
         self._manager: Any = None
+        self.process: subprocess.Popen[bytes] | None = None
+        """The detached worker this launcher spawned (``None`` for a service or none)."""
 
     @property
     def log_file(self) -> Path:
-        return self._settings.logs_dir / "worker.log"
+        """The worker's own (rotating) log; ``pendra logs`` shows the same lines."""
+        from worker.logs import LOG_FILE_NAME
+
+        return self._settings.logs_dir / LOG_FILE_NAME
+
+    @property
+    def console_file(self) -> Path:
+        """stdout/stderr of the detached worker: start-up errors, anything not logged."""
+        return self._settings.logs_dir / CONSOLE_FILE_NAME
 
     def _service_manager(self) -> Any | None:
         """The user-level systemd/launchd manager, or ``None`` where there is none (containers,
@@ -433,10 +479,10 @@ class ProcessLauncher:
         if self._manager is None:
             try:
                 from installer.platform import detect_host
-                from installer.service import NoServiceManager, manager_for
+                from installer.service import manager_for
 
                 self._manager = manager_for(detect_host(), system=False)
-            except (ImportError, NoServiceManager, OSError):
+            except Exception:  # NoServiceManager, ServiceError, OSError: run detached instead
                 self._manager = False
         return self._manager or None
 
@@ -452,18 +498,50 @@ class ProcessLauncher:
         ]
 
     async def start(self) -> str:
+        from worker.errors import PendraError
+
+        running = await self._running_pid()
+        if running is not None:
+            return f"a worker is already running (pid {running}); restart it to use new settings"
         manager = self._service_manager()
+        note = ""
         if manager is not None:
             from installer.service import current_spec
 
-            spec = current_spec(self._settings.home, system=False)
-            report = await asyncio.to_thread(manager.install, spec)
-            return f"service installed and started ({report.unit_path})"
-        return await asyncio.to_thread(self._spawn)
+            try:
+                spec = current_spec(self._settings.home, system=False)
+                report = await asyncio.to_thread(manager.install, spec)
+                return f"service installed and started ({report.unit_path})"
+            except (PendraError, OSError) as exc:
+                reason = getattr(exc, "message", None) or str(exc)
+                note = f" (the service could not be installed: {reason})"
+        process, offset = await asyncio.to_thread(self._spawn)
+        self.process = process
+        await self._wait_ready(process, offset)
+        return (
+            f"worker started in the background (pid {process.pid}), logging to "
+            f"{self.log_file}{note}"
+        )
 
-    def _spawn(self) -> str:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
+    async def _running_pid(self) -> int | None:
+        """The pid of a worker already answering on this PENDRA_HOME's admin socket."""
+        from worker.admin.client import AdminClient
+        from worker.errors import PendraError
+
+        try:
+            answer = await AdminClient(self._settings.admin_socket, timeout_s=5).ping()
+        except (PendraError, OSError):
+            return None
+        pid = answer.get("pid") if isinstance(answer, dict) else None
+        return int(pid) if isinstance(pid, int) else -1
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+        """Start ``pendra --no-ui`` detached; returns it and where its output starts in the
+        console file."""
+        self.console_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.console_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            offset = log.seek(0, os.SEEK_END)
             process = subprocess.Popen(
                 [sys.executable, "-m", "worker", "--no-ui"],
                 stdin=subprocess.DEVNULL,
@@ -472,7 +550,37 @@ class ProcessLauncher:
                 start_new_session=True,
                 env={**os.environ, "PENDRA_HOME": str(self._settings.home)},
             )
-        return f"worker started in the background (pid {process.pid}), logging to {self.log_file}"
+        return process, offset
+
+    async def _wait_ready(self, process: subprocess.Popen[bytes], offset: int) -> None:
+        """Wait until the admin socket answers; a worker that exits instead is an error that
+        quotes the end of its log (bad config, a second worker on this home, a broken install)."""
+        from worker.errors import PendraError
+
+        deadline = time.monotonic() + self._startup_wait_s
+        while time.monotonic() < deadline:
+            code = process.poll()
+            if code is not None:
+                tail = self._log_tail(offset)
+                raise PendraError(
+                    f"the worker exited at start (exit code {code})"
+                    + (f": {tail}" if tail else ""),
+                    hint=f"see {self.console_file} and {self.log_file}; `pendra doctor` "
+                    "checks the setup",
+                )
+            if await self._running_pid() is not None:
+                return
+            await asyncio.sleep(0.2)
+
+    def _log_tail(self, offset: int) -> str:
+        try:
+            with self.console_file.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return " | ".join(lines[-LOG_TAIL_ON_FAILURE:])
 
 
 def real_services(settings: Settings) -> Services:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -43,9 +44,10 @@ def backend_row(state: SetupState, kind: str) -> tuple[str, str, str, str, str]:
         status = result.status if result else "unverified"
         detail = (result.detail or f"{result.models} models") if result else ""
         return ("✓", kind, str(explicit), status, detail)
-    if not enabled:
-        return ("✗", kind, "—", "disabled", "never probed")
     candidate = found.get(kind)
+    if not enabled:
+        said = candidate.detail if candidate and kind not in state.endpoints else None
+        return ("✗", kind, "—", "disabled", said or "never probed")
     if candidate is None or candidate.status != "ready":
         detail = candidate.detail if candidate and candidate.detail else "not found; auto-discover"
         return ("✓", kind, "—", "not found", detail or "")
@@ -86,9 +88,9 @@ class EndpointScreen(ModalScreen[BackendCandidate | None]):
         try:
             url = parse_http_url(raw)
         except ValueError as exc:
-            self.query_one("#endpoint-status", Static).update(f"[red]{exc}[/]")
+            self.query_one("#endpoint-status", Static).update(f"[red]{escape(str(exc))}[/]")
             return
-        self.query_one("#endpoint-status", Static).update(f"Checking {url}…")
+        self.query_one("#endpoint-status", Static).update(f"Checking {escape(url)}…")
         self._verify(url)
 
     @work(exclusive=True, group="verify", exit_on_error=False)
@@ -104,7 +106,7 @@ class EndpointScreen(ModalScreen[BackendCandidate | None]):
             return
         reason = result.detail or result.status
         self.query_one("#endpoint-status", Static).update(
-            f"[red]{url} did not pass the {self.kind} check:[/] {reason}"
+            f"[red]{escape(url)} did not pass the {self.kind} check:[/] {escape(reason)}"
         )
 
     @on(Button.Pressed, "#cancel")
@@ -159,7 +161,9 @@ class BackendsScreen(SetupStep):
         try:
             found = await self.app.services.backends.discover()
         except (PendraError, OSError, ImportError) as exc:
-            self.query_one("#backends-status", Static).update(f"[red]Discovery failed:[/] {exc}")
+            self.query_one("#backends-status", Static).update(
+                f"[red]Discovery failed:[/] {escape(str(exc))}"
+            )
             self.app.setup.candidates = []
             return
         self.app.setup.candidates = [c for c in found if c.kind != "pendra"]
@@ -238,7 +242,7 @@ class BackendsScreen(SetupStep):
             try:
                 path = self.app.services.backends.save(state.endpoints, state.builtin_enabled)
             except PendraError as exc:
-                self.query_one("#blocked", Static).update(f"[red]{exc}[/]")
+                self.query_one("#blocked", Static).update(f"[red]{escape(str(exc))}[/]")
                 return
             self.notify(f"Saved to {path}.")
         await super().proceed()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -106,8 +107,9 @@ class CatalogueScreen(SetupStep):
             data = await self.app.services.catalogue.load()
         except (PendraError, OSError) as exc:
             self._load_error = (
-                f"[red]The catalogue could not be loaded:[/] {exc}\nYou can continue and install "
-                "models later from the dashboard (i) or with `pendra models install REF`."
+                f"[red]The catalogue could not be loaded:[/] {escape(str(exc))}\n"
+                "You can continue and install models later from the dashboard (i) or with "
+                "`pendra models install REF`."
             )
             self._update_status()
             return

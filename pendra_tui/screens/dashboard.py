@@ -1,10 +1,10 @@
 """The live dashboard of the running worker.
 
-Data flow: one async worker (group "events") asks the admin API for ``status()`` once, then reads
-``events()``; it posts :mod:`pendra_tui.messages` and the handlers here fold them into a
-:class:`DashboardModel` and redraw only the panels that changed. When the worker goes away the
-stream worker backs off and retries, and the screen says "worker not running". The UI never
-polls the backends itself.
+Data flow: one async worker (group "events") subscribes to the admin API's events, asks for
+``status()`` once, then reads the events; it posts :mod:`pendra_tui.messages` and the handlers
+here fold them into a :class:`DashboardModel` and redraw only the panels that changed. When the
+worker goes away the stream worker backs off and retries, and the screen says "worker not
+running". The UI never polls the backends itself.
 """
 
 from __future__ import annotations
@@ -88,19 +88,25 @@ class DashboardScreen(Screen[None]):
         attempt = 0
         while True:
             try:
-                doc = await client.status()
-                attempt = 0
-                self.post_message(StatusLoaded(doc))
-                with contextlib.suppress(PendraError):  # an old worker without logs: no tail
-                    self.post_message(LogLines(list(await client.logs(200))))
-                await self._send_pending()
-                async for event in client.events():
-                    self.post_message(WorkerEvent(dict(event)))
+                # Subscribe first, then read the status: an event published in between (the link
+                # coming up right after start) is in the stream instead of lost. Replaying it on
+                # top of the status is harmless: events carry absolute values, in order.
+                async with client.event_stream() as stream:
+                    doc = await client.status()
+                    attempt = 0
+                    self.post_message(StatusLoaded(doc))
+                    with contextlib.suppress(PendraError):  # an old worker without logs: no tail
+                        self.post_message(LogLines(list(await client.logs(200))))
+                    await self._send_pending()
+                    async for event in stream:
+                        self.post_message(WorkerEvent(dict(event)))
                 reason = "the worker closed the event stream"
             except PendraError as exc:
                 reason = exc.message
             except CONNECTION_ERRORS as exc:
                 reason = f"lost the worker ({exc.__class__.__name__})"
+            except Exception as exc:  # a bug must not end following: the worker may recover
+                reason = f"unexpected answer from the worker: {exc.__class__.__name__}: {exc}"
             delay = backoff_delay(attempt)
             attempt += 1
             self.post_message(WorkerGone(reason, delay))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -45,7 +46,7 @@ class KeyScreen(SetupStep):
 
     def _status(self, message: str, kind: str) -> None:
         status = self.query_one("#key-status", Static)
-        status.update(message)
+        status.update(Text(message))  # plain text: messages quote the control plane
         for name in ("ok", "error", "busy", "warn"):
             status.set_class(name == kind, f"-{name}")
 

@@ -67,7 +67,7 @@ class ReviewScreen(SetupStep):
             summary = await self.app.services.launcher.start()
         except (PendraError, OSError) as exc:
             self.query_one("#start-status", Static).update(
-                f"[red]The worker did not start:[/] {exc}"
+                Text.assemble(("The worker did not start: ", "bold red"), str(exc))
             )
             self.query_one("#next").disabled = False
             return

@@ -10,21 +10,31 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from pendra_tui.dashboard_model import InstallView
-from pendra_tui.formatting import format_bytes, format_duration, format_rate, install_eta
+from pendra_tui.formatting import format_duration, format_progress, format_rate, install_eta
 
 
 def install_line(view: InstallView) -> Text:
-    """``qwen3:8b → pendra  downloading  1.2 GB / 5.0 GB  45 MB/s  ETA 1m 24s`` (pure)."""
+    """``qwen3:8b → pendra  downloading`` and, while it runs, a second line
+    ``1.2/5.0 GB  45 MB/s  ETA 1m 24s`` (pure)."""
     text = Text.assemble((view.ref, "bold"), f" → {view.backend}  ")
-    style = {"failed": "red", "error": "red", "done": "green", "cancelled": "yellow"}
+    style = {
+        "failed": "red",
+        "error": "red",
+        "done": "green",
+        "removed": "green",
+        "cancelled": "yellow",
+    }
     text.append(view.phase, style=style.get(view.phase, "cyan"))
     if view.error:
         text.append(f"  {view.error}", style="red")
+        if view.hint:
+            text.append(f"  → {view.hint}")
         return text
     if view.finished:
         return text
-    total = format_bytes(view.bytes_total) if view.bytes_total else "?"
-    text.append(f"  {format_bytes(view.bytes_done)} / {total}")
+    # The numbers go on their own line: wrapped after the phase they would break mid-value
+    # ("48.2 / MB/s") in a panel as narrow as 80 columns leave it.
+    text.append(f"\n{format_progress(view.bytes_done, view.bytes_total)}")
     text.append(f"  {format_rate(view.rate_bps)}")
     eta = (
         view.eta_s

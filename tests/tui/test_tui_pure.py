@@ -21,6 +21,7 @@ from pendra_tui.catalogue_rows import (
 from pendra_tui.dashboard_model import (
     FINISHED_INSTALLS_KEPT,
     GPU_HISTORY,
+    BackendView,
     DashboardModel,
     capability_summary,
     sparkline_window,
@@ -31,6 +32,7 @@ from pendra_tui.formatting import (
     format_duration,
     format_mib,
     format_percent,
+    format_progress,
     format_rate,
     install_eta,
     progress_fraction,
@@ -41,7 +43,13 @@ from pendra_tui.screens.prereqs import blocked_text, check_text
 from pendra_tui.screens.review import review_text
 from pendra_tui.services import BackendCandidate, CatalogueData, Check, FileKeyStore
 from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
-from pendra_tui.widgets.backends_table import backend_cells
+from pendra_tui.widgets.backends_table import COLUMNS as BACKEND_COLUMNS
+from pendra_tui.widgets.backends_table import (
+    backend_cells,
+    column_widths,
+    fit_columns,
+    shown_backends,
+)
 from pendra_tui.widgets.gpu_panel import (
     gpu_title,
     load_level,
@@ -297,7 +305,7 @@ def test_widget_text_functions() -> None:
     )
     assert backend_cells(model.backends[2])[2] == "http://localhost:8000"
     line = install_line(model.installs[("qwen3:32b", "pendra")]).plain
-    assert line == "qwen3:32b → pendra  downloading  7.9 GB / 19.8 GB  48.2 MB/s  ETA 4m 06s"
+    assert line == "qwen3:32b → pendra  downloading\n7.9/19.8 GB  48.2 MB/s  ETA 4m 06s"
     assert install_line(model.installs[("gemma3:27b", "ollama")]).plain.endswith("0 B / ?  —")
     assert row_id(model.installs[("gemma3:27b", "ollama")]) == "install-gemma3_27b-ollama"
     assert gpu_title(model.gpus[0]).plain == "GPU 0 H100 80GB HBM3  53°C  210 W"
@@ -497,3 +505,64 @@ def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
 def test_clean_key_strips_pasted_whitespace() -> None:
     assert clean_key("  pwk_test_ab\ncd\r\n\t") == "pwk_test_abcd"
     assert clean_key("\n \n") == ""
+
+
+def test_dashboard_shows_only_backends_the_worker_has() -> None:
+    def view(name: str, status: str, endpoint: str | None) -> BackendView:
+        return BackendView(name, endpoint, status, {}, [])
+
+    backends = [
+        view("pendra", "ready", "/models"),
+        view("ollama", "ready", "http://localhost:11434"),
+        view("vllm", "unreachable", "http://gpu-box:8000"),  # configured, failing: shown
+        view("lmstudio", "unreachable", None),  # auto-discovery found nothing
+        view("speaches", "unreachable", None),
+        view("tgi", "disabled", None),
+    ]
+    shown, note = shown_backends(backends)
+    assert [b.name for b in shown] == ["pendra", "ollama", "vllm"]
+    assert note == "2 not found · 1 off"
+    assert shown_backends(backends[:2]) == (backends[:2], "")
+
+
+def test_backend_columns_give_way_least_telling_first() -> None:
+    rows = [backend_cells(BackendView("ollama", "http://localhost:11434", "ready", {}, []))]
+    widths = column_widths(rows)
+    assert widths["endpoint"] == len("http://localhost:11434")
+    everything = sum(w + 2 for w in widths.values())
+    assert fit_columns(widths, everything) == list(BACKEND_COLUMNS)
+    assert fit_columns(widths, everything - 1) == ["backend", "status", "endpoint", "models"]
+    assert fit_columns(widths, 30) == ["backend", "status"]
+
+
+def test_events_as_the_real_worker_sends_them() -> None:
+    """Shapes from worker.installs.manager, worker.admin.log_events and the admin stream."""
+    model = DashboardModel()
+    job = {"kind": "install", "job_id": "j1", "ref": "gemma3:270m", "backend": "pendra"}
+    assert model.apply_event({**job, "phase": "downloading", "bytes_done": 5}, 0) == {"installs"}
+    assert model.installs[("gemma3:270m", "pendra")].job_id == "j1"
+    # done changes the backend's model list: the screen fetches the status again (once)
+    assert model.apply_event({**job, "phase": "done"}, 0) == {"installs", "resync"}
+    assert model.apply_event({**job, "phase": "done"}, 0) == {"installs"}
+    removed = {"kind": "install", "ref": "gemma3:270m", "backend": "pendra", "phase": "removed"}
+    assert model.apply_event(removed, 0) == {"installs", "resync"}
+    assert model.installs[("gemma3:270m", "pendra")].finished
+    failed = {**job, "phase": "failed", "error": "SHA-256 mismatch.", "hint": "install it again"}
+    model.apply_event(failed, 0)
+    line = install_line(model.installs[("gemma3:270m", "pendra")]).plain
+    assert line.endswith("failed  SHA-256 mismatch.  → install it again")
+    # the worker's own formatted line, as the log tail has it
+    log = {"kind": "log", "level": "info", "logger": "worker.x", "message": "m", "line": "L 1\n"}
+    assert model.apply_event(log, 0) == {"logs"} and model.logs[-1] == "L 1"
+    assert model.apply_event({"kind": "log", "level": "warning", "message": "m"}, 0) == {"logs"}
+    assert model.logs[-1] == "WARNING pendra: m"
+    # events were dropped for this slow client: also resync
+    dropped = {"kind": "requests", "served": 3, "dropped_before": 12}
+    assert model.apply_event(dropped, 0) == {"requests", "resync"}
+    assert model.requests.served == 3
+
+
+def test_progress_amounts_share_a_unit_when_they_can() -> None:
+    assert format_progress(7_900_000_000, 19_800_000_000) == "7.9/19.8 GB"
+    assert format_progress(512_000_000, 19_800_000_000) == "512 MB/19.8 GB"
+    assert format_progress(0, None) == "0 B / ?"

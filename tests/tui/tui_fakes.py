@@ -9,6 +9,7 @@ tests cover it; one pilot test runs the real one when available), the installer'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -80,6 +81,17 @@ class FakeWorker:
             if event.get("kind") == "__close__":
                 return
             yield event
+
+    @contextlib.asynccontextmanager
+    async def event_stream(
+        self, kinds: set[str] | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        self._need()
+        events = self.events(kinds)
+        try:
+            yield events
+        finally:
+            await events.aclose()
 
     def push(self, event: dict[str, Any]) -> None:
         assert self.live is not None, "the app is not following events yet"
