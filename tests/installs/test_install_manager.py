@@ -86,9 +86,12 @@ async def test_builtin_install_writes_gguf_and_sidecar(
     server.add("tiny-1m.Q4_K_M.gguf", path)
     bus = EventBus()
     events = bus.subscribe(kinds={"install"})
+    model_events = bus.subscribe(kinds={"models"})
     manager = manager_for(catalogue_for(server, sha), events=bus)
     job = await manager.install("tiny:1m")
     assert job.ok, job.error
+    changed = await asyncio.wait_for(model_events.get(), 1)  # dashboards and the link re-read
+    assert (changed["backend"], changed["ref"]) == ("pendra", "tiny:1m")
     installed = pendra_home / "models" / "tiny-1m.Q4_K_M.gguf"
     assert installed.read_bytes() == path.read_bytes()
     sidecar = read_sidecar(sidecar_path(installed))

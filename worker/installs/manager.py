@@ -223,6 +223,7 @@ class InstallManager:
             target = ", ".join(removed) or str(parsed)
         else:
             target = await self._uninstall_external(parsed, chosen, variant)
+        self.events.publish("models", backend=chosen, ref=str(parsed))
         self.events.publish(
             "install",
             ref=str(parsed),
@@ -276,7 +277,10 @@ class InstallManager:
                         )
 
                 await backend.install(job.target, on_progress)
+                await backend.refresh()  # list the new model now, not at the next discovery tick
             self._finish(job, "done")
+            # The dashboard and the link re-read the model lists on this event.
+            self.events.publish("models", backend=job.backend, ref=job.ref)
         except asyncio.CancelledError:
             self._finish(job, "cancelled")
             raise
