@@ -6,24 +6,11 @@ never branch on missing telemetry themselves; the unit tests pin the exact strin
 
 from __future__ import annotations
 
-NA = "—"
-"""What a value we cannot read renders as."""
-
-_BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def format_bytes(value: int | float | None) -> str:
-    """Human size in powers of 1000 (disks and downloads are sold that way): ``1.5 GB``."""
-    if value is None or value < 0:
-        return NA
-    size = float(value)
-    for unit in _BYTE_UNITS:
-        if size < 1000 or unit == _BYTE_UNITS[-1]:
-            if unit == "B":
-                return f"{int(size)} B"
-            return f"{size:.1f} {unit}" if size < 100 else f"{size:.0f} {unit}"
-        size /= 1000
-    return NA  # pragma: no cover - the loop always returns
+# Sizes, rates and durations look the same in the app as in the CLI: one implementation.
+from worker.units import UNKNOWN as NA
+from worker.units import format_bytes as format_bytes
+from worker.units import format_duration as format_duration
+from worker.units import format_rate as format_rate
 
 
 def format_progress(done: int, total: int | None) -> str:
@@ -45,30 +32,6 @@ def format_mib(value: int | None) -> str:
     if gib >= 1:
         return f"{gib:.1f} GiB"
     return f"{value / 2**20:.0f} MiB"
-
-
-def format_rate(bytes_per_s: float | None) -> str:
-    """Download rate: ``12.3 MB/s``; nothing known or zero is ``—``."""
-    if bytes_per_s is None or bytes_per_s <= 0:
-        return NA
-    return f"{format_bytes(bytes_per_s)}/s"
-
-
-def format_duration(seconds: float | None) -> str:
-    """Compact duration for ETAs and uptime: ``45s``, ``3m 05s``, ``2h 14m``, ``3d 4h``."""
-    if seconds is None or seconds < 0 or seconds != seconds:
-        return NA
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def format_percent(value: float | None) -> str:
