@@ -234,3 +234,21 @@ async def start_worker(
     if task.done():
         task.result()
     return RunningWorker(worker, task)
+
+
+async def send_command(sandbox: Sandbox, frame: Any, timeout_s: float = 10.0) -> list[Any]:
+    """Send an install/uninstall command to the first connected worker; every frame it answers
+    with, up to and including the first that is not a progress frame."""
+    from worker.protocol import InstallProgressFrame
+    from worker.sandbox.hub import Channel
+
+    connection = next(iter(sandbox.hub.workers.values()))
+    channel = Channel(connection, frame.id)
+    connection.channels[frame.id] = channel
+    await connection.send(frame.dump())
+    frames: list[Any] = []
+    while True:
+        got = await channel.next(timeout_s)
+        frames.append(got)
+        if not isinstance(got, InstallProgressFrame):
+            return frames

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from link_fakes import FakeBackend, RunningWorker, Sandbox, wait_for
+from link_fakes import FakeBackend, RunningWorker, Sandbox, send_command, wait_for
 
 from worker.protocol import (
     ErrorFrame,
@@ -15,41 +15,27 @@ from worker.protocol import (
     InstallProgressFrame,
     UninstallCommand,
 )
-from worker.sandbox.hub import Channel
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _command(sandbox: Sandbox, frame: InstallCommand | UninstallCommand) -> list[object]:
-    connection = next(iter(sandbox.hub.workers.values()))
-    channel = Channel(connection, frame.id)
-    connection.channels[frame.id] = channel
-    await connection.send(frame.dump())
-    frames: list[object] = []
-    while True:
-        got = await channel.next(10)
-        frames.append(got)
-        if not isinstance(got, InstallProgressFrame):
-            return frames
 
 
 async def test_install_then_uninstall_over_the_link_updates_the_models(
     sandbox: Sandbox, running: RunningWorker, fake_backend: FakeBackend
 ) -> None:
     connection = next(iter(sandbox.hub.workers.values()))
-    frames = await _command(sandbox, InstallCommand(id="job1", ref="new:1b", backend="fake"))
+    frames = await send_command(sandbox, InstallCommand(id="job1", ref="new:1b", backend="fake"))
     progress = [f for f in frames if isinstance(f, InstallProgressFrame)]
     assert [p.bytes_done for p in progress] == [0, 50, 100]
     assert isinstance(frames[-1], InstallDone) and frames[-1].backend == "fake"
     await wait_for(lambda: connection.serves("new:1b"), what="a status push with the new model")
 
-    frames = await _command(sandbox, UninstallCommand(id="job2", ref="new:1b", backend="fake"))
+    frames = await send_command(sandbox, UninstallCommand(id="job2", ref="new:1b", backend="fake"))
     assert isinstance(frames[-1], InstallDone)
     await wait_for(lambda: not connection.serves("new:1b"), what="the model to disappear")
 
-    frames = await _command(sandbox, UninstallCommand(id="job3", ref="absent", backend="fake"))
+    frames = await send_command(sandbox, UninstallCommand(id="job3", ref="absent", backend="fake"))
     assert isinstance(frames[-1], ErrorFrame) and "not installed" in frames[-1].message
-    frames = await _command(sandbox, InstallCommand(id="job4", ref="x:1", backend="ollama"))
+    frames = await send_command(sandbox, InstallCommand(id="job4", ref="x:1", backend="ollama"))
     assert isinstance(frames[-1], ErrorFrame) and "No ollama backend" in frames[-1].message
 
 

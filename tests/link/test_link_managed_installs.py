@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from link_fakes import Sandbox, wait_for, worker_settings
+from link_fakes import Sandbox, send_command, wait_for, worker_settings
 
 from worker.keys import generate_key
 from worker.protocol import (
@@ -29,7 +29,6 @@ from worker.protocol import (
 from worker.runtime import Worker
 from worker.sandbox import SandboxConfig, build_app, serve
 from worker.sandbox.app import bound_port
-from worker.sandbox.hub import Channel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,19 +62,6 @@ def catalogue_for(path: Path, sha256: str) -> dict[str, Any]:
     }
 
 
-async def command(sandbox: Sandbox, frame: InstallCommand | UninstallCommand) -> list[Any]:
-    connection = next(iter(sandbox.hub.workers.values()))
-    channel = Channel(connection, frame.id)
-    connection.channels[frame.id] = channel
-    await connection.send(frame.dump())
-    frames: list[Any] = []
-    while True:
-        got = await channel.next(60)
-        frames.append(got)
-        if not isinstance(got, InstallProgressFrame):
-            return frames
-
-
 async def test_install_command_runs_as_a_verified_job_with_live_progress(
     tmp_path: Path, tiny_chat_gguf: Path
 ) -> None:
@@ -103,7 +89,9 @@ async def test_install_command_runs_as_a_verified_job_with_live_progress(
         await wait_for(lambda: sandbox.hub.workers and worker.state == "connected", 30)
         connection = next(iter(sandbox.hub.workers.values()))
 
-        frames = await command(sandbox, InstallCommand(id="c1", ref="tiny:chat", backend=None))
+        frames = await send_command(
+            sandbox, InstallCommand(id="c1", ref="tiny:chat", backend=None), timeout_s=60
+        )
         assert isinstance(frames[-1], InstallDone), frames[-1]
         assert frames[-1].backend == "pendra"
         phases = [f.phase for f in frames if isinstance(f, InstallProgressFrame)]
@@ -113,14 +101,18 @@ async def test_install_command_runs_as_a_verified_job_with_live_progress(
         assert any(j["ref"] == "tiny:chat" and j["phase"] == "done" for j in worker.installs())
         await wait_for(lambda: connection.serves("tiny:chat"), 30, "the new model advertised")
 
-        frames = await command(sandbox, InstallCommand(id="c2", ref="tiny:badpin", backend=None))
+        frames = await send_command(
+            sandbox, InstallCommand(id="c2", ref="tiny:badpin", backend=None), timeout_s=60
+        )
         assert isinstance(frames[-1], ErrorFrame)
         assert "SHA-256" in frames[-1].message or "sha256" in frames[-1].message.lower()
         visible = sorted(p.name for p in models_dir.iterdir() if not p.name.startswith("."))
         assert visible == ["tiny-chat.gguf", "tiny-chat.gguf.meta.json"]
         assert not [p.name for p in models_dir.iterdir() if p.name.endswith(".part")]
 
-        frames = await command(sandbox, UninstallCommand(id="c3", ref="tiny:chat", backend=None))
+        frames = await send_command(
+            sandbox, UninstallCommand(id="c3", ref="tiny:chat", backend=None), timeout_s=60
+        )
         assert isinstance(frames[-1], InstallDone), frames[-1]
         assert not installed.exists()
         await wait_for(lambda: not connection.serves("tiny:chat"), 30, "the model withdrawn")
