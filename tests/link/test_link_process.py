@@ -128,17 +128,27 @@ def test_openai_client_through_sandbox_and_worker_processes(
     assert "two words" not in log_file.read_text() + stack.sandbox.output()
 
 
+def gemma_stack(tmp_path: Path, clean_env: dict[str, str], gemma_gguf: Path) -> Stack:
+    """A sandbox and a worker serving the real Gemma 3 270M as ``gemma-3-270m``, ready."""
+    models = tmp_path / "gemma-models"
+    models.mkdir()
+    (models / "gemma-3-270m.gguf").symlink_to(gemma_gguf)
+    stack = Stack(tmp_path, clean_env, models)
+    try:
+        wait_for_models(stack.url, {"gemma-3-270m"}, stack.worker, timeout_s=120)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 @pytest.mark.slow
 def test_sigterm_drains_an_in_flight_stream_then_exits_0(
     tmp_path: Path, clean_env: dict[str, str], gemma_gguf: Path
 ) -> None:
     """Gemma generates slowly enough on CPU that the stream is surely in flight at SIGTERM."""
-    models = tmp_path / "gemma-models"
-    models.mkdir()
-    (models / "gemma-3-270m.gguf").symlink_to(gemma_gguf)
-    s = Stack(tmp_path, clean_env, models)
+    s = gemma_stack(tmp_path, clean_env, gemma_gguf)
     try:
-        wait_for_models(s.url, {"gemma-3-270m"}, s.worker, timeout_s=120)
         stream = s.client().chat.completions.create(
             model="gemma-3-270m",
             messages=[{"role": "user", "content": "Tell a long story."}],
@@ -218,12 +228,8 @@ def test_wrong_key_exits_with_auth_code(tmp_path: Path, clean_env: dict[str, str
 def test_gemma_streamed_completion(
     tmp_path: Path, clean_env: dict[str, str], gemma_gguf: Path
 ) -> None:
-    models = tmp_path / "gemma-models"
-    models.mkdir()
-    (models / "gemma-3-270m.gguf").symlink_to(gemma_gguf)
-    s = Stack(tmp_path, clean_env, models)
+    s = gemma_stack(tmp_path, clean_env, gemma_gguf)
     try:
-        wait_for_models(s.url, {"gemma-3-270m"}, s.worker, timeout_s=120)
         stream = s.client().chat.completions.create(
             model="gemma-3-270m",
             messages=[{"role": "user", "content": "Write about the sea."}],
