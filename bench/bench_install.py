@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import free_port  # noqa: E402
 from bench.stats import median, percentile  # noqa: E402
 
 GOAL = 0.95
@@ -44,12 +45,6 @@ def serve(path: str, port: int) -> None:
     app = web.Application()
     app.router.add_get("/m.gguf", handler)
     web.run_app(app, host="127.0.0.1", port=port, print=None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_source(path: Path, size: int) -> str:

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.stack import free_port  # noqa: E402
 
 CHILD = r"""
 import time
@@ -87,18 +89,12 @@ asyncio.run(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def real_worker(home: Path) -> Iterator[dict[str, str]]:
     """``pendra sandbox`` + ``pendra --no-ui`` on loopback; yields the worker's environment."""
     from worker.settings import BACKEND_KINDS
 
-    port = _free_port()
+    port = free_port()
     key = home / "sandbox.key"
     env = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_ENDPOINT")},
