@@ -241,8 +241,9 @@ class Worker:
         for backend in list(self.registry):
             if backend.kind == "pendra":
                 await backend.refresh()
-        self.events.publish("backends", backends=self.status()["backends"])
-        return self.status()["backends"]
+        backends = self.status()["backends"]
+        self.events.publish("backends", backends=backends)
+        return backends
 
     def drain(self) -> dict[str, Any]:
         """Admin command: drain (finish in-flight requests, take no new ones), then stop."""
