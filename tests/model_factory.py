@@ -10,6 +10,15 @@ Kinds:
   a ChatML ``tokenizer.chat_template``, ``eos = <|im_end|>``.
 * ``chat-notemplate`` — the same model without a chat template (exercises the fallback formats).
 * ``embed`` — the same shapes with ``pooling_type = MEAN`` and ``attention.causal = false``.
+* ``isolation`` — the chat model with weights set by hand instead of at random: attention is
+  uniform over the sequence and copies it into the residual, so greedy decoding answers with the
+  token the *sequence's own* context is mostly made of, by a wide margin (no float near-ties). A
+  request whose message is ``"c" * 40`` answers ``cccc…``; any mix-up between sequences in a
+  batch (a wrong sequence id, a wrong logits row, another sequence's KV) shows as another letter.
+  (The vocabulary has letters and a few words but no merges between them, so text tokenizes to
+  single letters.)
+* ``abort`` — the chat model with ``llama.expert_count`` beyond llama.cpp's maximum: loading it
+  hits a ``GGML_ASSERT`` and aborts the process (SIGABRT), as a hostile or broken GGUF can.
 
 :func:`write_header_only` writes a GGUF with metadata and no tensors, for classification tests; it
 never needs llama.cpp, so tests may call it in-process.
@@ -79,7 +88,7 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Path:
-    """Write a random-weight llama GGUF (F32) that llama.cpp loads and runs."""
+    """Write a tiny llama GGUF (F32) that llama.cpp loads and runs (see the module docstring)."""
     import gguf
     import numpy as np
 
@@ -112,12 +121,22 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
         writer.add_causal_attention(False)
     else:
         writer.add_eos_token_id(4)  # <|im_end|>
-        if kind == "chat":
+        if kind in ("chat", "isolation", "abort"):
             writer.add_chat_template(CHATML_TEMPLATE)
+    if kind == "abort":
+        writer.add_expert_count(100_000)  # llama.cpp: GGML_ASSERT(n_expert <= LLAMA_MAX_EXPERTS)
 
     def tensor(name: str, *shape: int, scale: float = 0.3) -> None:
         data = (rng.standard_normal(shape) * scale).astype(np.float32)
         writer.add_tensor(name, data)
+
+    if kind == "isolation":
+        _isolation_tensors(writer, rng, n_vocab, head_dim)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return path
 
     tensor("token_embd.weight", n_vocab, N_EMBD, scale=1.0)
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
@@ -137,6 +156,39 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _isolation_tensors(writer: Any, rng: Any, n_vocab: int, head_dim: int) -> None:
+    """Hand-set weights: uniform attention (Q = K = 0) whose values copy the first half of the
+    normalised residual, added back 20-fold; no MLP. The last hidden state is then dominated by
+    the mean embedding of the sequence, and the tied output picks the token closest to it."""
+    import numpy as np
+
+    embd = rng.standard_normal((n_vocab, N_EMBD)).astype(np.float32)
+    writer.add_tensor("token_embd.weight", embd)
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    writer.add_tensor("output.weight", embd.copy())
+    kv_dim = N_HEAD_KV * head_dim
+    group = N_HEAD // N_HEAD_KV
+    value = np.zeros((kv_dim, N_EMBD), dtype=np.float32)
+    value[np.arange(kv_dim), np.arange(kv_dim)] = 1.0  # V = residual dims 0..kv_dim-1
+    out = np.zeros((N_EMBD, N_HEAD * head_dim), dtype=np.float32)
+    for kv_head in range(N_HEAD_KV):  # the first query head of each group writes its values back
+        head = kv_head * group
+        for d in range(head_dim):
+            out[kv_head * head_dim + d, head * head_dim + d] = 20.0
+    for i in range(N_LAYER):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        writer.add_tensor(
+            f"blk.{i}.attn_q.weight", np.zeros((N_HEAD * head_dim, N_EMBD), dtype=np.float32)
+        )
+        writer.add_tensor(f"blk.{i}.attn_k.weight", np.zeros((kv_dim, N_EMBD), dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", value)
+        writer.add_tensor(f"blk.{i}.attn_output.weight", out if i == 0 else np.zeros_like(out))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        for name, shape in (("gate", (N_FF, N_EMBD)), ("up", (N_FF, N_EMBD)),
+                            ("down", (N_EMBD, N_FF))):  # fmt: skip
+            writer.add_tensor(f"blk.{i}.ffn_{name}.weight", np.zeros(shape, dtype=np.float32))
 
 
 def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
@@ -171,8 +223,9 @@ def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in {"chat", "chat-notemplate", "embed"}:
-        print("usage: model_factory.py chat|chat-notemplate|embed OUT.gguf", file=sys.stderr)
+    kinds = ("chat", "chat-notemplate", "embed", "isolation", "abort")
+    if len(argv) != 2 or argv[0] not in kinds:
+        print(f"usage: model_factory.py {'|'.join(kinds)} OUT.gguf", file=sys.stderr)
         return 2
     out = Path(argv[1])
     tmp = out.with_name(f".{out.name}.tmp")

@@ -79,7 +79,13 @@ class Settings:
     idle_unload_s: float = 900.0
     gpu_layers: int | None = None
     threads: int | None = None
-    parallel: int = 8
+    parallel: int = 4
+    memory_fraction: float = 0.9
+    memory_limit: int | None = None
+    kv_type: str = "f16"
+    max_queued: int = 64
+    load_wait_s: float = 60.0
+    isolation: str = "process"
     discovery_interval_s: float = 30.0
     gpu_interval_s: float = 2.0
     heartbeat_interval_s: float = 15.0
@@ -204,6 +210,48 @@ def parse_gpu_layers(raw: Any) -> int | None:
     return parse_int(minimum=-1)(text)
 
 
+def parse_fraction(raw: Any) -> float:
+    value = parse_float()(raw)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{value} is not a fraction between 0 (exclusive) and 1")
+    return value
+
+
+_BYTE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+    "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+    "tib": 1024**4,
+}  # fmt: skip
+
+
+def parse_byte_size(raw: Any) -> int | None:
+    """Bytes, as a plain integer or with a unit: ``8GiB``, ``512 MiB``, ``16GB``; empty = unset."""
+    text = str(raw).strip().lower().replace(" ", "")
+    if not text:
+        return None
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    if unit not in _BYTE_UNITS or not number:
+        raise ValueError(f"{raw!r} is not a size like 8GiB, 512MiB or 16000000000")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a size like 8GiB, 512MiB or 16000000000") from None
+    if value <= 0:
+        raise ValueError(f"{raw!r} must be more than zero")
+    return int(value * _BYTE_UNITS[unit])
+
+
+def parse_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
 def parse_endpoint(kind: str, raw: Any, source: str) -> BackendSetting:
     """Apply the endpoint contract: empty = auto, a disable word = disabled, else a URL."""
     text = "" if raw is None else str(raw).strip()
@@ -255,6 +303,17 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("gpu_layers", "builtin.gpu_layers", "PENDRA_GPU_LAYERS", parse_gpu_layers),
     _Field("threads", "builtin.threads", "PENDRA_THREADS", parse_int(minimum=1)),
     _Field("parallel", "builtin.parallel", "PENDRA_PARALLEL", parse_int(minimum=1)),
+    _Field("memory_fraction", "builtin.memory_fraction", "PENDRA_MEMORY_FRACTION", parse_fraction),
+    _Field("memory_limit", "builtin.memory_limit", "PENDRA_MEMORY_LIMIT", parse_byte_size),
+    _Field("kv_type", "builtin.kv_type", "PENDRA_KV_TYPE", parse_choice("f16", "q8_0")),
+    _Field("max_queued", "builtin.max_queued", "PENDRA_MAX_QUEUED", parse_int(minimum=0)),
+    _Field("load_wait_s", "builtin.load_wait_s", "PENDRA_LOAD_WAIT_S", parse_float(0)),
+    _Field(
+        "isolation",
+        "builtin.isolation",
+        "PENDRA_BUILTIN_ISOLATION",
+        parse_choice("process", "none"),
+    ),
     _Field(
         "discovery_interval_s",
         "backends.discovery_interval_s",

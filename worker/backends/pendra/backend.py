@@ -1,14 +1,18 @@
-"""The built-in backend: GGUFs from the modelstore served in-process on llama.cpp.
+"""The built-in backend: GGUFs from the modelstore, each loaded model in a supervised runner.
 
-Listing models never loads one (it reads the store). A model loads on its first request, in a
-thread, and unloads when idle (see :mod:`~worker.backends.pendra.pool`). Requests for a loaded chat
-model run on its engine: continuous batching when the model allows it, one at a time otherwise.
+Listing models never loads one (it reads the store). A model loads on its first request into its
+own runner process (:mod:`~worker.backends.pendra.supervisor`), with a KV pool sized from the
+memory that is free (:mod:`~worker.backends.pendra.memory`); the pool
+(:mod:`~worker.backends.pendra.pool`) bounds what is loaded and who may use it. The worker process
+keeps only request validation, the OpenAI response shapes and the bookkeeping: llama.cpp never
+runs in it, so a crash in llama.cpp costs the requests of one model, never the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,16 +27,7 @@ from worker.backends.base import (
     StreamChunk,
     Task,
 )
-from worker.backends.pendra.engines import Engine
-from worker.backends.pendra.jobs import (
-    ChatJob,
-    DoneEvent,
-    EmbedJob,
-    ErrorEvent,
-    ResultEvent,
-    TextEvent,
-)
-from worker.backends.pendra.loader import EngineConfig, load_engine
+from worker.backends.pendra.loader import LoadSpec
 from worker.backends.pendra.params import ChatParams, parse_chat, parse_embeddings
 from worker.backends.pendra.pool import ModelPool
 from worker.backends.pendra.responses import (
@@ -41,8 +36,18 @@ from worker.backends.pendra.responses import (
     completion_id,
     embedding_response,
 )
+from worker.backends.pendra.supervisor import (
+    DoneEvent,
+    ErrorEvent,
+    ProcessRunner,
+    ResultEvent,
+    Runner,
+    TextEvent,
+    ThreadRunner,
+)
 from worker.errors import BadRequest, InstallError, ModelLoadError, ModelNotFound, NotSupported
 from worker.events import EventBus
+from worker.hardware import physical_cores
 from worker.modelstore import ModelStore, StoredModel, sidecar_path
 from worker.settings import Settings
 
@@ -56,6 +61,8 @@ class PendraBackend(Backend):
     capabilities: ClassVar[Capabilities] = Capabilities(
         chat=True, embeddings=True, install=True, uninstall=True
     )
+    admits_itself: ClassVar[bool] = True
+    """Concurrency is bounded per model by the pool, not per backend kind by the router."""
 
     def __init__(
         self,
@@ -71,10 +78,9 @@ class PendraBackend(Backend):
         self.store = store or ModelStore(settings.models_dir)
         self.events = events
         self._watch_enabled = watch
-        self._batched = batched
-        self._config: EngineConfig | None = None
+        starter = ThreadRunner if settings.isolation == "none" else ProcessRunner
         self._pool = ModelPool(
-            self._load, max_loaded=settings.max_loaded_models, idle_unload_s=settings.idle_unload_s
+            settings, starter, threads=settings.threads or physical_cores(), batched=batched
         )
         self._stored: dict[str, StoredModel] = {}
         self._all: list[StoredModel] = []
@@ -123,7 +129,7 @@ class PendraBackend(Backend):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["endpoint"] = str(self.store.models_dir)
-        out["loaded"] = self._pool.loaded()
+        out["loaded"] = self._pool.describe()
         out["unusable"] = [
             {"file": m.path.name, "id": m.id, "error": m.error} for m in self._all if not m.usable
         ]
@@ -140,11 +146,6 @@ class PendraBackend(Backend):
 
     def loaded_models(self) -> list[str]:
         return self._pool.loaded()
-
-    def _load(self, model: StoredModel) -> Engine:
-        if self._config is None:
-            self._config = EngineConfig.from_settings(self.settings, batched=self._batched)
-        return load_engine(model, self._config)
 
     # -- lookup ---------------------------------------------------------------------------------
     async def _model_for(self, model_id: str, task: Task) -> StoredModel:
@@ -170,140 +171,93 @@ class PendraBackend(Backend):
         return model
 
     # -- chat -----------------------------------------------------------------------------------
-    async def _prepare(self, engine: Engine, params: ChatParams) -> ChatJob:
-        renderer = engine.renderer
-        runtime = engine.runtime
-        assert renderer is not None
-
-        def build() -> tuple[list[int], tuple[str, ...]]:
-            rendered = renderer.render(params.messages)
-            tokens = runtime.tokenize(rendered.text, add_special=False, parse_special=True)
-            if runtime.add_bos and runtime.bos >= 0 and (not tokens or tokens[0] != runtime.bos):
-                tokens.insert(0, runtime.bos)
-            return tokens, rendered.stops
-
-        prompt, template_stops = await asyncio.to_thread(build)
-        limit = engine.slot_ctx
-        if len(prompt) >= limit:
-            raise BadRequest(
-                f"the prompt is {len(prompt)} tokens but {params.model!r} takes at most {limit} "
-                "tokens of context here (prompt + answer)",
-                hint="shorten the conversation, or raise builtin.max_context if the model allows",
-            )
-        room = limit - len(prompt)
-        max_new = min(params.max_tokens, room) if params.max_tokens else room
-        return ChatJob(
-            loop=asyncio.get_running_loop(),
-            params=params,
-            prompt=prompt,
-            stops=[*params.stop, *template_stops],
-            max_new=max_new,
-        )
+    @staticmethod
+    def _chat_spec(params: ChatParams) -> dict[str, Any]:
+        return {"kind": "chat", "params": dataclasses.asdict(params)}
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_chat(body)
         model = await self._model_for(params.model, Task.CHAT)
-        engine = await self._pool.acquire(model)
-        job: ChatJob | None = None
-        try:
-            job = await self._prepare(engine, params)
-            engine.submit(job)
-            parts: list[str] = []
-            async for event in job.events():
-                if isinstance(event, TextEvent):
-                    parts.append(event.text)
-                elif isinstance(event, DoneEvent):
-                    return chat_completion(
-                        completion_id(),
-                        params.model,
-                        int(time.time()),
-                        "".join(parts),
-                        event.finish_reason,
-                        event.usage,
-                    )
-                elif isinstance(event, ErrorEvent):
-                    raise event.error
-            raise RuntimeError("the engine ended a job without a result")  # pragma: no cover
-        finally:
-            if job is not None:
+        async with self._pool.lease(model) as runner:
+            job = runner.submit(self._chat_spec(params))
+            try:
+                parts: list[str] = []
+                async for event in job.events():
+                    if isinstance(event, TextEvent):
+                        parts.append(event.text)
+                    elif isinstance(event, DoneEvent):
+                        return chat_completion(
+                            completion_id(),
+                            params.model,
+                            int(time.time()),
+                            "".join(parts),
+                            event.finish_reason,
+                            event.usage,
+                        )
+                    elif isinstance(event, ErrorEvent):
+                        raise event.error
+                raise RuntimeError("the runner ended a job without a result")  # pragma: no cover
+            finally:
                 job.cancel()  # a no-op when finished; stops the generation when we were cancelled
-            self._pool.release(engine)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
         params = parse_chat(body)
         model = await self._model_for(params.model, Task.CHAT)
-        engine = await self._pool.acquire(model)
-        job: ChatJob | None = None
-        try:
-            job = await self._prepare(engine, params)
-            engine.submit(job)
-            writer = ChunkWriter(params.model)
-            yield writer.role()
-            async for event in job.events():
-                if isinstance(event, TextEvent):
-                    yield writer.content(event.text)
-                elif isinstance(event, DoneEvent):
-                    if params.include_usage:
-                        yield writer.finish(event.finish_reason, None)
-                        yield writer.usage(event.usage)
-                    else:
-                        yield writer.finish(event.finish_reason, event.usage)
-                elif isinstance(event, ErrorEvent):
+        async with self._pool.lease(model) as runner:
+            job = runner.submit(self._chat_spec(params))
+            try:
+                # Wait for the first event before the first chunk: a request the runner rejects
+                # (a prompt over the context, a template error) fails as a plain error response.
+                event = await job.queue.get()
+                if isinstance(event, ErrorEvent):
                     raise event.error
-        finally:
-            if job is not None:
+                writer = ChunkWriter(params.model)
+                yield writer.role()
+                events = job.events()
+                while True:
+                    if isinstance(event, TextEvent):
+                        yield writer.content(event.text)
+                    elif isinstance(event, DoneEvent):
+                        if params.include_usage:
+                            yield writer.finish(event.finish_reason, None)
+                            yield writer.usage(event.usage)
+                        else:
+                            yield writer.finish(event.finish_reason, event.usage)
+                        return
+                    elif isinstance(event, ErrorEvent):
+                        raise event.error
+                    event = await events.__anext__()
+            finally:
                 job.cancel()
-            self._pool.release(engine)
 
     # -- embeddings -----------------------------------------------------------------------------
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_embeddings(body)
         model = await self._model_for(params.model, Task.EMBEDDING)
-        engine = await self._pool.acquire(model)
-        job: EmbedJob | None = None
-        try:
-            runtime = engine.runtime
-            if params.dimensions is not None and params.dimensions != runtime.n_embd:
+        async with self._pool.lease(model) as runner:
+            info = runner.info
+            n_embd, n_vocab = int(info.get("n_embd", 0)), int(info.get("n_vocab", 0))
+            if params.dimensions is not None and params.dimensions != n_embd:
                 raise BadRequest(
-                    f"'dimensions' must be {runtime.n_embd} for {params.model!r} (the model's "
+                    f"'dimensions' must be {n_embd} for {params.model!r} (the model's "
                     f"embedding size), got {params.dimensions}"
                 )
-
-            def tokenize_all() -> list[list[int]]:
-                out = []
-                for item in params.inputs:
-                    if isinstance(item, str):
-                        out.append(runtime.tokenize(item, add_special=True, parse_special=False))
-                    else:
-                        out.append(list(item))
-                return out
-
-            inputs = await asyncio.to_thread(tokenize_all)
-            for i, tokens in enumerate(inputs):
-                if len(tokens) > runtime.n_batch:
-                    raise BadRequest(
-                        f"'input[{i}]' is {len(tokens)} tokens; {params.model!r} embeds at most "
-                        f"{runtime.n_batch} tokens per input here"
-                    )
-                if not tokens:
-                    raise BadRequest(f"'input[{i}]' has no tokens")
-            job = EmbedJob(loop=asyncio.get_running_loop(), inputs=inputs)
-            engine.submit(job)
-            async for event in job.events():
-                if isinstance(event, ResultEvent):
-                    return embedding_response(
-                        params.model,
-                        event.value,
-                        sum(len(t) for t in inputs),
-                        params.encoding_format,
-                    )
-                if isinstance(event, ErrorEvent):
-                    raise event.error
-            raise RuntimeError("the engine ended a job without a result")  # pragma: no cover
-        finally:
-            if job is not None:
+            _check_token_ids(params.inputs, n_vocab, params.model)
+            job = runner.submit({"kind": "embed", "inputs": params.inputs})
+            try:
+                async for event in job.events():
+                    if isinstance(event, ResultEvent):
+                        return embedding_response(
+                            params.model,
+                            event.value.vectors,
+                            event.value.prompt_tokens,
+                            params.encoding_format,
+                        )
+                    if isinstance(event, ErrorEvent):
+                        raise event.error
+                raise RuntimeError("the runner ended a job without a result")  # pragma: no cover
+            finally:
                 job.cancel()
-            self._pool.release(engine)
 
     # -- install / uninstall --------------------------------------------------------------------
     async def install(self, model_ref: str, progress: ProgressCallback) -> None:
@@ -339,6 +293,19 @@ class PendraBackend(Backend):
         self._apply(await self.store.ascan())
 
 
+def _check_token_ids(inputs: list[str | list[int]], n_vocab: int, model: str) -> None:
+    """Token-id inputs are checked before they reach a batch: one bad id must not fail others."""
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            continue
+        for j, token in enumerate(item):
+            if not 0 <= token < n_vocab:
+                raise BadRequest(
+                    f"'input[{i}][{j}]' is {token}, not a token id of {model!r} "
+                    f"(valid ids are 0 to {n_vocab - 1})"
+                )
+
+
 def _model_info(model: StoredModel) -> ModelInfo:
     facts = model.facts
     details: dict[str, Any] = {"file": model.path.name, "source": model.source, "ref": model.ref}
@@ -356,3 +323,6 @@ def _model_info(model: StoredModel) -> ModelInfo:
         size_bytes=model.size_bytes,
         details=details,
     )
+
+
+__all__ = ["LoadSpec", "PendraBackend", "Runner"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +56,13 @@ def gpu_offload_supported() -> bool:
 
 
 def default_threads() -> int:
-    """Physical cores: decode is memory-bound and hyper-threads only add contention."""
-    try:
-        import psutil
+    """Physical cores (see :func:`worker.hardware.physical_cores`)."""
+    from worker.hardware import physical_cores
 
-        cores = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil is a dependency; this is belt and braces
-        cores = None
-    return max(1, cores or os.cpu_count() or 1)
+    return physical_cores()
+
+
+KV_TYPES = {"f16": 1, "q8_0": 8}  # ggml_type ids of the KV cache types offered
 
 
 @dataclass(frozen=True)
@@ -78,6 +76,7 @@ class LoadOptions:
     threads: int = 1
     embeddings: bool = False
     force_mean_pooling: bool = False
+    kv_type: str = "f16"
 
 
 class LlamaRuntime:
@@ -108,9 +107,15 @@ class LlamaRuntime:
         cparams.n_ubatch = min(options.n_batch, n_ctx)
         cparams.n_seq_max = options.n_seq_max
         cparams.n_threads = options.threads
-        cparams.n_threads_batch = max(options.threads, os.cpu_count() or 1)
+        cparams.n_threads_batch = options.threads
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
         cparams.kv_unified = options.n_seq_max > 1
+        # Sliding-window layers keep only the window (per sequence) instead of the whole context:
+        # a fraction of the memory on Gemma-style models. Sequences are only ever removed whole,
+        # and a partial removal that the cache refuses falls back to reprocessing the prompt.
+        cparams.swa_full = False
+        cparams.type_k = KV_TYPES[options.kv_type]
+        cparams.type_v = KV_TYPES[options.kv_type]
         cparams.no_perf = True
         if options.embeddings:
             cparams.embeddings = True
@@ -135,6 +140,10 @@ class LlamaRuntime:
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.recurrent = bool(
+            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        )
         self._piece_buf = ctypes.create_string_buffer(256)
         self._closed = False
 
@@ -187,6 +196,23 @@ class LlamaRuntime:
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def is_control(self, token: int) -> bool:
+        """A control (or unknown) token: what only a chat template may produce."""
+        attrs = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        return bool(int(llama_cpp.llama_vocab_get_attr(self.vocab, token)) & attrs)
+
+    def strips(self, token: int) -> tuple[bool, bool]:
+        """Whether the tokenizer swallows whitespace left / right of this special token."""
+        attr = int(llama_cpp.llama_vocab_get_attr(self.vocab, token))
+        return (
+            bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
+            bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
+        )
+
+    def set_threads(self, threads: int) -> None:
+        """Decode and batch threads for the next steps (owner thread only)."""
+        llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
 
     def is_single_token(self, text: str) -> bool:
         """Whether ``text`` is one special token of this vocabulary (chat markers)."""

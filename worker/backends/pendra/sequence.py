@@ -42,7 +42,9 @@ class Sequence:
         if self.finished:
             return
         self.finished = True
-        if reason != "cancelled":
+        if reason == "cancelled":
+            self.job.discard()
+        else:
             tail, stopped = self.stops.feed(self.decoder.finish())
             self.job.text(tail)
             if not stopped:
