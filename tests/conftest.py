@@ -86,6 +86,19 @@ def tiny_embed_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def isolation_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny chat GGUF whose greedy answer repeats the letter its prompt is made of, by a wide
+    margin: outputs that tell sequences apart without depending on float ties."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-isolation"), "isolation")
+
+
+@pytest.fixture(scope="session")
+def abort_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GGUF whose header passes every check but makes llama.cpp abort (SIGABRT) on load."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-abort"), "abort")
+
+
+@pytest.fixture(scope="session")
 def gemma_gguf() -> Path:
     """The real Gemma 3 270M Q4_K_M (base model, no chat template), assembled once and reused.
 

@@ -74,6 +74,8 @@ class ErrorFrame(_Frame):
     message: str
     status: int | None = None
     hint: str | None = None
+    retry_after: float | None = None
+    """Seconds after which a retry may succeed (429/503 overload); the HTTP ``Retry-After``."""
 
 
 # -- control plane → worker ------------------------------------------------------------------------

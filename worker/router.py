@@ -2,7 +2,8 @@
 
 The router is the only path from the link (and any local ingress) to the backends. It resolves the
 model through the :class:`~worker.backends.registry.BackendRegistry`, bounds how many requests each
-backend runs at once (the rest wait their turn, so a burst cannot overload a backend), and keeps
+backend runs at once (the rest wait their turn, so a burst cannot overload a backend; a backend
+that bounds each of its models itself, ``admits_itself``, is left to do it), and keeps
 the counters the status document, heartbeats and the dashboard show: in flight, served, failed and
 a tokens-per-second rate over a sliding window. Counter changes are published as ``requests``
 events, at most a few times a second while tokens stream.
@@ -22,6 +23,7 @@ from worker.backends.base import Backend, StreamChunk, TranscriptionRequest
 from worker.backends.registry import BackendRegistry
 from worker.errors import BadRequest, Cancelled
 from worker.events import EventBus
+from worker.text_check import lone_surrogate_path, unencodable_text_message
 
 T = TypeVar("T")
 
@@ -71,6 +73,13 @@ class TokenRate:
         cutoff = now - self.window_s
         while self._events and self._events[0][0] < cutoff:
             self._sum -= self._events.popleft()[1]
+
+
+def check_stream_flag(body: Mapping[str, Any]) -> None:
+    """``stream`` is a JSON boolean (or absent/null): ``"yes"`` or ``1`` is a 400, not coerced."""
+    value = body.get("stream")
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"'stream' must be true or false, got {value!r}")
 
 
 def model_of(body: Mapping[str, Any]) -> str:
@@ -155,13 +164,18 @@ class Router:
     def limit_for(self, kind: str) -> int:
         return self._limits.get(kind, self._default_limit)
 
-    def _semaphore(self, backend: Backend) -> asyncio.Semaphore:
+    def _semaphore(self, backend: Backend) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        if getattr(backend, "admits_itself", False):
+            return contextlib.nullcontext()  # it bounds each of its models itself
         sem = self._semaphores.get(backend.kind)
         if sem is None:
             sem = self._semaphores[backend.kind] = asyncio.Semaphore(self.limit_for(backend.kind))
         return sem
 
     def _resolve(self, body: Mapping[str, Any]) -> tuple[Backend, dict[str, Any]]:
+        broken = lone_surrogate_path(dict(body))
+        if broken is not None:
+            raise BadRequest(unencodable_text_message(broken))
         backend, model_id = self.registry.resolve(model_of(body))
         return backend, {**body, "model": model_id}
 
@@ -187,7 +201,12 @@ class Router:
 
     async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streamed chat completion."""
-        return await self._unary({**body, "stream": False}, lambda b, r: b.chat(r))
+
+        async def call(backend: Backend, routed: dict[str, Any]) -> dict[str, Any]:
+            check_stream_flag(body)
+            return await backend.chat(routed)
+
+        return await self._unary({**body, "stream": False}, call)
 
     async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._unary(body, lambda b, r: b.embeddings(r))
@@ -212,6 +231,7 @@ class Router:
         outcome, counted, reported = "failed", 0, None
         stream: AsyncIterator[StreamChunk] | None = None
         try:
+            check_stream_flag(body)
             backend, routed = self._resolve({**body, "stream": True})
             async with self._semaphore(backend):
                 stream = backend.chat_stream(routed)

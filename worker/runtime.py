@@ -169,7 +169,7 @@ class Worker:
         self.registry = BackendRegistry(backends or ())
         self._own_backends = backends is None
         self._discover = discover and backends is None
-        self.router = Router(self.registry, self.events, default_limit=settings.parallel)
+        self.router = Router(self.registry, self.events)
         self.commands: Any = BackendCommands(self.registry, self.events)
         self.components: list[Component] = []
         self.discovery: Any = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MakeBackend, user
+from conftest import MakeBackend, user, warm
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 ENGINES = [pytest.param(False, id="serial"), pytest.param(True, id="batched")]
@@ -30,6 +30,7 @@ async def test_listing_loads_nothing(make_backend: MakeBackend, batched: bool) -
 async def test_non_streaming(make_backend: MakeBackend, batched: bool) -> None:
     backend = await make_backend(batched=batched)
     body = {"model": "tiny", "messages": user("one two three"), "max_tokens": 12, "temperature": 0}
+    await warm(backend, body)
     result = await backend.chat(body)
     parsed = ChatCompletion.model_validate(result)
     assert parsed.choices[0].finish_reason == "length"
@@ -52,6 +53,7 @@ async def test_greedy_is_deterministic_and_stream_equals_non_stream(
         "max_tokens": 40,
         "temperature": 0,
     }
+    await warm(backend, body)
     first = await backend.chat(body)
     second = await backend.chat(body)
     assert first["choices"][0]["message"] == second["choices"][0]["message"]
@@ -94,6 +96,7 @@ async def test_stop_string(make_backend: MakeBackend, batched: bool) -> None:
         "max_tokens": 40,
         "temperature": 0,
     }
+    await warm(backend, body)
     full = (await backend.chat(body))["choices"][0]["message"]["content"]
     assert len(full) > 6
     stop = full[4:6]
@@ -116,6 +119,7 @@ async def test_sampling_with_seed_is_reproducible(make_backend: MakeBackend, bat
         "top_p": 0.9,
         "seed": 42,
     }
+    await warm(backend, body)
     a = await backend.chat(body)
     b = await backend.chat(body)
     c = await backend.chat({**body, "seed": 43})
@@ -140,4 +144,4 @@ async def test_fallback_template_model(
     )
     assert result["usage"]["prompt_tokens"] > 3
     # The tiny vocab has <|im_start|>: the ChatML fallback is chosen from the tokens.
-    assert backend._pool.get("plain").renderer.source == "chatml"
+    assert backend._pool.get("plain").info["template"] == "chatml"

@@ -81,6 +81,7 @@ def error_frame(exc: BaseException, request_id: str | None) -> ErrorFrame:
             message=exc.message,
             hint=exc.hint,
             status=exc.http_status,
+            retry_after=exc.retry_after_s,
         )
     return ErrorFrame(
         id=request_id,

@@ -13,6 +13,7 @@ import base64
 import hmac
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from worker.protocol import (
     UploadedFile,
 )
 from worker.sandbox.hub import Channel, WorkerHub
+from worker.text_check import lone_surrogate_path, unencodable_text_message
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,12 @@ API_KEY = web.AppKey("api_key", str)
 KNOWN_MODELS = web.AppKey("known_models", frozenset)
 
 
-def openai_error(status: int, code: str, message: str) -> web.Response:
+def openai_error(
+    status: int, code: str, message: str, *, retry_after: float | None = None
+) -> web.Response:
     body = {"error": {"message": message, "type": code, "code": code, "param": None}}
-    return web.json_response(body, status=status)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -95,6 +100,9 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
         return openai_error(400, "invalid_request_error", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return openai_error(400, "invalid_request_error", "The request body must be an object.")
+    broken = lone_surrogate_path(body)
+    if broken is not None:
+        return openai_error(400, "invalid_request_error", unencodable_text_message(broken))
     if not isinstance(body.get("model"), str) or not body["model"]:
         return openai_error(400, "invalid_request_error", "The request has no 'model'.")
     return body
@@ -102,7 +110,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
 
 def _from_error(frame: ErrorFrame) -> web.Response:
     message = f"{frame.message} ({frame.hint})" if frame.hint else frame.message
-    return openai_error(frame.status or 502, frame.code, message)
+    return openai_error(frame.status or 502, frame.code, message, retry_after=frame.retry_after)
 
 
 def _from_response(frame: Response) -> web.Response:

@@ -149,7 +149,8 @@ class SerialChatEngine(Engine):
         super().__init__(runtime, model_id, outbox, **kw)
         self._cached: list[int] = []  # tokens whose KV is in sequence 0
         self._batch = TokenBatch(runtime.n_batch, 1)
-        self._in_use = 0
+        self._generated = 0
+        self._current: Sequence | None = None
 
     def _run(self) -> None:
         try:
@@ -177,11 +178,13 @@ class SerialChatEngine(Engine):
             self._batch.free()
 
     def _stats(self, busy: int) -> Stats:
+        current = self._current.generated if self._current is not None else 0
         return {
             "slots_in_use": busy,
             "queued": self._jobs.qsize(),
             "kv_tokens_in_use": len(self._cached),
             "kv_tokens_reserved": len(self._cached) if busy else 0,
+            "tokens_generated": self._generated + current,
         }
 
     def _forget(self) -> None:
@@ -206,7 +209,7 @@ class SerialChatEngine(Engine):
         runtime, batch = self.runtime, self._batch
         prompt = job.prompt
         pos = self._reuse_prefix(prompt)
-        sequence = Sequence(runtime, job)
+        sequence = self._current = Sequence(runtime, job)
         try:
             while pos < len(prompt):
                 if job.cancelled.is_set():
@@ -233,6 +236,8 @@ class SerialChatEngine(Engine):
                 decode(runtime, batch)
                 self._cached.append(token)
         finally:
+            self._generated += sequence.generated
+            self._current = None
             sequence.close()
 
 

@@ -144,6 +144,11 @@ def parse_chat(body: Any) -> ChatParams:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object like {\"include_usage\": true}")
+    include_usage = options.get("include_usage", False)
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise BadRequest(
+            f"'stream_options.include_usage' must be true or false, got {include_usage!r}"
+        )
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
     return ChatParams(
         model=model,
@@ -159,7 +164,7 @@ def parse_chat(body: Any) -> ChatParams:
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         repeat_penalty=_number(body, "repeat_penalty", 1.0, 0.0, 10.0),
         stream=stream,
-        include_usage=bool(options.get("include_usage", False)),
+        include_usage=bool(include_usage),
     )
 
 

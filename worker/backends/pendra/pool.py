@@ -114,7 +114,7 @@ class ModelPool:
                     "context_length": int(
                         info.get("context_length") or (spec.context_length if spec else 0)
                     ),
-                    "slots": spec.slots if spec else self.settings.parallel,
+                    "slots": runner.slots or self.settings.parallel,
                     "slots_in_use": in_use,
                     "queued": max(0, runner.leases - in_use),
                     "idle_unload_in_s": idle_in,
@@ -123,6 +123,7 @@ class ModelPool:
                     "isolation": runner.isolation,
                     "kv_limited_by": plan.limited_by if plan else None,
                     "crashes": self.crashes.get(model_id, 0),
+                    "tokens_generated": int(stats.get("tokens_generated", 0)),
                 }
             )
         return out
@@ -140,7 +141,7 @@ class ModelPool:
 
     def _admit(self, model_id: str) -> None:
         runner = self._runners.get(model_id)
-        slots = runner.spec.slots if runner is not None and runner.spec else self.settings.parallel
+        slots = (runner.slots if runner is not None else None) or self.settings.parallel
         pending = (runner.leases if runner is not None else 0) + self._waiting[model_id]
         limit = slots + self.settings.max_queued
         if pending >= limit:

@@ -153,6 +153,12 @@ class Runner:
     def idle(self) -> bool:
         return self.leases == 0
 
+    @property
+    def slots(self) -> int | None:
+        """Sequences it runs at once (the engine's, once loaded: 1 for the serial engine)."""
+        seqs = self.info.get("n_seq_max") if self.info.get("engine") != "embed" else None
+        return int(seqs) if seqs else (self.spec.slots if self.spec else None)
+
     async def spawn(self) -> dict[str, Any]:
         """Start the host; returns its ``hello`` (``gpu_offload`` …)."""
         raise NotImplementedError
@@ -235,6 +241,7 @@ class ProcessRunner(Runner):
     def __init__(self, model_id: str) -> None:
         super().__init__(model_id)
         self.process: asyncio.subprocess.Process | None = None
+        self._process_transport: asyncio.SubprocessTransport | None = None
         self._transport: asyncio.Transport | None = None
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._ready: asyncio.Future[dict[str, Any]] | None = None
@@ -252,7 +259,10 @@ class ProcessRunner(Runner):
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.process = await asyncio.create_subprocess_exec(
+            # loop.subprocess_exec rather than create_subprocess_exec: the transport is ours to
+            # close once the runner is gone, so nothing is left for the garbage collector.
+            self._process_transport, protocol = await loop.subprocess_exec(
+                lambda: asyncio.subprocess.SubprocessStreamProtocol(limit=1 << 16, loop=loop),
                 sys.executable,
                 "-m",
                 "worker.backends.pendra.runner",
@@ -275,6 +285,7 @@ class ProcessRunner(Runner):
             ) from None
         finally:
             theirs.close()
+        self.process = asyncio.subprocess.Process(self._process_transport, protocol, loop)
         self._hello = loop.create_future()
         self._ready = loop.create_future()
         self._transport, _ = await loop.create_unix_connection(
@@ -394,6 +405,8 @@ class ProcessRunner(Runner):
             self.fail_all(
                 PendraError(f"the model {self.model_id!r} was unloaded", hint="retry the request")
             )
+        if self._process_transport is not None and (reader is None or reader.done()):
+            self._process_transport.close()
         self._exited.set()
         if self.on_exit is not None:
             self.on_exit(self)
@@ -425,9 +438,10 @@ class ProcessRunner(Runner):
                 self._kill()
         await self._exited.wait()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(task, 2.0)  # the stderr reader ends at the pipe's EOF
+        if self._process_transport is not None:
+            self._process_transport.close()
 
     def _kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
