@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -150,8 +151,10 @@ class PendraBackend(Backend):
     # -- lookup ---------------------------------------------------------------------------------
     async def _model_for(self, model_id: str, task: Task) -> StoredModel:
         model = self._stored.get(model_id)
-        if model is None:
-            self._apply(await self.store.ascan())  # a file dropped in just now
+        if model is None or _changed_on_disk(model):
+            # A file dropped in, replaced or removed just now (the watcher may not have said yet):
+            # what loads must be described from the bytes that are there.
+            self._apply(await self.store.ascan())
             model = self._stored.get(model_id)
         if model is None:
             broken = next((m for m in self._all if m.id == model_id and not m.usable), None)
@@ -291,6 +294,15 @@ class PendraBackend(Backend):
                 hint="check the file's permissions in the models directory",
             ) from None
         self._apply(await self.store.ascan())
+
+
+def _changed_on_disk(model: StoredModel) -> bool:
+    try:
+        st = os.stat(model.path)
+    except OSError:
+        return True
+    on_disk = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return on_disk != (model.inode, model.size_bytes, model.mtime_ns)
 
 
 def _check_token_ids(inputs: list[str | list[int]], n_vocab: int, model: str) -> None:
