@@ -80,6 +80,12 @@ def tiny_chat_notemplate_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tools_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny chat model with a ChatML template that takes tools (Hermes ``<tool_call>``)."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-tools"), "tools")
+
+
+@pytest.fixture(scope="session")
 def tiny_embed_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny embedding GGUF: MEAN pooling, non-causal attention."""
     return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-embed"), "embed")

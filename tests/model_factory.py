@@ -9,6 +9,8 @@ Kinds:
 * ``chat`` — llama arch, 2 layers, n_embd 64, SPM vocab with byte tokens and ChatML control tokens,
   a ChatML ``tokenizer.chat_template``, ``eos = <|im_end|>``.
 * ``chat-notemplate`` — the same model without a chat template (exercises the fallback formats).
+* ``tools`` — the same model with a ChatML template that takes tools (Qwen 2.5's Hermes syntax:
+  ``<tool_call>`` blocks).
 * ``embed`` — the same shapes with ``pooling_type = MEAN`` and ``attention.causal = false``.
 * ``isolation`` — the chat model with weights set by hand instead of at random: attention is
   uniform over the sequence and copies it into the residual, so greedy decoding answers with the
@@ -37,6 +39,42 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+# Qwen 2.5's tool-calling template in miniature (Hermes syntax): tools in the system turn, calls
+# as <tool_call> blocks in the assistant's turn, results as <tool_response> blocks in a user turn.
+TOOLS_TEMPLATE = r"""
+{%- if tools %}
+{{- '<|im_start|>system\n' }}
+{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\n\n' }}{%- endif %}
+{{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' }}
+{{- 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}
+{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}
+{{- '\n</tools>\n\nFor each function call, return a json object with function name and ' }}
+{{- 'arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n' }}
+{{- '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
+{%- elif messages[0]['role'] == 'system' %}
+{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+{%- elif message.role == 'assistant' %}
+{{- '<|im_start|>assistant' }}
+{%- if message.content %}{{- '\n' + message.content }}{%- endif %}
+{%- for tool_call in message.tool_calls %}
+{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}
+{{- '\n<tool_call>\n{"name": "' + tool_call.name + '", "arguments": ' }}
+{{- tool_call.arguments | tojson }}{{- '}\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\n' }}
+{%- elif message.role == 'tool' %}
+{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}
+{{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}
+{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}
+"""
 
 N_EMBD = 64
 N_LAYER = 2
@@ -123,6 +161,8 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
         writer.add_eos_token_id(4)  # <|im_end|>
         if kind in ("chat", "isolation", "abort"):
             writer.add_chat_template(CHATML_TEMPLATE)
+        elif kind == "tools":
+            writer.add_chat_template(TOOLS_TEMPLATE)
     if kind == "abort":
         writer.add_expert_count(100_000)  # llama.cpp: GGML_ASSERT(n_expert <= LLAMA_MAX_EXPERTS)
 
@@ -223,7 +263,7 @@ def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    kinds = ("chat", "chat-notemplate", "embed", "isolation", "abort")
+    kinds = ("chat", "chat-notemplate", "tools", "embed", "isolation", "abort")
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: model_factory.py {'|'.join(kinds)} OUT.gguf", file=sys.stderr)
         return 2

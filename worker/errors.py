@@ -20,10 +20,15 @@ class PendraError(Exception):
     retry_after_s: float | None = None
     """Set on overload errors (429/503): when a retry may succeed (the ``Retry-After`` header)."""
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    param: str | None = None
+    """The request field the error is about (OpenAI's ``error.param``), when there is one."""
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if param is not None:
+            self.param = param
 
     def __str__(self) -> str:
         return f"{self.message}\n  → {self.hint}" if self.hint else self.message
@@ -31,7 +36,9 @@ class PendraError(Exception):
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI error envelope for this error."""
         text = f"{self.message} ({self.hint})" if self.hint else self.message
-        return {"error": {"message": text, "type": self.code, "code": self.code, "param": None}}
+        return {
+            "error": {"message": text, "type": self.code, "code": self.code, "param": self.param}
+        }
 
 
 class ConfigError(PendraError):

@@ -86,6 +86,7 @@ class Settings:
     max_queued: int = 64
     load_wait_s: float = 60.0
     isolation: str = "process"
+    prefix_cache: bool = True
     discovery_interval_s: float = 30.0
     gpu_interval_s: float = 2.0
     heartbeat_interval_s: float = 15.0
@@ -314,6 +315,7 @@ _FIELDS: tuple[_Field, ...] = (
         "PENDRA_BUILTIN_ISOLATION",
         parse_choice("process", "none"),
     ),
+    _Field("prefix_cache", "builtin.prefix_cache", "PENDRA_PREFIX_CACHE", parse_bool),
     _Field(
         "discovery_interval_s",
         "backends.discovery_interval_s",

@@ -84,6 +84,7 @@ async def test_stream_include_usage(make_backend: MakeBackend, batched: bool) ->
         "prompt_tokens": last["usage"]["prompt_tokens"],
         "completion_tokens": 5,
         "total_tokens": last["usage"]["prompt_tokens"] + 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
     assert json.loads(chunks[-2].json)["choices"][0]["finish_reason"] == "length"
 

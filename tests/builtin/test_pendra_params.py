@@ -61,7 +61,8 @@ def test_defaults_and_normalisation() -> None:
         ({"seed": "x"}, "'seed'"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "'stop'"),
         ({"stop": 5}, "'stop'"),
-        ({"n": 2}, "'n'"),
+        ({"n": 0}, "'n'"),
+        ({"n": 129}, "'n'"),
         ({"stream": "yes"}, "'stream'"),
     ],
 )

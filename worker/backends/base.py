@@ -78,6 +78,7 @@ class ModelInfo:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None  # prompt tokens served from a prompt cache, when known
 
     @property
     def total_tokens(self) -> int:

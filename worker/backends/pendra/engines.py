@@ -167,6 +167,9 @@ class SerialChatEngine(Engine):
                         continue
                     self._report(self._stats(1))
                     self._generate(job)
+                except PendraError as exc:  # this request's own (its grammar …)
+                    self._forget()
+                    job.fail(exc)
                 except Exception as exc:
                     self._forget()
                     log.exception("generation failed on %s", self.model_id)
@@ -209,6 +212,7 @@ class SerialChatEngine(Engine):
         runtime, batch = self.runtime, self._batch
         prompt = job.prompt
         pos = self._reuse_prefix(prompt)
+        job.cached_tokens = pos
         sequence = self._current = Sequence(runtime, job)
         try:
             while pos < len(prompt):

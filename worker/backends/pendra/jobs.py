@@ -50,6 +50,7 @@ def error_payload(error: BaseException) -> dict[str, Any]:
             "message": error.message,
             "hint": error.hint,
             "status": error.http_status,
+            "param": error.param,
         }
     return {"code": "model_error", "message": str(error) or type(error).__name__, "status": 500}
 
@@ -87,10 +88,17 @@ class ChatJob(Job):
     stops: list[str] = field(default_factory=list)
     max_new: int = 0
     capped: bool = False  # max_tokens was lowered to what fits in the context
+    grammar: str | None = None  # GBNF the answer must follow (structured output, tool calls)
+    visible: frozenset[int] = frozenset()  # control tokens written as text (tool-call markers)
+    cached_tokens: int = 0  # prompt tokens whose KV was reused from an earlier request
 
     def text(self, text: str) -> None:
         if text:
             self.outbox.add(self.job_id, wire.TEXT, text)
+
+    def token_info(self, info: dict[str, Any]) -> None:
+        """Per-token extras (log probabilities), sent before the token's text."""
+        self.outbox.add(self.job_id, wire.TOKEN_INFO, info)
 
     def done(self, finish_reason: str, completion_tokens: int) -> None:
         if self.finished:
@@ -99,6 +107,7 @@ class ChatJob(Job):
             "finish_reason": finish_reason,
             "prompt_tokens": len(self.prompt),
             "completion_tokens": completion_tokens,
+            "cached_tokens": self.cached_tokens,
         }
         if self.capped and finish_reason == "length":
             payload["capped_max_tokens"] = self.max_new

@@ -9,7 +9,7 @@ models the batched engine cannot serve) and the chat template.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from worker.backends.pendra.chat_format import (
 from worker.backends.pendra.engines import EmbedEngine, Engine, SerialChatEngine, Stats
 from worker.backends.pendra.jobs import Outbox
 from worker.backends.pendra.runtime import LlamaRuntime, LoadOptions
+from worker.backends.pendra.tool_calls import MARKER_TOKENS, detect_format
+from worker.backends.pendra.tool_prompt import TemplateCaps, probe_caps
 from worker.errors import ModelLoadError
 from worker.modelstore.facts import POOLING_NONE
 
@@ -47,6 +49,7 @@ class LoadSpec:
     architecture: str | None = None
     chat_format: str | None = None
     pooling_type: int | None = None
+    prefix_cache: bool = True
 
     def message(self) -> dict[str, Any]:
         return {"op": "load", **asdict(self)}
@@ -64,6 +67,9 @@ class Loaded:
     engine: Engine
     runtime: LlamaRuntime
     renderer: PromptRenderer | None
+    caps: TemplateCaps = field(default_factory=TemplateCaps)
+    tool_format: str = "hermes"
+    markers: frozenset[int] = frozenset()  # tool-call marker tokens that are control tokens
 
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
@@ -78,6 +84,8 @@ class Loaded:
             "context_length": self.engine.slot_ctx,
             "kv_tokens": self.engine.pool_tokens,
             "template": self.renderer.source if self.renderer else None,
+            "tool_format": self.tool_format if self.renderer else None,
+            "native_tools": self.caps.native_tools,
         }
 
 
@@ -112,6 +120,7 @@ def load(spec: LoadSpec, outbox: Outbox, on_stats: Any = None) -> Loaded:
                 pool_tokens=spec.kv_tokens,
                 slot_ctx=min(spec.context_length, spec.kv_tokens),
                 on_stats=on_stats,
+                prefix_cache=spec.prefix_cache,
             )
             return _started(engine, runtime, spec)
         log.info("serving %s without batching: %s", spec.model_id, reason)
@@ -142,8 +151,12 @@ def _chat_options(spec: LoadSpec, n_ctx: int, n_seq: int) -> LoadOptions:
 
 def _started(engine: Engine, runtime: LlamaRuntime, spec: LoadSpec) -> Loaded:
     renderer = _renderer(runtime, spec)
+    caps = probe_caps(lambda messages, **context: renderer.render(messages, **context).text)
+    template = renderer.template if renderer.source == "gguf" else None
+    tool_format = detect_format(template, caps.native_tools, spec.architecture)
+    markers = runtime.special_tokens(MARKER_TOKENS)
     engine.start()
-    return Loaded(engine, runtime, renderer)
+    return Loaded(engine, runtime, renderer, caps, tool_format, markers)
 
 
 def _runtime(spec: LoadSpec, options: LoadOptions) -> LlamaRuntime:

@@ -111,6 +111,7 @@ class ModelPool:
                     "kv_tokens": int(info.get("kv_tokens") or (spec.kv_tokens if spec else 0)),
                     "kv_bytes": int(info.get("kv_bytes") or (plan.kv_bytes if plan else 0)),
                     "kv_tokens_in_use": int(stats.get("kv_tokens_in_use", 0)),
+                    "kv_tokens_cached": int(stats.get("kv_tokens_cached", 0)),
                     "context_length": int(
                         info.get("context_length") or (spec.context_length if spec else 0)
                     ),
@@ -310,6 +311,7 @@ class ModelPool:
             architecture=facts.architecture if facts else None,
             chat_format=model.chat_format,
             pooling_type=facts.pooling_type if facts else None,
+            prefix_cache=settings.prefix_cache,
         )
         return spec, plan
 

@@ -154,22 +154,15 @@ class RunnerCore:
 
     def _prepare_chat(self, job: ChatJob, spec: dict[str, Any]) -> None:
         from worker.backends.pendra.params import ChatParams
-        from worker.backends.pendra.prompt import render_pieces, tokenize_pieces
 
         params = ChatParams(**spec["params"])
         loaded = self.loaded
-        runtime, renderer = loaded.runtime, loaded.renderer
+        runtime = loaded.runtime
         stops: tuple[str, ...] = ()
-
-        def render(messages: list[dict[str, Any]]) -> str:
-            nonlocal stops
-            rendered = renderer.render(messages)
-            stops = rendered.stops
-            return rendered.text
-
-        tokens = tokenize_pieces(runtime, render_pieces(render, params.messages))
-        if runtime.add_bos and runtime.bos >= 0 and (not tokens or tokens[0] != runtime.bos):
-            tokens.insert(0, runtime.bos)
+        if params.prompt is not None:
+            tokens = self._raw_prompt(params.prompt)
+        else:
+            tokens, stops = self._chat_prompt(params)
         limit = loaded.engine.slot_ctx
         if len(tokens) >= limit:
             raise BadRequest(
@@ -178,12 +171,63 @@ class RunnerCore:
                 hint="shorten the conversation, or raise builtin.max_context if the model and "
                 "the memory allow",
             )
+        grammar = spec.get("grammar")
+        if grammar:
+            _check_grammar(runtime, grammar)
         room = limit - len(tokens)
         job.params = params
         job.prompt = tokens
         job.stops = [*params.stop, *stops]
         job.max_new = min(params.max_tokens, room) if params.max_tokens else room
         job.capped = params.max_tokens is not None and params.max_tokens > room
+        job.grammar = grammar or None
+        job.visible = loaded.markers if params.calls_tools else frozenset()
+
+    def _chat_prompt(self, params: Any) -> tuple[list[int], tuple[str, ...]]:
+        from worker.backends.pendra.prompt import render_pieces, tokenize_pieces
+        from worker.backends.pendra.tool_prompt import template_inputs
+
+        loaded = self.loaded
+        runtime, renderer = loaded.runtime, loaded.renderer
+        messages, context = template_inputs(
+            params.messages,
+            params.tools,
+            choice=params.tool_choice,
+            name=params.tool_name,
+            parallel=params.parallel_tool_calls,
+            caps=loaded.caps,
+        )
+        stops: tuple[str, ...] = ()
+
+        def render(conversation: list[dict[str, Any]]) -> str:
+            nonlocal stops
+            rendered = renderer.render(conversation, **context)
+            stops = rendered.stops
+            return rendered.text
+
+        tokens = tokenize_pieces(runtime, render_pieces(render, messages))
+        if runtime.add_bos and runtime.bos >= 0 and (not tokens or tokens[0] != runtime.bos):
+            tokens.insert(0, runtime.bos)
+        return tokens, stops
+
+    def _raw_prompt(self, prompt: str | list[int]) -> list[int]:
+        """A legacy completion's prompt: as written (special tokens included), BOS as the
+        model wants it; or token ids as given."""
+        runtime = self.loaded.runtime
+        if isinstance(prompt, str):
+            tokens = runtime.tokenize(prompt, add_special=True, parse_special=True)
+        else:
+            tokens = list(prompt)
+            bad = next((i for i, t in enumerate(tokens) if not 0 <= t < runtime.n_vocab), None)
+            if bad is not None:
+                raise BadRequest(
+                    f"'prompt[{bad}]' is {tokens[bad]}, not a token id of {self.model_id!r} "
+                    f"(0 to {runtime.n_vocab - 1})",
+                    param="prompt",
+                )
+        if not tokens:
+            raise BadRequest("'prompt' is empty: send some text", param="prompt")
+        return tokens
 
     def _prepare_embed(self, job: EmbedJob, spec: dict[str, Any]) -> None:
         runtime = self.loaded.runtime
@@ -194,10 +238,13 @@ class RunnerCore:
             else:
                 tokens = list(item)
                 bad = next(
-                    (j for j, t in enumerate(tokens)
-                     if not isinstance(t, int) or not 0 <= t < runtime.n_vocab),
+                    (
+                        j
+                        for j, t in enumerate(tokens)
+                        if not isinstance(t, int) or not 0 <= t < runtime.n_vocab
+                    ),
                     None,
-                )  # fmt: skip
+                )
                 if bad is not None:
                     raise BadRequest(
                         f"'input[{i}][{bad}]' is {tokens[bad]!r}, not a token id of "
@@ -215,6 +262,20 @@ class RunnerCore:
 
     def _stats(self, stats: dict[str, Any]) -> None:
         self.sink.control({"op": "stats", **stats})
+
+
+def _check_grammar(runtime: Any, grammar: str) -> None:
+    """Compile the grammar once here, so one llama.cpp refuses is this request's 400."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(runtime.vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise BadRequest(
+            "llama.cpp could not compile the grammar of this request's response_format or tools",
+            hint="simplify the JSON schema (see the worker's log for llama.cpp's reason)",
+            param="response_format",
+        )
+    llama_cpp.llama_sampler_free(sampler)
 
 
 class _BufferCounter(logging.Handler):

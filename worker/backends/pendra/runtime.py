@@ -15,12 +15,17 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 
 from worker.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from worker.backends.pendra.sampling import CandidateCapture
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("worker.backends.pendra.llama_cpp")
@@ -145,6 +150,7 @@ class LlamaRuntime:
             llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
         )
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._candidates: CandidateCapture | None = None
         self._closed = False
 
     # -- metadata -------------------------------------------------------------------------------
@@ -185,14 +191,31 @@ class LlamaRuntime:
             )
         return list(buf[:n])
 
-    def piece(self, token: int) -> bytes:
-        """The bytes one token renders to (control tokens render to nothing)."""
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes one token renders to (control tokens render to nothing unless ``special``)."""
         buf = self._piece_buf
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             self._piece_buf = buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
+
+    def candidates(self) -> CandidateCapture:
+        """The buffers grammar and log-probability sampling work in (owner thread only)."""
+        if self._candidates is None:
+            from worker.backends.pendra.sampling import CandidateCapture
+
+            self._candidates = CandidateCapture(self.n_vocab)
+        return self._candidates
+
+    def special_tokens(self, texts: Iterable[str]) -> frozenset[int]:
+        """Ids of those ``texts`` that are one control token of this vocabulary."""
+        found = set()
+        for text in texts:
+            tokens = self.tokenize(text, add_special=False, parse_special=True)
+            if len(tokens) == 1 and self.is_control(tokens[0]):
+                found.add(tokens[0])
+        return frozenset(found)
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
@@ -223,6 +246,9 @@ class LlamaRuntime:
         if self._closed:
             return
         self._closed = True
+        if self._candidates is not None:
+            self._candidates.close()
+            self._candidates = None
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)
 

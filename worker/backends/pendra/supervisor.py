@@ -85,9 +85,10 @@ def error_from_payload(payload: dict[str, Any]) -> PendraError:
     message = str(payload.get("message") or "the model runner failed")
     hint = payload.get("hint")
     code = str(payload.get("code") or "model_error")
+    param = payload.get("param") if isinstance(payload.get("param"), str) else None
     if code == BadRequest.code:
-        return BadRequest(message, hint=hint)
-    error = PendraError(message, hint=hint)
+        return BadRequest(message, hint=hint, param=param)
+    error = PendraError(message, hint=hint, param=param)
     error.code = code
     status = payload.get("status")
     error.http_status = status if isinstance(status, int) and 400 <= status < 600 else 500
@@ -215,7 +216,11 @@ class Runner:
             del jobs[job_id]
             job.finished = True
             if kind == wire.DONE:
-                usage = Usage(int(payload["prompt_tokens"]), int(payload["completion_tokens"]))
+                usage = Usage(
+                    int(payload["prompt_tokens"]),
+                    int(payload["completion_tokens"]),
+                    int(payload.get("cached_tokens") or 0),
+                )
                 job.deliver(
                     DoneEvent(payload["finish_reason"], usage, payload.get("capped_max_tokens"))
                 )
