@@ -136,7 +136,8 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
     head_dim = N_EMBD // N_HEAD
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(f"pendra-tiny-{kind}")
-    writer.add_context_length(N_CTX)
+    # Tool descriptions tokenize letter by letter in this vocabulary: the tools model gets room.
+    writer.add_context_length(4096 if kind == "tools" else N_CTX)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
     writer.add_feed_forward_length(N_FF)

@@ -208,6 +208,15 @@ class Router:
 
         return await self._unary({**body, "stream": False}, call)
 
+    async def completions(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A non-streamed legacy text completion."""
+
+        async def call(backend: Backend, routed: dict[str, Any]) -> dict[str, Any]:
+            check_stream_flag(body)
+            return await backend.completions(routed)
+
+        return await self._unary({**body, "stream": False}, call)
+
     async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._unary(body, lambda b, r: b.embeddings(r))
 
@@ -221,12 +230,23 @@ class Router:
 
         return await self._unary({"model": request.model}, call)
 
-    async def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
+    def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
         """A streamed chat completion; closing this iterator cancels the generation.
 
         The backend's slot is held for the whole stream. Token accounting uses the usage the
         backend reports; a backend that reports none is counted one token per content chunk.
         """
+        return self._stream(body, lambda backend, routed: backend.chat_stream(routed))
+
+    def completions_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
+        """A streamed legacy text completion (as :meth:`chat_stream`)."""
+        return self._stream(body, lambda backend, routed: backend.completions_stream(routed))
+
+    async def _stream(
+        self,
+        body: Mapping[str, Any],
+        open_stream: Callable[[Backend, dict[str, Any]], AsyncIterator[StreamChunk]],
+    ) -> AsyncIterator[StreamChunk]:
         self._begin()
         outcome, counted, reported = "failed", 0, None
         stream: AsyncIterator[StreamChunk] | None = None
@@ -234,7 +254,7 @@ class Router:
             check_stream_flag(body)
             backend, routed = self._resolve({**body, "stream": True})
             async with self._semaphore(backend):
-                stream = backend.chat_stream(routed)
+                stream = open_stream(backend, routed)
                 async for chunk in stream:
                     if chunk.usage is not None:
                         reported = chunk.usage.completion_tokens

@@ -176,6 +176,14 @@ class Backend(abc.ABC):
         """A streamed chat completion. Closing the iterator cancels the generation."""
         raise self._unsupported("chat completions")
 
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed legacy text completion (``/v1/completions``)."""
+        raise self._unsupported("text completions")
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        """A streamed legacy text completion. Closing the iterator cancels the generation."""
+        raise self._unsupported("text completions")
+
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raise self._unsupported("embeddings")
 

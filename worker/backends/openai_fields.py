@@ -179,3 +179,26 @@ def _short(value: Any) -> str:
 
 
 OPEN = FieldPolicy(open=True)
+
+
+def not_hosted(kind_checks: Mapping[str, ValueCheck] | None = None) -> dict[str, ValueCheck]:
+    """Checks every self-hosted OpenAI-compatible server needs: features of OpenAI's own
+    service (audio answers, predicted outputs, web search, stored completions) and the
+    deprecated ``functions`` that none of them serves. ``kind_checks`` add to them."""
+    checks: dict[str, ValueCheck] = {
+        "audio": refuse("has no audio answers"),
+        "prediction": refuse("has no predicted outputs"),
+        "web_search_options": refuse("has no web search"),
+        "store": refuse_true("never stores completions"),
+        "functions": refuse("takes 'tools', not the deprecated 'functions'"),
+        "function_call": refuse("takes 'tool_choice', not the deprecated 'function_call'"),
+        "verbosity": refuse("has no verbosity control"),
+        "modalities": lambda v: None if v in (None, ["text"]) else "answers in text only",
+        "service_tier": lambda v: None if v in (None, "auto", "default") else "has no tiers",
+    }
+    checks.update(kind_checks or {})
+    return checks
+
+
+def tool_choice_auto_or_none(value: Any) -> str | None:
+    return None if value in (None, "auto", "none") else "only takes tool_choice 'auto' or 'none'"

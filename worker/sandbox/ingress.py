@@ -44,9 +44,14 @@ KNOWN_MODELS = web.AppKey("known_models", frozenset)
 
 
 def openai_error(
-    status: int, code: str, message: str, *, retry_after: float | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    param: str | None = None,
 ) -> web.Response:
-    body = {"error": {"message": message, "type": code, "code": code, "param": None}}
+    body = {"error": {"message": message, "type": code, "code": code, "param": param}}
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
     return web.json_response(body, status=status, headers=headers)
 
@@ -110,7 +115,9 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
 
 def _from_error(frame: ErrorFrame) -> web.Response:
     message = f"{frame.message} ({frame.hint})" if frame.hint else frame.message
-    return openai_error(frame.status or 502, frame.code, message, retry_after=frame.retry_after)
+    return openai_error(
+        frame.status or 502, frame.code, message, retry_after=frame.retry_after, param=frame.param
+    )
 
 
 def _from_response(frame: Response) -> web.Response:
@@ -132,7 +139,7 @@ async def _relay_unary(channel: Channel) -> web.Response:
 
 
 def _sse_error(frame: ErrorFrame) -> bytes:
-    error = {"message": frame.message, "type": frame.code, "code": frame.code, "param": None}
+    error = {"message": frame.message, "type": frame.code, "code": frame.code, "param": frame.param}
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
@@ -187,7 +194,7 @@ async def _dispatch(
     worker = _pick(request, body["model"])
     if isinstance(worker, web.Response):
         return worker
-    stream = kind == "chat" and bool(body.get("stream"))
+    stream = kind in ("chat", "completions") and bool(body.get("stream"))
     frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
     try:
         channel = await worker.open(frame)
@@ -204,6 +211,13 @@ async def _dispatch(
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     return body if isinstance(body, web.Response) else await _dispatch(request, "chat", body)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return await _dispatch(request, "completions", body)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -250,6 +264,7 @@ async def list_models(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/images/generations", images)
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
