@@ -55,10 +55,9 @@ async def warm(backend: PendraBackend, body: dict) -> None:
     """Run ``body`` once before outputs are compared.
 
     llama.cpp promises the same greedy answer for the same input *computed the same way*, not
-    across batch shapes. The serial engine re-uses the previous prompt's cache, so its first
-    answer to a prompt is computed from a full prefill and later ones from a one-token step:
-    comparing answers is only meaningful after this warm-up. (The batched engine prefills every
-    request alone on an empty cache, so for it the warm-up changes nothing.)
+    across batch shapes. Both engines keep the previous prompts' KV cache (prompt caching), so a
+    prompt's first answer is computed from a full prefill and later ones from a one-token step:
+    comparing answers is only meaningful after this warm-up.
     """
     await backend.chat({**body, "max_tokens": 1})
 

@@ -25,7 +25,7 @@ import llama_cpp
 from worker.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from worker.backends.pendra.sampling import CandidateCapture
+    from worker.backends.pendra.sampling import CandidateCapture, Utf8Guard
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("worker.backends.pendra.llama_cpp")
@@ -151,6 +151,7 @@ class LlamaRuntime:
         )
         self._piece_buf = ctypes.create_string_buffer(256)
         self._candidates: CandidateCapture | None = None
+        self._utf8_guard: Utf8Guard | None = None
         self._closed = False
 
     # -- metadata -------------------------------------------------------------------------------
@@ -208,6 +209,14 @@ class LlamaRuntime:
             self._candidates = CandidateCapture(self.n_vocab)
         return self._candidates
 
+    def utf8_guard(self) -> Utf8Guard:
+        """The vocabulary's UTF-8 classes for grammar-constrained sampling (owner thread only)."""
+        if self._utf8_guard is None:
+            from worker.backends.pendra.sampling import Utf8Guard
+
+            self._utf8_guard = Utf8Guard(self.vocab, self.n_vocab)
+        return self._utf8_guard
+
     def special_tokens(self, texts: Iterable[str]) -> frozenset[int]:
         """Ids of those ``texts`` that are one control token of this vocabulary."""
         found = set()
@@ -249,6 +258,9 @@ class LlamaRuntime:
         if self._candidates is not None:
             self._candidates.close()
             self._candidates = None
+        if self._utf8_guard is not None:
+            self._utf8_guard.close()
+            self._utf8_guard = None
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)
 

@@ -13,6 +13,9 @@ with one ``memmove`` into a buffer the engine owns; then:
   token it picked against the grammar; only when the grammar refuses it, apply the grammar to a
   fresh copy of the candidates and sample again — llama.cpp's own ``common_sampler`` does this,
   because applying a grammar to every token of a large vocabulary is slow.
+* **Valid UTF-8 under a grammar** (:mod:`~worker.backends.pendra.utf8_guard`): a native
+  ``logit_bias`` sampler bans, at a character boundary, the few tokens that would break UTF-8;
+  inside a character, only the few tokens that continue it are sampled from.
 * **Log probabilities**: llama.cpp's ``dist`` sampler normalises a copy of the raw candidates and
   ``top_k`` partially sorts it; the log-probabilities of the chosen token and of the top ones
   come from the raw logits and that normaliser. They describe the model's own distribution
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 import llama_cpp
 
+from worker.backends.pendra import utf8_guard
 from worker.backends.pendra.params import ChatParams
 from worker.errors import BadRequest, PendraError
 
@@ -122,6 +126,7 @@ class CandidateCapture:
         self.work = _Candidates(n_vocab)
         self.probe = _Candidates(n_vocab)
         self.single = _Candidates(1)
+        self.small: _Candidates | None = None
         self.size = 0
         self._name = b"pendra-capture"
         self._apply_cb = llama_cpp.llama_sampler_i_apply(self._apply)
@@ -145,6 +150,17 @@ class CandidateCapture:
         llama_cpp.llama_sampler_sample(self.sampler, ctx, index)
         self.raw.reset(self.size)
         return self.size
+
+    def subset(self, tokens: list[int]) -> _Candidates:
+        """The captured raw candidates of ``tokens`` only (the capture is in token order)."""
+        if self.small is None or self.small.array.size < len(tokens):
+            self.small = _Candidates(max(len(tokens), 64))
+        small = self.small
+        raw = self.raw.buffer
+        for i, token in enumerate(tokens):
+            small.buffer[i] = raw[token]
+        small.reset(len(tokens))
+        return small
 
     def top(self, k: int) -> tuple[float, list[tuple[int, float]]]:
         """(log of the normaliser, the k most likely tokens with their log-probabilities)."""
@@ -173,8 +189,43 @@ class CandidateCapture:
         self._top.clear()
 
 
+def _piece(vocab: llama_cpp.llama_vocab_p, token: int, size: int = 64) -> bytes:
+    """A token's bytes (control tokens: none), with a buffer of this call's own."""
+    buffer = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+    if n < 0:
+        return _piece(vocab, token, -n)
+    return buffer.raw[:n]
+
+
+class Utf8Guard:
+    """A vocabulary's UTF-8 classes as native samplers (built once per model, on first use:
+    one pass over the vocabulary, a fraction of a second for 256k tokens)."""
+
+    def __init__(self, vocab: llama_cpp.llama_vocab_p, n_vocab: int) -> None:
+        banned, self.allowed = utf8_guard.classify(_piece(vocab, t) for t in range(n_vocab))
+        biases = (llama_cpp.llama_logit_bias * max(1, len(banned)))()
+        for i, token in enumerate(banned):
+            biases[i].token = token
+            biases[i].bias = -math.inf
+        self.boundary = llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), biases)
+
+    def close(self) -> None:
+        llama_cpp.llama_sampler_free(self.boundary)
+
+
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else _IMPOSSIBLE
+
+
+def _chosen(candidates: _Candidates) -> int:
+    array = candidates.array
+    if not 0 <= array.selected < array.size or not math.isfinite(candidates.selected().logit):
+        raise PendraError(
+            "no token satisfies both the grammar and the request's logit_bias",
+            hint="loosen logit_bias (a token the format needs is banned)",
+        )
+    return int(candidates.selected().id)
 
 
 @dataclass(frozen=True)
@@ -194,6 +245,7 @@ class TokenSampler:
         n_vocab: int,
         capture: CandidateCapture | None,
         grammar: str | None = None,
+        guard: Utf8Guard | None = None,
     ) -> None:
         self.grammar = None
         if grammar:
@@ -214,6 +266,8 @@ class TokenSampler:
         if (self.grammar is not None or params.logprobs) and capture is None:
             raise RuntimeError("grammar and log probabilities need the engine's CandidateCapture")
         self.last: TokenLogprobs | None = None
+        self.guard = guard if self.grammar is not None else None
+        self.utf8: utf8_guard.State = None  # where the answer's bytes are inside a character
 
     def sample(self, ctx: llama_cpp.llama_context_p, index: int) -> int:
         """Sample, and accept, the next token from the logits at batch ``index``."""
@@ -234,31 +288,50 @@ class TokenSampler:
         return token
 
     def _sample_with_grammar(self, capture: CandidateCapture, size: int) -> int:
-        work = capture.work
-        work.copy_from(capture.raw, size)
-        llama_cpp.llama_sampler_apply(self.chain, work.pointer)
-        token = int(work.selected().id)
-        single = capture.single
-        single.reset(1)
-        single.buffer[0] = llama_cpp.llama_token_data(token, 1.0, 0.0)
-        llama_cpp.llama_sampler_apply(self.grammar, single.pointer)
-        if single.buffer[0].logit == -math.inf:
-            # The chain's pick breaks the grammar: mask with the grammar first, then sample.
+        guard = self.guard
+        if guard is not None and self.utf8 is not None:
+            token = self._continue_character(capture, guard)
+        else:
+            work = capture.work
             work.copy_from(capture.raw, size)
-            llama_cpp.llama_sampler_apply(self.grammar, work.pointer)
+            if guard is not None:
+                llama_cpp.llama_sampler_apply(guard.boundary, work.pointer)
             llama_cpp.llama_sampler_apply(self.chain, work.pointer)
-            chosen = work.selected()
-            if not math.isfinite(chosen.logit) or not 0 <= work.array.selected < work.array.size:
-                raise PendraError(
-                    "no token satisfies both the grammar and the request's logit_bias",
-                    hint="loosen logit_bias (a token the format needs is banned)",
-                )
-            token = int(chosen.id)
+            token = int(work.selected().id)
+            single = capture.single
+            single.reset(1)
+            single.buffer[0] = llama_cpp.llama_token_data(token, 1.0, 0.0)
+            llama_cpp.llama_sampler_apply(self.grammar, single.pointer)
+            if single.buffer[0].logit == -math.inf:
+                # The chain's pick breaks the grammar: mask with the grammar first, then sample.
+                work.copy_from(capture.raw, size)
+                if guard is not None:
+                    llama_cpp.llama_sampler_apply(guard.boundary, work.pointer)
+                llama_cpp.llama_sampler_apply(self.grammar, work.pointer)
+                llama_cpp.llama_sampler_apply(self.chain, work.pointer)
+                token = _chosen(work)
         if not llama_cpp.llama_vocab_is_eog(self.vocab, token):
             # (An end-of-generation token is only allowed once the grammar is complete, and
             # accepting it into the grammar would abort llama.cpp.)
             llama_cpp.llama_sampler_accept(self.grammar, token)
+            if guard is not None:
+                self._track(token)
         return token
+
+    def _continue_character(self, capture: CandidateCapture, guard: Utf8Guard) -> int:
+        """Inside a character: sample among the tokens that continue it validly."""
+        assert self.utf8 is not None
+        tokens = guard.allowed.get(self.utf8) or []
+        if not tokens:
+            raise PendraError("the model's vocabulary cannot finish a UTF-8 character here")
+        small = capture.subset(tokens)
+        llama_cpp.llama_sampler_apply(self.grammar, small.pointer)
+        llama_cpp.llama_sampler_apply(self.chain, small.pointer)
+        return _chosen(small)
+
+    def _track(self, token: int) -> None:
+        state = utf8_guard.advance(self.utf8, _piece(self.vocab, token))
+        self.utf8 = None if state == utf8_guard.INVALID else state
 
     def close(self) -> None:
         if self.chain is not None:

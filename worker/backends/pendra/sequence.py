@@ -22,6 +22,7 @@ class Sequence:
             runtime.n_vocab,
             runtime.candidates() if needs_candidates else None,
             job.grammar,
+            runtime.utf8_guard() if job.grammar is not None else None,
         )
         self.decoder = Utf8Decoder()
         self.stops = StopMatcher(job.stops)
