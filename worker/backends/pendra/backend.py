@@ -28,7 +28,6 @@ from worker.backends.base import (
     StreamChunk,
     Task,
 )
-from worker.backends.pendra.loader import LoadSpec
 from worker.backends.pendra.params import ChatParams, parse_chat, parse_embeddings
 from worker.backends.pendra.pool import ModelPool
 from worker.backends.pendra.responses import (
@@ -37,6 +36,7 @@ from worker.backends.pendra.responses import (
     completion_id,
     embedding_response,
 )
+from worker.backends.pendra.spec import LoadSpec
 from worker.backends.pendra.supervisor import (
     DoneEvent,
     ErrorEvent,

@@ -64,6 +64,7 @@ class Engine:
         self._on_stats = on_stats
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._threads_wanted: int | None = None
+        self.threads = runtime.threads()
         self._last_stats: Stats | None = None
         self._last_stats_at = 0.0
         self._thread = threading.Thread(
@@ -109,6 +110,7 @@ class Engine:
         if wanted is not None:
             self._threads_wanted = None
             self.runtime.set_threads(wanted)
+            self.threads = self.runtime.threads()
 
     def _fail_queued(self, error: BaseException) -> None:
         while True:
@@ -124,9 +126,10 @@ class Engine:
         """Send occupancy to the worker when it changed shape, or every STATS_INTERVAL_S."""
         if self._on_stats is None:
             return
+        stats["threads"], stats["threads_batch"] = self.threads
         now = time.monotonic()
         shape_changed = self._last_stats is None or any(
-            stats[k] != self._last_stats[k] for k in ("slots_in_use", "queued")
+            stats[k] != self._last_stats[k] for k in ("slots_in_use", "queued", "threads")
         )
         if (
             force
