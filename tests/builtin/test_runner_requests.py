@@ -290,3 +290,37 @@ def test_status_json_lists_loaded_models(tiny_stack: RunnerStack) -> None:
     assert entry["kv_bytes"] > 0 and isinstance(entry["idle_unload_in_s"], float)
     text = tiny_stack.cli("status")
     assert "Loaded" in text.stdout and "tiny" in text.stdout
+
+
+def test_recurrent_model_reprocesses_instead_of_failing(
+    tmp_path: Path, clean_env: dict[str, str], mamba_gguf: Path
+) -> None:
+    """A Mamba model's state cannot drop a suffix, so a follow-up turn cannot re-use part of the
+    previous prompt's cache: the prompt is processed again, and every request succeeds."""
+    stack = start_runner_stack(tmp_path, clean_env, {"mamba": mamba_gguf})
+    try:
+        client = stack.client
+        first = client.chat.completions.create(
+            model="mamba", messages=_user("hello there"), max_tokens=6, temperature=0
+        )
+        follow_up = [
+            *_user("hello there"),
+            {"role": "assistant", "content": first.choices[0].message.content or ""},
+            *_user("and then?"),
+        ]
+        again = client.chat.completions.create(model="mamba", messages=follow_up, max_tokens=6)
+        assert again.usage is not None and again.usage.completion_tokens == 6
+        with ThreadPoolExecutor(4) as pool:
+            results = list(
+                pool.map(
+                    lambda i: client.chat.completions.create(
+                        model="mamba", messages=_user(f"question {i}"), max_tokens=5
+                    ),
+                    range(4),
+                )
+            )
+        assert all(r.usage is not None and r.usage.completion_tokens == 5 for r in results)
+        entry = stack.loaded()["mamba"]
+        assert entry["engine"] == "serial" and entry["slots"] == 1
+    finally:
+        stack.close()

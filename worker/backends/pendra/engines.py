@@ -203,6 +203,7 @@ class SerialChatEngine(Engine):
             self.runtime.memory, 0, common, -1
         ):
             # Recurrent/hybrid state (and sliding windows) cannot drop a suffix: start over.
+            log.debug("%s: the cache cannot drop a suffix; reprocessing the prompt", self.model_id)
             self._forget()
             return 0
         self._cached = self._cached[:common]

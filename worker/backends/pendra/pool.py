@@ -245,7 +245,7 @@ class ModelPool:
             runner.info.get("kv_tokens", spec.kv_tokens),
             spec.kv_type,
             "sized by free memory" if plan.limited_by == "memory" else "at the context cap",
-            spec.slots,
+            runner.slots or spec.slots,
             runner.info.get("context_length", spec.context_length),
         )
         return runner
@@ -273,6 +273,8 @@ class ModelPool:
         facts = model.facts
         n_ctx_train = model.context_length or (facts.context_length if facts else None)
         shape = facts.kv if facts else None
+        # Recurrent and hybrid models run one sequence at a time (their state cannot be shared).
+        serial = shape is not None and shape.recurrent
         kv_type = effective_kv_type(shape, settings.kv_type)
         if kv_type != settings.kv_type:
             log.info(
@@ -290,7 +292,7 @@ class ModelPool:
                     weights_bytes=model.size_bytes,
                     n_ctx_train=n_ctx_train,
                     max_context=settings.max_context,
-                    parallel=settings.parallel if chat else 1,
+                    parallel=settings.parallel if chat and not serial else 1,
                     kv_type=kv_type,
                     fraction=settings.memory_fraction,
                     budget=budget,
@@ -317,6 +319,7 @@ class ModelPool:
             task="embedding" if not chat else "chat",
             kv_tokens=plan.kv_tokens,
             slots=plan.slots if chat else EMBED_SLOTS,
+            batched=self._batched and not serial,
             context_length=plan.context_length
             if chat
             else context_cap(n_ctx_train, settings.max_context),
@@ -324,7 +327,6 @@ class ModelPool:
             gpu_layers=gpu_layers if on_gpu else 0,
             n_ubatch=micro_batch(on_gpu),
             kv_type=kv_type,
-            batched=self._batched,
             architecture=facts.architecture if facts else None,
             chat_format=model.chat_format,
             pooling_type=facts.pooling_type if facts else None,
