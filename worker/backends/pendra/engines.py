@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -97,6 +98,19 @@ class Engine:
 
     # -- engine thread --------------------------------------------------------------------------
     def _thread_main(self) -> None:
+        profile_dir = os.environ.get("PENDRA_RUNNER_PROFILE")
+        if profile_dir:  # the benches' --profile: this thread is where a runner spends its time
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                profiler.runcall(self._guarded)
+            finally:
+                profiler.dump_stats(os.path.join(profile_dir, f"runner-{self.kind}.prof"))
+            return
+        self._guarded()
+
+    def _guarded(self) -> None:
         try:
             self._run()
         except BaseException:  # never let the thread die silently: fail what is queued
