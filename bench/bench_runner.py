@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         intro=(
             f"`{model.name}`, {threads} thread(s), {args.tokens}-token streamed answers, greedy, "
             f"{args.rounds} alternating rounds; both through client → sandbox → WSS → worker. "
-            f"Runner: the model in its own process (`builtin.isolation = \"process\"`, the "
+            f'Runner: the model in its own process (`builtin.isolation = "process"`, the '
             f"default), tokens over the socket wire. In-process: the same engine on a thread of "
-            f"the worker (`\"none\"`)."
+            f'the worker (`"none"`).'
         ),
         columns=("runner", "in-process"),
     )
