@@ -124,3 +124,20 @@ def test_small_trained_context_and_kv_type_choice() -> None:
     assert effective_kv_type(tiny, "q8_0") == "f16"  # 16 is not a whole q8_0 block
     assert effective_kv_type(LLAMA3_8B, "q8_0") == "q8_0"
     assert effective_kv_type(tiny, "f16") == "f16"
+
+
+def test_free_vram_sums_the_gpus_and_unknown_leaves_it_to_llama_cpp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.backends.pendra import pool
+    from worker.gpu.reading import GpuReading
+
+    readings = [
+        GpuReading(0, "A", memory_used=2 * GIB, memory_total=24 * GIB),
+        GpuReading(1, "B", memory_used=1 * GIB, memory_total=16 * GIB),
+        GpuReading(2, "C", memory_used=None, memory_total=None),
+    ]
+    monkeypatch.setattr("worker.gpu.read_gpus", lambda: readings)
+    assert pool._free_vram() == 37 * GIB
+    monkeypatch.setattr("worker.gpu.read_gpus", lambda: readings[2:])
+    assert pool._free_vram() >= 1 << 60  # unknown: the plan does not limit, llama.cpp decides

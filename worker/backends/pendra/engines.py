@@ -102,7 +102,7 @@ class Engine:
         if profile_dir:  # the benches' --profile: this thread is where a runner spends its time
             import cProfile
 
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.thread_time)  # CPU of this thread, not waits
             try:
                 profiler.runcall(self._guarded)
             finally:

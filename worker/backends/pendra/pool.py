@@ -123,7 +123,7 @@ class ModelPool:
                     ),
                     "slots": runner.slots or self.settings.parallel,
                     "slots_in_use": in_use,
-                    "queued": max(0, runner.leases - in_use),
+                    "queued": max(0, runner.leases - in_use) + self._waiting.get(model_id, 0),
                     "idle_unload_in_s": idle_in,
                     "engine": info.get("engine"),
                     "threads": int(stats.get("threads") or runner.threads),
