@@ -105,6 +105,12 @@ def abort_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mamba_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Mamba: recurrent state that cannot be partly rolled back."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-mamba"), "mamba")
+
+
+@pytest.fixture(scope="session")
 def gemma_gguf() -> Path:
     """The real Gemma 3 270M Q4_K_M (base model, no chat template), assembled once and reused.
 

@@ -21,6 +21,8 @@ Kinds:
   single letters.)
 * ``abort`` — the chat model with ``llama.expert_count`` beyond llama.cpp's maximum: loading it
   hits a ``GGML_ASSERT`` and aborts the process (SIGABRT), as a hostile or broken GGUF can.
+* ``mamba`` — a random-weight Mamba (recurrent, no KV cache) with the same vocabulary and the
+  ChatML template: its state cannot be partly rolled back, like Mamba/LFM2/Granite-H models.
 
 :func:`write_header_only` writes a GGUF with metadata and no tensors, for classification tests; it
 never needs llama.cpp, so tests may call it in-process.
@@ -68,7 +70,9 @@ TOOLS_TEMPLATE = r"""
 {%- endfor %}
 {{- '<|im_end|>\n' }}
 {%- elif message.role == 'tool' %}
-{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}
+{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}
+{{- '<|im_start|>user' }}
+{%- endif %}
 {{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}
 {%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}
 {%- endif %}
@@ -123,6 +127,62 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     # SPM merges the best-scoring adjacent pair first; longer pieces score higher.
     scores = [0.0] * (5 + 256) + [float(len(p)) for p in pieces]
     return tokens, scores, types
+
+
+def write_mamba_gguf(path: Path, *, seed: int = 1234) -> Path:
+    """A random-weight Mamba-1 GGUF (F32): 2 layers, n_embd 64, expansion 2."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = _vocab()
+    n_vocab = len(tokens)
+    d_inner, d_conv, d_state, dt_rank = 2 * N_EMBD, 4, 16, 4
+    writer = gguf.GGUFWriter(str(path), "mamba")
+    writer.add_name("pendra-tiny-mamba")
+    writer.add_context_length(N_CTX)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(N_LAYER)
+    writer.add_head_count(0)
+    writer.add_ssm_conv_kernel(d_conv)
+    writer.add_ssm_inner_size(d_inner)
+    writer.add_ssm_state_size(d_state)
+    writer.add_ssm_time_step_rank(dt_rank)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(0)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_unk_token_id(0)
+    writer.add_eos_token_id(4)
+    writer.add_chat_template(CHATML_TEMPLATE)
+
+    def tensor(name: str, *shape: int, scale: float = 0.3) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    tensor("token_embd.weight", n_vocab, N_EMBD, scale=1.0)
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    tensor("output.weight", n_vocab, N_EMBD)
+    for i in range(N_LAYER):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        tensor(f"blk.{i}.ssm_in.weight", 2 * d_inner, N_EMBD)
+        tensor(f"blk.{i}.ssm_conv1d.weight", d_inner, d_conv)
+        tensor(f"blk.{i}.ssm_conv1d.bias", d_inner, scale=0.1)
+        tensor(f"blk.{i}.ssm_x.weight", dt_rank + 2 * d_state, d_inner)
+        tensor(f"blk.{i}.ssm_dt.weight", d_inner, dt_rank)
+        tensor(f"blk.{i}.ssm_dt.bias", d_inner, scale=0.1)
+        a = -np.exp(rng.standard_normal((d_inner, d_state)).astype(np.float32) * 0.5)
+        writer.add_tensor(f"blk.{i}.ssm_a", a)
+        writer.add_tensor(f"blk.{i}.ssm_d", np.ones(d_inner, dtype=np.float32))
+        tensor(f"blk.{i}.ssm_out.weight", N_EMBD, d_inner)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Path:
@@ -264,13 +324,16 @@ def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    kinds = ("chat", "chat-notemplate", "tools", "embed", "isolation", "abort")
+    kinds = ("chat", "chat-notemplate", "tools", "embed", "isolation", "abort", "mamba")
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: model_factory.py {'|'.join(kinds)} OUT.gguf", file=sys.stderr)
         return 2
     out = Path(argv[1])
     tmp = out.with_name(f".{out.name}.tmp")
-    write_llama_gguf(tmp, kind=argv[0])
+    if argv[0] == "mamba":
+        write_mamba_gguf(tmp)
+    else:
+        write_llama_gguf(tmp, kind=argv[0])
     tmp.replace(out)  # atomic: a concurrent reader never sees a half-written fixture
     return 0
 

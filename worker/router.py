@@ -23,7 +23,7 @@ from worker.backends.base import Backend, StreamChunk, TranscriptionRequest
 from worker.backends.registry import BackendRegistry
 from worker.errors import BadRequest, Cancelled
 from worker.events import EventBus
-from worker.text_check import lone_surrogate_path, unencodable_text_message
+from worker.request_check import first_problem
 
 T = TypeVar("T")
 
@@ -173,9 +173,9 @@ class Router:
         return sem
 
     def _resolve(self, body: Mapping[str, Any]) -> tuple[Backend, dict[str, Any]]:
-        broken = lone_surrogate_path(dict(body))
-        if broken is not None:
-            raise BadRequest(unencodable_text_message(broken))
+        problem = first_problem(dict(body))
+        if problem is not None:
+            raise BadRequest(problem)
         backend, model_id = self.registry.resolve(model_of(body))
         return backend, {**body, "model": model_id}
 

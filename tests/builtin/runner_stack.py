@@ -117,7 +117,7 @@ def start_runner_stack(
     ``settings`` become ``PENDRA_<NAME>`` environment variables of the worker.
     """
     models_dir = tmp_path / "models"
-    models_dir.mkdir(exist_ok=True)
+    models_dir.mkdir(parents=True, exist_ok=True)
     for name, source in models.items():
         target = models_dir / f"{name}.gguf"
         if not target.exists():
@@ -128,6 +128,7 @@ def start_runner_stack(
     logs = tmp_path / "logs"
     sandbox = start_sandbox_proc(base_env, logs, port, key_file)
     env = worker_env(base_env, api_url, key_file, models_dir)
+    env["PENDRA_HOME"] = str(tmp_path / "home")  # one worker per home: a stack gets its own
     env.update({f"PENDRA_{k.upper()}": str(v) for k, v in settings.items()})
     worker = spawn(["--no-ui"], env, logs, "worker")
     stack = RunnerStack(sandbox, worker, env, api_url, models_dir, Path(env["PENDRA_HOME"]))

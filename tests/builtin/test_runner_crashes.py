@@ -156,15 +156,15 @@ def test_gguf_that_aborts_llama_cpp(
         )
         first = next(iter(stream))  # a stream on another model is in flight meanwhile
         with pytest.raises(openai.InternalServerError) as info:
-            stack.client.chat.completions.create(
-                model="hostile", messages=_user("x"), max_tokens=1
-            )
+            stack.client.chat.completions.create(model="hostile", messages=_user("x"), max_tokens=1)
         assert _error_code(info.value) == "model_crashed"
         message = str(info.value)
         assert "SIGABRT" in message and "GGML_ASSERT" in message
         assert first.choices and sum(1 for _ in stream) > 0  # the other stream finished
         stack.assert_worker_alive()
-        again = stack.client.chat.completions.create(model="tiny", messages=_user("x"), max_tokens=2)
+        again = stack.client.chat.completions.create(
+            model="tiny", messages=_user("x"), max_tokens=2
+        )
         assert again.choices
         assert "died while loading: SIGABRT" in stack.worker.output()
         # The CLI still talks to the worker.

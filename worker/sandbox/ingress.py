@@ -30,8 +30,8 @@ from worker.protocol import (
     ResponseStart,
     UploadedFile,
 )
+from worker.request_check import first_problem
 from worker.sandbox.hub import Channel, WorkerHub
-from worker.text_check import lone_surrogate_path, unencodable_text_message
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
         return openai_error(400, "invalid_request_error", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return openai_error(400, "invalid_request_error", "The request body must be an object.")
-    broken = lone_surrogate_path(body)
-    if broken is not None:
-        return openai_error(400, "invalid_request_error", unencodable_text_message(broken))
+    problem = first_problem(body)
+    if problem is not None:
+        return openai_error(400, "invalid_request_error", problem)
     if not isinstance(body.get("model"), str) or not body["model"]:
         return openai_error(400, "invalid_request_error", "The request has no 'model'.")
     return body

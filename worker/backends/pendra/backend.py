@@ -30,7 +30,6 @@ from worker.backends.base import (
 )
 from worker.backends.pendra.choices import Choice, Out, TextOut
 from worker.backends.pendra.grammar import request_grammar
-from worker.backends.pendra.loader import LoadSpec
 from worker.backends.pendra.params import (
     ChatParams,
     parse_chat,
@@ -51,6 +50,7 @@ from worker.backends.pendra.responses import (
     tool_call_dicts,
     total_usage,
 )
+from worker.backends.pendra.spec import LoadSpec
 from worker.backends.pendra.supervisor import (
     DoneEvent,
     ErrorEvent,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -64,6 +65,7 @@ class Engine:
         self._on_stats = on_stats
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._threads_wanted: int | None = None
+        self.threads = runtime.threads()
         self._last_stats: Stats | None = None
         self._last_stats_at = 0.0
         self._thread = threading.Thread(
@@ -96,6 +98,19 @@ class Engine:
 
     # -- engine thread --------------------------------------------------------------------------
     def _thread_main(self) -> None:
+        profile_dir = os.environ.get("PENDRA_RUNNER_PROFILE")
+        if profile_dir:  # the benches' --profile: this thread is where a runner spends its time
+            import cProfile
+
+            profiler = cProfile.Profile(time.thread_time)  # CPU of this thread, not waits
+            try:
+                profiler.runcall(self._guarded)
+            finally:
+                profiler.dump_stats(os.path.join(profile_dir, f"runner-{self.kind}.prof"))
+            return
+        self._guarded()
+
+    def _guarded(self) -> None:
         try:
             self._run()
         except BaseException:  # never let the thread die silently: fail what is queued
@@ -109,6 +124,7 @@ class Engine:
         if wanted is not None:
             self._threads_wanted = None
             self.runtime.set_threads(wanted)
+            self.threads = self.runtime.threads()
 
     def _fail_queued(self, error: BaseException) -> None:
         while True:
@@ -124,9 +140,10 @@ class Engine:
         """Send occupancy to the worker when it changed shape, or every STATS_INTERVAL_S."""
         if self._on_stats is None:
             return
+        stats["threads"], stats["threads_batch"] = self.threads
         now = time.monotonic()
         shape_changed = self._last_stats is None or any(
-            stats[k] != self._last_stats[k] for k in ("slots_in_use", "queued")
+            stats[k] != self._last_stats[k] for k in ("slots_in_use", "queued", "threads")
         )
         if (
             force
@@ -203,6 +220,7 @@ class SerialChatEngine(Engine):
             self.runtime.memory, 0, common, -1
         ):
             # Recurrent/hybrid state (and sliding windows) cannot drop a suffix: start over.
+            log.debug("%s: the cache cannot drop a suffix; reprocessing the prompt", self.model_id)
             self._forget()
             return 0
         self._cached = self._cached[:common]

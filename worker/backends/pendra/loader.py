@@ -9,7 +9,7 @@ models the batched engine cannot serve) and the chat template.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +21,16 @@ from worker.backends.pendra.chat_format import (
 from worker.backends.pendra.engines import EmbedEngine, Engine, SerialChatEngine, Stats
 from worker.backends.pendra.jobs import Outbox
 from worker.backends.pendra.runtime import LlamaRuntime, LoadOptions
+from worker.backends.pendra.spec import LoadSpec
 from worker.backends.pendra.tool_calls import MARKER_TOKENS, detect_format
 from worker.backends.pendra.tool_prompt import TemplateCaps, probe_caps
 from worker.errors import ModelLoadError
-from worker.modelstore.facts import POOLING_NONE
 
 log = logging.getLogger(__name__)
 
 EMBED_SEQ_MAX = 16
 N_BATCH = 512
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """What the worker asks a runner to load (the ``load`` control message, minus ``op``)."""
-
-    model_id: str
-    path: str
-    task: str  # "chat" | "embedding"
-    kv_tokens: int
-    slots: int
-    context_length: int
-    threads: int
-    gpu_layers: int = 0
-    kv_type: str = "f16"
-    batched: bool = True
-    architecture: str | None = None
-    chat_format: str | None = None
-    pooling_type: int | None = None
-    prefix_cache: bool = True
-
-    def message(self) -> dict[str, Any]:
-        return {"op": "load", **asdict(self)}
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any]) -> LoadSpec:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in message.items() if k in names})
+POOLING_NONE = 0  # llama_pooling_type (as in worker.modelstore.facts; not imported: runner-light)
 
 
 @dataclass
@@ -96,6 +69,7 @@ def load(spec: LoadSpec, outbox: Outbox, on_stats: Any = None) -> Loaded:
             n_ctx=spec.context_length,
             n_seq_max=EMBED_SEQ_MAX,
             n_batch=spec.context_length,  # non-causal models need a whole input in one ubatch
+            n_ubatch=spec.context_length,
             gpu_layers=spec.gpu_layers,
             threads=spec.threads,
             embeddings=True,
@@ -143,6 +117,7 @@ def _chat_options(spec: LoadSpec, n_ctx: int, n_seq: int) -> LoadOptions:
         n_ctx=n_ctx,
         n_seq_max=n_seq,
         n_batch=N_BATCH,
+        n_ubatch=spec.n_ubatch,
         gpu_layers=spec.gpu_layers,
         threads=spec.threads,
         kv_type=spec.kv_type,

@@ -30,6 +30,7 @@ from worker.units import format_bytes
 MIB = 1024**2
 KV_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32}
 N_UBATCH = 512
+N_UBATCH_CPU = 256  # on the CPU half the micro-batch costs no speed and ~15 MB of activations
 MIN_CONTEXT = 512
 TOKEN_ROUNDING = 256  # llama.cpp pads the context to this
 RUNTIME_OVERHEAD = 48 * MIB  # the runner process itself: interpreter, llama.cpp, buffers
@@ -109,6 +110,11 @@ def kv_bytes_per_token(shape: KvShape | None, kv_type: str) -> float:
     return sum(full) * (shape.key_length + shape.value_length) * per_value
 
 
+def micro_batch(on_gpu: bool) -> int:
+    """Tokens llama.cpp computes at once (``n_ubatch``) for chat models."""
+    return N_UBATCH if on_gpu else N_UBATCH_CPU
+
+
 def compute_overhead(shape: KvShape | None, slots: int, on_gpu: bool) -> int:
     """Compute buffers and the runner's own memory, beyond weights and KV (an estimate).
 
@@ -118,9 +124,23 @@ def compute_overhead(shape: KvShape | None, slots: int, on_gpu: bool) -> int:
     """
     n_vocab = (shape.n_vocab if shape else None) or 32000
     n_embd = shape.n_embd if shape else 4096
-    activations = N_UBATCH * n_embd * 4 * 8
-    outputs = (N_UBATCH if on_gpu else max(1, slots)) * n_vocab * 4
+    ubatch = micro_batch(on_gpu)
+    activations = ubatch * n_embd * 4 * 8
+    outputs = (ubatch if on_gpu else max(1, slots)) * n_vocab * 4
     return RUNTIME_OVERHEAD + activations + outputs
+
+
+QUANT_BLOCK = {"q8_0": 32}
+
+
+def effective_kv_type(shape: KvShape | None, requested: str) -> str:
+    """The KV type to use: a quantised one only where the head sizes are whole blocks of it
+    (llama.cpp refuses the context otherwise); f16 for the rest."""
+    block = QUANT_BLOCK.get(requested)
+    if block is None or shape is None:
+        return requested
+    sizes = [size for size in (shape.key_length, shape.value_length) if size]
+    return requested if all(size % block == 0 for size in sizes) else "f16"
 
 
 def context_cap(n_ctx_train: int | None, max_context: int) -> int:
@@ -149,8 +169,10 @@ def plan_pool(
     room = budget.free_bytes - weights_bytes - overhead
     kv_room = int(fraction * room) if room > 0 else 0
 
+    ubatch = micro_batch(on_gpu)
+
     def fits(tokens: int) -> bool:
-        return kv_bytes(shape, kv_type, tokens, slots) <= kv_room
+        return kv_bytes(shape, kv_type, tokens, slots, ubatch) <= kv_room
 
     if fits(upper):
         tokens, limited_by = upper, "context"
@@ -167,14 +189,14 @@ def plan_pool(
     minimum = min(cap, MIN_CONTEXT)
     if tokens < minimum:
         raise _refusal(model_id, shape, kv_type, weights_bytes, overhead, minimum, slots, budget,
-                       fraction)  # fmt: skip
+                       fraction, ubatch)  # fmt: skip
     context = min(cap, tokens)
     return PoolPlan(
         kv_tokens=tokens,
         slots=slots,
         context_length=context,
         kv_type=kv_type,
-        kv_bytes=kv_bytes(shape, kv_type, tokens, slots),
+        kv_bytes=kv_bytes(shape, kv_type, tokens, slots, ubatch),
         weights_bytes=weights_bytes,
         overhead_bytes=overhead,
         limited_by=limited_by,
@@ -192,8 +214,9 @@ def _refusal(
     slots: int,
     budget: MemoryBudget,
     fraction: float,
+    ubatch: int,
 ) -> InsufficientMemory:
-    kv = kv_bytes(shape, kv_type, tokens, slots)
+    kv = kv_bytes(shape, kv_type, tokens, slots, ubatch)
     need = weights + overhead + int(kv / fraction)
     source = "builtin.memory_limit" if budget.limited_by_setting else "free"
     hints = ["free memory (fewer loaded models: builtin.max_loaded_models, or stop other programs)"]

@@ -36,8 +36,15 @@ from typing import Any
 import psutil
 
 from worker.backends.base import Task
-from worker.backends.pendra.loader import LoadSpec
-from worker.backends.pendra.memory import MemoryBudget, PoolPlan, context_cap, plan_pool
+from worker.backends.pendra.memory import (
+    MemoryBudget,
+    PoolPlan,
+    context_cap,
+    effective_kv_type,
+    micro_batch,
+    plan_pool,
+)
+from worker.backends.pendra.spec import LoadSpec
 from worker.backends.pendra.supervisor import Runner
 from worker.errors import InsufficientMemory, ModelBusy, ModelLoadError, Overloaded
 from worker.modelstore import StoredModel
@@ -117,10 +124,11 @@ class ModelPool:
                     ),
                     "slots": runner.slots or self.settings.parallel,
                     "slots_in_use": in_use,
-                    "queued": max(0, runner.leases - in_use),
+                    "queued": max(0, runner.leases - in_use) + self._waiting.get(model_id, 0),
                     "idle_unload_in_s": idle_in,
                     "engine": info.get("engine"),
-                    "threads": runner.threads,
+                    "threads": int(stats.get("threads") or runner.threads),
+                    "threads_batch": int(stats.get("threads_batch") or runner.threads),
                     "isolation": runner.isolation,
                     "kv_limited_by": plan.limited_by if plan else None,
                     "crashes": self.crashes.get(model_id, 0),
@@ -238,7 +246,7 @@ class ModelPool:
             runner.info.get("kv_tokens", spec.kv_tokens),
             spec.kv_type,
             "sized by free memory" if plan.limited_by == "memory" else "at the context cap",
-            spec.slots,
+            runner.slots or spec.slots,
             runner.info.get("context_length", spec.context_length),
         )
         return runner
@@ -265,17 +273,28 @@ class ModelPool:
         chat = model.task is not Task.EMBEDDING
         facts = model.facts
         n_ctx_train = model.context_length or (facts.context_length if facts else None)
+        shape = facts.kv if facts else None
+        # Recurrent and hybrid models run one sequence at a time (their state cannot be shared).
+        serial = shape is not None and shape.recurrent
+        kv_type = effective_kv_type(shape, settings.kv_type)
+        if kv_type != settings.kv_type:
+            log.info(
+                "%s: its head size is not a multiple of %s's block, so its KV cache stays %s",
+                model.id,
+                settings.kv_type,
+                kv_type,
+            )
         while True:
             budget = await self._budget(on_gpu)
             try:
                 plan = plan_pool(
                     model_id=model.id,
-                    shape=facts.kv if facts else None,
+                    shape=shape,
                     weights_bytes=model.size_bytes,
                     n_ctx_train=n_ctx_train,
                     max_context=settings.max_context,
-                    parallel=settings.parallel if chat else 1,
-                    kv_type=settings.kv_type,
+                    parallel=settings.parallel if chat and not serial else 1,
+                    kv_type=kv_type,
                     fraction=settings.memory_fraction,
                     budget=budget,
                     on_gpu=on_gpu,
@@ -301,13 +320,14 @@ class ModelPool:
             task="embedding" if not chat else "chat",
             kv_tokens=plan.kv_tokens,
             slots=plan.slots if chat else EMBED_SLOTS,
+            batched=self._batched and not serial,
             context_length=plan.context_length
             if chat
             else context_cap(n_ctx_train, settings.max_context),
             threads=self.threads,
             gpu_layers=gpu_layers if on_gpu else 0,
-            kv_type=settings.kv_type,
-            batched=self._batched,
+            n_ubatch=micro_batch(on_gpu),
+            kv_type=kv_type,
             architecture=facts.architecture if facts else None,
             chat_format=model.chat_format,
             pooling_type=facts.pooling_type if facts else None,

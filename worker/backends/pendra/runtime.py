@@ -77,6 +77,7 @@ class LoadOptions:
     n_ctx: int
     n_seq_max: int = 1
     n_batch: int = 512
+    n_ubatch: int = 512
     gpu_layers: int = 0
     threads: int = 1
     embeddings: bool = False
@@ -109,7 +110,7 @@ class LlamaRuntime:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = min(options.n_batch, n_ctx)
-        cparams.n_ubatch = min(options.n_batch, n_ctx)
+        cparams.n_ubatch = min(options.n_ubatch, options.n_batch, n_ctx)
         cparams.n_seq_max = options.n_seq_max
         cparams.n_threads = options.threads
         cparams.n_threads_batch = options.threads
@@ -245,6 +246,12 @@ class LlamaRuntime:
     def set_threads(self, threads: int) -> None:
         """Decode and batch threads for the next steps (owner thread only)."""
         llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
+
+    def threads(self) -> tuple[int, int]:
+        """(decode threads, batch threads) the context uses now."""
+        return int(llama_cpp.llama_n_threads(self.ctx)), int(
+            llama_cpp.llama_n_threads_batch(self.ctx)
+        )
 
     def is_single_token(self, text: str) -> bool:
         """Whether ``text`` is one special token of this vocabulary (chat markers)."""

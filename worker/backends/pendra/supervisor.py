@@ -32,7 +32,7 @@ from typing import Any
 
 from worker.backends.base import Usage
 from worker.backends.pendra import wire
-from worker.backends.pendra.loader import LoadSpec
+from worker.backends.pendra.spec import LoadSpec
 from worker.child_env import child_env
 from worker.errors import BadRequest, ModelCrashed, ModelLoadError, PendraError
 
