@@ -63,6 +63,7 @@ def test_idle_bench_measures_a_connected_worker(clean_env: dict[str, str]) -> No
         ("runner", {"single stream, best round", "resident memory (worker + runner)"}),
         ("concurrency", {"1 stream(s)", "2 stream(s)"}),
         ("ttft", {"TTFT p50", "added p50"}),
+        ("prefix_cache", {"2nd turn TTFT vs 1st turn", "no shared prefix: prefill, on vs off"}),
     ],
 )
 def test_model_benches_run_on_gemma(
