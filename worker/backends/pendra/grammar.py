@@ -380,7 +380,9 @@ def _tools_rule(builder: GrammarBuilder, params: ChatParams, fmt: str) -> str:
         where = f"tools[{params.tools.index(tool)}].function.parameters"
         calls.append(_call_rule(builder, fmt, function["name"], function["parameters"], i, where))
     call = builder.add("tool-call", " | ".join(calls))
-    many = params.parallel_tool_calls
+    # A named function is called once (as OpenAI's and vLLM's named tool choice do); otherwise
+    # parallel_tool_calls decides whether several calls may follow each other.
+    many = params.parallel_tool_calls and params.tool_choice != "function"
     if fmt == "hermes":
         block = builder.add("tool-block", f'"<tool_call>\\n" {call} "\\n</tool_call>"')
         return f'{block} ("\\n" {block})*' if many else block
