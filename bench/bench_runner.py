@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.tokens, args.rounds, args.streams = 8, 1, 2
+    # A SIGTERM (a timeout, Ctrl-C's cousin) still stops both stacks on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     model = chat_model(args.model)
     threads = cli_args.threads_or_default(args.threads)
     profile_dir = Path(tempfile.mkdtemp(prefix="pendra-bench-prof-")) if args.profile else None
