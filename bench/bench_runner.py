@@ -29,7 +29,7 @@ from bench import cli_args  # noqa: E402
 from bench.bench_concurrency import full_aggregate  # noqa: E402
 from bench.bench_decode import full_rate, one_stream  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
-from bench.profiling import summarise_dir  # noqa: E402
+from bench.profiling import engine_step_cost, summarise_dir  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.stack import Stack, start_stack  # noqa: E402
 from bench.stats import median  # noqa: E402
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{r:.1f}" for r in inproc)
     )
     if profile_dir is not None:
+        cost = engine_step_cost(profile_dir)
+        if cost:
+            section.notes.append("per-step cost in the runner's engine thread — " + cost)
         section.profile = summarise_dir(profile_dir)
         shutil.rmtree(profile_dir, ignore_errors=True)
     print(section.ratios_line(), file=sys.stderr)
