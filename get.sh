@@ -163,7 +163,8 @@ EOF
   bin_dir="$(absolute_path "${PENDRA_BIN_DIR:-$HOME/.local/bin}")"
   local link="$bin_dir/pendra"
   local vpy="$venv/bin/python"
-  # Written by get.sh inside the venv: "creating" until the venv and its pip work, then "ready".
+  # Written by get.sh inside the venv: "installing" while a run changes it, "ready" once a run
+  # finished. A venv a run did not finish (Ctrl-C, kill -9, a failed step) is made afresh.
   local venv_marker="$venv/.pendra-get"
 
   # ------------------------------------------------------------------------- isolated Python
@@ -173,14 +174,14 @@ EOF
   vpy_run() { isolated "$vpy" -I "$@"; }
   pendra_cli() { vpy_run -m worker "$@"; }
 
-  # none | empty | foreign | creating | ready
+  # none | empty | foreign | unfinished | ready
   venv_state() {
     if [ ! -e "$venv" ] && [ ! -L "$venv" ]; then
       echo none
     elif [ -d "$venv" ] && [ ! -L "$venv" ] && [ -z "$(ls -A "$venv" 2>/dev/null)" ]; then
       echo empty
     elif [ -f "$venv_marker" ] && [ ! -L "$venv" ]; then
-      if [ "$(head -c 16 "$venv_marker")" = ready ]; then echo ready; else echo creating; fi
+      if [ "$(head -c 16 "$venv_marker")" = ready ]; then echo ready; else echo unfinished; fi
     elif [ -x "$venv/bin/pendra" ] && [ -f "$venv/pyvenv.cfg" ] && [ ! -L "$venv" ]; then
       echo ready # made by a get.sh from before the marker
     else
@@ -301,7 +302,7 @@ EOF
       kept+=("$link (not a link made by get.sh)")
     fi
     case "$state" in
-      ready | creating | empty) going+=("$venv") ;;
+      ready | unfinished | empty) going+=("$venv") ;;
       foreign) kept+=("$venv (not made by get.sh)") ;;
     esac
     [ -e "$home_dir/run" ] && going+=("$home_dir/run")
@@ -367,7 +368,7 @@ EOF
       esac
     fi
     case "$state" in
-      ready | creating | empty)
+      ready | unfinished | empty)
         rm -rf "$venv"
         removed+=("$venv")
         ;;
@@ -446,8 +447,9 @@ EOF
 
   # ------------------------------------------------------------------------ interruptions
   # Long steps run in a process group of their own (see run_logged). Ctrl-C, a hang-up or a TERM
-  # stops that whole group (pip, its build and compiler processes) before get.sh exits, and a
-  # virtualenv interrupted while being created is removed, so a re-run starts it afresh.
+  # stops that whole group (pip, its build and compiler processes) before get.sh exits. A
+  # virtualenv interrupted while being created is removed; one interrupted later stays marked
+  # "installing" (a running service may still use it) and the next run makes it afresh.
   local child_pid="" venv_phase="" py=""
   # Any live (not zombie) process in process group $1, or process $1 itself.
   group_alive() {
@@ -556,8 +558,8 @@ os.execvp(sys.argv[1], sys.argv[1:])'
   note "$py (Python $py_version)"
 
   # ---------------------------------------------------------------------------------- venv
-  # Reused when get.sh made it, finished making it, and its Python and pip work; otherwise made
-  # afresh. A directory get.sh did not make is never deleted.
+  # Reused when get.sh made it, the last run finished, and its Python and pip work; otherwise
+  # made afresh. A directory get.sh did not make is never deleted.
   venv_reusable() {
     [ "$(venv_state)" = ready ] && [ -x "$vpy" ] &&
       [ "$(vpy_run -c 'import sys, pip; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "${py_version%.*}" ]
@@ -566,7 +568,7 @@ os.execvp(sys.argv[1], sys.argv[1:])'
     venv_phase=creating
     rm -rf "$venv"
     mkdir -p "$venv"
-    printf 'creating\n' >"$venv_marker"
+    printf 'installing\n' >"$venv_marker"
     if ! run_logged "creating the virtualenv" "$py" -I -m venv "$venv"; then
       rm -rf "$venv"
       venv_phase=""
@@ -582,7 +584,7 @@ os.execvp(sys.argv[1], sys.argv[1:])'
       die "$venv exists, but get.sh did not make it; nothing was changed." \
         "move it away (or set PENDRA_HOME to another directory), then re-run get.sh"
       ;;
-    creating) note "the last run stopped while making the virtualenv; making it afresh" ;;
+    unfinished) note "the last run stopped before it finished; making the virtualenv afresh" ;;
   esac
   if venv_reusable; then
     action="Upgrading"
@@ -594,11 +596,11 @@ os.execvp(sys.argv[1], sys.argv[1:])'
   local pip=("$vpy" -I -m pip --disable-pip-version-check --no-input)
   local pip_major
   pip_major="$(vpy_run -c 'import pip; print(pip.__version__.split(".")[0])' 2>/dev/null || echo 0)"
+  venv_phase=""
+  printf 'installing\n' >"$venv_marker"
   if [ "$pip_major" -lt 23 ]; then
     run_logged "upgrading pip" "${pip[@]}" install --upgrade "pip>=23" || die "could not upgrade pip in $venv" "see $log"
   fi
-  printf 'ready\n' >"$venv_marker"
-  venv_phase=""
 
   # ------------------------------------------------------------------------- pendra-worker
   local source_spec="" source_name=""
@@ -691,6 +693,7 @@ os.execvp(sys.argv[1], sys.argv[1:])'
     die "could not install pendra-worker's dependencies" "see $log"
   local installed
   installed="$(pendra_cli --version 2>>"$log")" || die "the installed pendra does not start" "see $log"
+  printf 'ready\n' >"$venv_marker"
 
   # ---------------------------------------------------------------------------------- link
   local path_hint=""

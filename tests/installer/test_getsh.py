@@ -1,8 +1,8 @@
 """get.sh for real: shellcheck, argument handling, the no-TTY refusal, and one installation's whole
-life in a temporary HOME, installing this checkout: Ctrl-C while the venv is being made, a fresh
-install (piped, as `curl | bash` runs it) from a directory holding decoy `worker/`, `installer/`,
-`pip/` and `venv/` packages, Ctrl-C in the pip phase, a re-run (directly from the checkout) with a
-different key, and uninstalls among decoy files. PyPI is the only network it needs; pip's cache
+life in a temporary HOME, installing this checkout: Ctrl-C while the venv is being made, Ctrl-C in
+the pip phase, then a fresh install (piped, as `curl | bash` runs it) — all three from a directory
+holding decoy `worker/`, `installer/`, `pip/`, `venv/` and `ensurepip/` packages — a re-run
+(directly from the checkout) with a different key, and uninstalls among decoy files. PyPI is the only network it needs; pip's cache
 (the developer's real one) makes the llama-cpp-python build a cache hit, as on a user's second
 run. The control plane (catalogue and model files) is a server on 127.0.0.1."""
 
@@ -378,25 +378,31 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
 
     # 1. Ctrl-C while the new venv's pip is being bootstrapped (ensurepip): get.sh stops its
     #    whole process group, removes the half-made venv and exits 130.
-    stopped, running = _interrupt_when(
-        ["bash", str(GET_SH), "--yes", "--no-start"], env, project, str(venv), "ensurepip"
-    )
+    command = ["bash", str(GET_SH), "--yes", "--no-start"]
+    stopped, running = _interrupt_when(command, env, project, str(venv), "ensurepip")
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "Interrupted: nothing is left running" in stopped.stderr
     assert _processes(str(home)) == [], f"still running after get.sh exited ({running})"
     assert not venv.exists()
-    # What a `kill -9` at that moment leaves: a venv without pip, marked as still being made.
-    subprocess.run([_base_python(), "-m", "venv", "--without-pip", str(venv)], check=True)
-    (venv / ".pendra-get").write_text("creating\n")
 
-    # 2. Fresh install, piped like `curl … | bash -s -- …`, from the decoy project folder.
+    # 2. Ctrl-C in the pip phase (get.sh's own pip command running, with whatever build processes
+    #    it started): nothing of it survives, and the venv stays marked as unfinished.
+    stopped, running = _interrupt_when(command, env, project, f"{venv}/bin/python -I -m pip")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert _processes(str(home)) == [], f"still running after get.sh exited ({running})"
+    assert _processes("pip", str(venv)) == []
+    assert (venv / ".pendra-get").read_text() == "installing\n"
+
+    # 3. The next run, piped like `curl … | bash -s -- …` from the same decoy project folder,
+    #    makes the venv afresh and succeeds.
     began = time.monotonic()
     first = _run(
         f"cat {GET_SH} | bash -s -- --yes --no-start --key-file {key_src}", env, cwd=project
     )
     fresh_s = time.monotonic() - began
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "making it afresh" in first.stderr and "Creating the virtualenv" in first.stderr
+    assert "making the virtualenv afresh" in first.stderr
+    assert "Creating the virtualenv" in first.stderr
     assert not witness.exists(), sorted(p.name for p in witness.iterdir())
     assert "is ready" in first.stderr and "Next:" in first.stderr
     assert "is not on your PATH" in first.stderr  # ~/.local/bin is not on this PATH
@@ -420,15 +426,7 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     # The user's own configuration, which a re-run must not touch.
     config = pendra_home / "config.toml"
     config.write_text('log_level = "debug"\n')
-
-    # 3. Ctrl-C in the pip phase of a re-run, while pip (or a build process it started) runs.
     env2 = _env(home)
-    stopped, running = _interrupt_when(
-        ["bash", str(GET_SH), "--yes", "--no-start"], env2, project, str(venv), "pip", "install"
-    )
-    assert stopped.returncode == 130, stopped.stderr[-3000:]
-    assert _processes(str(home)) == [], f"still running after get.sh exited ({running})"
-    assert _processes("pip", str(venv)) == []
 
     # 4. Re-run directly from the checkout (./get.sh installs the checkout it lives in), with a
     #    different key: the old one is backed up, and get.sh says where.
