@@ -2,9 +2,10 @@
 life in a temporary HOME, installing this checkout: Ctrl-C while the venv is being made, Ctrl-C in
 the pip phase, then a fresh install (piped, as `curl | bash` runs it) — all three from a directory
 holding decoy `worker/`, `installer/`, `pip/`, `venv/` and `ensurepip/` packages — a re-run
-(directly from the checkout) with a different key, and uninstalls among decoy files. PyPI is the only network it needs; pip's cache
-(the developer's real one) makes the llama-cpp-python build a cache hit, as on a user's second
-run. The control plane (catalogue and model files) is a server on 127.0.0.1."""
+(directly from the checkout) with a different key, and uninstalls among decoy files. PyPI is
+the only network it needs; pip's cache (the developer's real one) makes the llama-cpp-python build
+a cache hit, as on a user's second run. The control plane (catalogue and model files) is a server
+on 127.0.0.1."""
 
 from __future__ import annotations
 
