@@ -12,8 +12,9 @@ and the hidden partial-download files of the same name (``.<file>.gguf.part``, `
 
 ``--all`` (``get.sh --remove-all-models``) widens this to every ``*.gguf`` at the top of the models
 directory, the user's own included, with their sidecars and partial downloads; a symlink is
-unlinked, never followed. Other files and every sub-directory are always left alone. The models
-directory itself goes only when it is the default one under ``PENDRA_HOME`` and ends up empty.
+unlinked, never followed. Other files and every sub-directory are always left alone, and so is
+every file owned by another user (a shared folder). The models directory itself goes only when it
+is the default one under ``PENDRA_HOME`` and ends up empty.
 
 The directory comes from the worker's own settings loader, so this sees exactly the directory the
 worker uses. A directory that is ``/``, ``$HOME`` or a parent of ``$HOME`` is refused outright, as
@@ -107,6 +108,13 @@ def _plain_file(path: Path) -> bool:
         return False
 
 
+def _owned_by_me(path: Path) -> bool:
+    try:
+        return path.lstat().st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
 def _printable(name: str) -> bool:
     return name.isprintable() and "\t" not in name
 
@@ -193,6 +201,11 @@ def _plan_slot(slot: _Slot, plan: ModelsPlan, everything: bool) -> None:
         return
     if has_lock and _download_running(lock):
         plan.keep.append(Kept(gguf, "it is being downloaded right now"))
+        return
+    strangers = [p for p in here if not _owned_by_me(p)]
+    if strangers:
+        # In a shared folder, another user's files are theirs, whatever their sidecar says.
+        plan.keep.append(Kept(strangers[0], "it belongs to another user"))
         return
 
     gguf_here = gguf.name in slot.present

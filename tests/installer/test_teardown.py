@@ -8,6 +8,7 @@ tests/installer/test_getsh.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,17 @@ def test_a_download_in_progress_is_left_alone(models: Path) -> None:
         plan = plan_models(models, models.parent)
     assert not {n for n in _names(plan.remove) if "big" in n}
     assert any(k.path.name == "big.gguf" and "downloaded right now" in k.reason for k in plan.keep)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_another_users_files_stay_even_with_a_record(models: Path) -> None:
+    """In a shared folder, a GGUF another user installed (or forged a record for) is theirs."""
+    theirs = _installed(models, "theirs.gguf", "theirs:1")
+    os.chown(theirs, 4242, 4242)
+    for everything in (False, True):
+        plan = plan_models(models, models.parent, everything=everything)
+        assert not {"theirs.gguf", "theirs.gguf.meta.json"} & _names(plan.remove)
+        assert any(k.path == theirs and "another user" in k.reason for k in plan.keep)
 
 
 def test_unsafe_directories_are_refused(tmp_path: Path) -> None:
