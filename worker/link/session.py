@@ -14,8 +14,8 @@ import binascii
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -24,6 +24,7 @@ from worker.errors import BadRequest, PendraError
 from worker.events import EventBus
 from worker.link.advertise import advertised
 from worker.link.streaming import pump_stream
+from worker.private_inference.wire import is_sealed
 from worker.protocol import (
     MAX_FRAME_BYTES,
     Cancel,
@@ -45,9 +46,13 @@ from worker.protocol import (
     StatusPush,
     UninstallCommand,
     UsageInfo,
+    WorkloadKeysAck,
     parse_server_frame,
 )
 from worker.router import Router
+
+if TYPE_CHECKING:
+    from worker.private_inference.service import PrivateInference
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,7 @@ class Session:
         gpus: Callable[[], list[dict[str, Any]]] = list,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         on_drain_requested: Callable[[], None] | None = None,
+        private: PrivateInference | None = None,
     ) -> None:
         self.ws = ws
         self.router = router
@@ -117,6 +123,12 @@ class Session:
         self._last_status: str | None = None
         self._replies: set[asyncio.Task[None]] = set()
         self.frames_rejected = 0
+        self.private = None
+        if private is not None:
+            # Imported here: the private-inference serving code builds on this package's streaming.
+            from worker.private_inference.link import PrivateLink
+
+            self.private = PrivateLink(private, self)
 
     # -- sending ---------------------------------------------------------------------------------
     async def send(self, text: str) -> None:
@@ -130,7 +142,7 @@ class Session:
         async with self._send_lock:
             await self.ws.send_str(text)
 
-    async def _send_safely(self, text: str) -> None:
+    async def send_safely(self, text: str) -> None:
         """Send, ignoring a socket that is already closing (its requests are being cancelled)."""
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await self.send(text)
@@ -146,13 +158,15 @@ class Session:
         if self.events is not None:
             background.append(asyncio.create_task(self._watch_status()))
         try:
+            if self.private is not None:
+                await self.private.start()
             await self.push_status(force=True)
             async for message in self.ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     await self._on_text(message.data)
                 elif message.type == aiohttp.WSMsgType.BINARY:
                     self.frames_rejected += 1
-                    await self._send_safely(
+                    await self.send_safely(
                         ErrorFrame(
                             code="malformed_frame", message="binary frames are not used"
                         ).dump()
@@ -164,6 +178,8 @@ class Session:
             for task in background:
                 task.cancel()
             await self.cancel_all()
+            if self.private is not None:
+                self.private.close()
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -181,7 +197,7 @@ class Session:
         Returns how many were still running at the deadline (and were cancelled).
         """
         self.draining = True
-        await self._send_safely(Draining(in_flight=self.active).dump())
+        await self.send_safely(Draining(in_flight=self.active).dump())
         tasks = list(self._tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout_s)
@@ -200,37 +216,44 @@ class Session:
         except FrameError as exc:
             self.frames_rejected += 1
             log.warning("rejected a frame from the control plane: %s", exc.code)
-            await self._send_safely(
+            await self.send_safely(
                 ErrorFrame(id=exc.request_id, code=exc.code, message=exc.message, status=400).dump()
             )
             return
         if isinstance(frame, Request):
-            self._start(frame.id, self._serve_request(frame))
+            if is_sealed(frame.body):
+                self._start_sealed(frame)
+            else:
+                self._start(frame.id, self._serve_request(frame))
+        elif isinstance(frame, WorkloadKeysAck):
+            if self.private is not None:
+                self.private.acknowledged(frame)
         elif isinstance(frame, Cancel):
             task = self._tasks.get(frame.id)
             if task is not None:
                 task.cancel()
         elif isinstance(frame, Ping):
-            await self._send_safely(Pong(ts=frame.ts).dump())
+            await self.send_safely(Pong(ts=frame.ts).dump())
         elif isinstance(frame, (InstallCommand, UninstallCommand)):
             self._start(frame.id, self._serve_command(frame))
         elif isinstance(frame, Drain):
             log.info("the control plane asked this worker to drain")
             self.draining = True
-            await self._send_safely(Draining(in_flight=self.active).dump())
+            await self.send_safely(Draining(in_flight=self.active).dump())
             if self.on_drain_requested is not None:
                 self.on_drain_requested()
         elif isinstance(frame, ErrorFrame):
             log.warning("the control plane reported an error: %s: %s", frame.code, frame.message)
         else:
             self.frames_rejected += 1
-            await self._send_safely(
+            await self.send_safely(
                 ErrorFrame(
                     code="unexpected_frame", message=f"{frame.type} frames are not expected now"
                 ).dump()
             )
 
-    def _start(self, request_id: str, work: Any) -> None:
+    def _start(self, request_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``work`` as the task of ``request_id``; None when refused (``work`` is closed)."""
         if request_id in self._tasks:
             work.close()
             self._reject(request_id, "duplicate_id", "a request with this id is already running")
@@ -244,10 +267,24 @@ class Session:
             task = asyncio.create_task(work)
             self._tasks[request_id] = task
             task.add_done_callback(lambda _t: self._tasks.pop(request_id, None))
+            return task
+        return None
+
+    def _start_sealed(self, frame: Request) -> None:
+        """A private-inference request: only the private-inference code may look inside."""
+        if self.private is not None:
+            self.private.accept(frame, self._start)
+        else:
+            self._reject(
+                frame.id,
+                "private_inference_disabled",
+                "this worker does not serve private-inference requests",
+                status=503,
+            )
 
     def _reject(self, request_id: str, code: str, message: str, status: int = 409) -> None:
         frame = ErrorFrame(id=request_id, code=code, message=message, status=status).dump()
-        task = asyncio.create_task(self._send_safely(frame))
+        task = asyncio.create_task(self.send_safely(frame))
         self._replies.add(task)  # keep a reference until sent, so it is neither lost nor leaked
         task.add_done_callback(self._replies.discard)
 
@@ -274,7 +311,7 @@ class Session:
             raise
         except Exception as exc:
             self._log_failure(frame, exc)
-            await self._send_safely(error_frame(exc, frame.id).dump())
+            await self.send_safely(error_frame(exc, frame.id).dump())
 
     async def _serve_stream(self, frame: Request) -> None:
         stream = self.router.chat_stream(frame.body)
@@ -318,7 +355,7 @@ class Session:
             if isinstance(frame, InstallCommand):
 
                 async def progress(update: InstallProgress) -> None:
-                    await self._send_safely(
+                    await self.send_safely(
                         InstallProgressFrame(
                             id=frame.id,
                             phase=update.phase,
@@ -336,7 +373,7 @@ class Session:
             raise
         except Exception as exc:
             log.warning("%s %s failed: %s", frame.type, frame.ref, exc)
-            await self._send_safely(error_frame(exc, frame.id).dump())
+            await self.send_safely(error_frame(exc, frame.id).dump())
 
     # -- periodic --------------------------------------------------------------------------------
     async def push_status(self, *, force: bool = False) -> None:
@@ -344,7 +381,7 @@ class Session:
         frame = StatusPush(backends=backends, models=models, capabilities=capabilities).dump()
         if force or frame != self._last_status:
             self._last_status = frame
-            await self._send_safely(frame)
+            await self.send_safely(frame)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -357,7 +394,7 @@ class Session:
                 tokens_per_s=counters.tokens_per_s,
             )
             gpus = await asyncio.to_thread(self.gpus)  # a GPU probe may block; never on the loop
-            await self._send_safely(Heartbeat(load=load, gpus=gpus).dump())
+            await self.send_safely(Heartbeat(load=load, gpus=gpus).dump())
             await self.push_status()
 
     async def _watch_status(self) -> None:
