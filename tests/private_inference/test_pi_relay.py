@@ -323,3 +323,43 @@ async def test_the_placement_trailer_names_the_worker_only_when_asked(
     assert plain["choices"] == [] and set(plain["pendra"]) == {"timing"}
     named = await trailer({"X-Pendra-Placement": "1"})
     assert named["pendra"]["worker"] == {"id": running.worker.key.worker_id}
+
+
+async def test_hostile_sealed_frames_straight_from_the_control_plane(
+    sandbox: Sandbox, running: RunningWorker, tmp_path: Path
+) -> None:
+    """A control plane that sends the worker broken or foreign envelopes gets a clear error
+    frame for each, and the worker goes on serving."""
+    from worker.protocol import ErrorFrame, Request
+    from worker.sandbox.hub import Channel
+
+    key = running.worker.private.current
+    mine, _ = sdk_pi.seal_request(
+        key.public_bytes, b"{}", model=FAKE_MODEL, stream=False, task_type="chat"
+    )
+    foreign, _ = sdk_pi.seal_request(
+        WorkloadKey.generate().public_bytes, b"{}", model=FAKE_MODEL, stream=False, task_type="chat"
+    )
+    garbled = {**mine, "ciphertext": base64.b64encode(b"\x00" * 48).decode()}
+    cases = [
+        ("chat", {"v": 2}, "private_request_unreadable", 400),
+        ("chat", foreign, NO_WORKER_ERROR_CODE, 503),
+        ("chat", garbled, "private_request_unreadable", 400),
+        ("images", mine, "invalid_request_error", 400),
+    ]
+    connection = next(iter(sandbox.hub.workers.values()))
+    for index, (kind, envelope, code, status) in enumerate(cases):
+        request_id = f"hostile_{index}"
+        channel = Channel(connection, request_id)
+        connection.channels[request_id] = channel
+        body = {"model": FAKE_MODEL, "pendra_encrypted": envelope}
+        await connection.send(Request(id=request_id, kind=kind, body=body).dump())
+        answer = await channel.next(10)
+        assert isinstance(answer, ErrorFrame), answer
+        assert (answer.code, answer.status) == (code, status), answer
+        await channel.close()
+    client = sdk(sandbox, tmp_path)
+    reply = await client.chat.completions.create(**_chat("fine"))
+    assert reply.choices[0].message.content.startswith("fine-0")
+    assert running.worker.private.status()["failed"] == len(cases)
+    await client.close()

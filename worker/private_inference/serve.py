@@ -30,6 +30,7 @@ from worker.private_inference.wire import (
     STREAM_DONE,
     STREAM_TERMINATOR_KEY,
     TASK_TYPES,
+    Envelope,
     EnvelopeError,
     parse_envelope,
 )
@@ -118,6 +119,7 @@ async def serve_sealed(
                 "Private inference is off on this worker.",
                 hint="route private requests to a worker that has it on",
             )
+        envelope = _envelope(frame)
         if lease is None:
             raise NoMatchingKey(
                 "This worker holds none of the keys the request was sealed to (it may have "
@@ -125,7 +127,7 @@ async def serve_sealed(
                 hint="fetch the workload keys again and resend",
             )
         with lease:
-            opened = _open(frame, lease)
+            opened = _open(frame, envelope, lease)
             await _run(frame, opened, link)
         outcome = "served"
     except asyncio.CancelledError:
@@ -138,18 +140,26 @@ async def serve_sealed(
         service.end(outcome)
 
 
-def _open(frame: Request, lease: Lease) -> OpenedRequest:
-    task_type = TASK_TYPES.get(frame.kind)
-    if task_type is None:
+def _envelope(frame: Request) -> Envelope:
+    if frame.kind not in TASK_TYPES:
         raise PrivateRequestInvalid(f"Private inference does not cover {frame.kind} requests.")
     model = frame.body.get("model")
     if not isinstance(model, str) or not model:
         raise PrivateRequestInvalid("The private request has no model beside its envelope.")
     try:
-        envelope = parse_envelope(frame.body.get(ENVELOPE_KEY))
+        return parse_envelope(frame.body.get(ENVELOPE_KEY))
     except EnvelopeError as exc:
         raise SealedRequestRefused(f"The private request is malformed: {exc}.") from None
-    return open_request(envelope, lease.key, model=model, stream=frame.stream, task_type=task_type)
+
+
+def _open(frame: Request, envelope: Envelope, lease: Lease) -> OpenedRequest:
+    return open_request(
+        envelope,
+        lease.key,
+        model=frame.body["model"],
+        stream=frame.stream,
+        task_type=TASK_TYPES[frame.kind],
+    )
 
 
 def _sealed_body(frame: Request, opened: OpenedRequest) -> tuple[dict[str, Any], bool]:
