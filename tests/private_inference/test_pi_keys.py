@@ -200,3 +200,28 @@ async def test_the_hub_recomputes_every_kid_and_refuses_a_mismatch() -> None:
     answer = register_keys(connection, forged)  # type: ignore[arg-type]
     assert '"code":"invalid_workload_key"' in answer
     assert connection.workload_keys == {key.kid: key.public_b64}  # unchanged
+
+
+def test_a_dropped_key_leaves_no_copy_behind() -> None:
+    """Opening caches the key's HPKE form per key; it goes when the key itself goes."""
+    import gc
+    import weakref
+
+    from pendra import _private_inference as sdk_pi
+
+    from worker.private_inference import envelope as envelope_module
+    from worker.private_inference.wire import parse_envelope
+
+    key = WorkloadKey.generate()
+    sealed, _ = sdk_pi.seal_request(
+        key.public_bytes, b"{}", model="m", stream=False, task_type="chat"
+    )
+    envelope_module.open_request(
+        parse_envelope(sealed), key, model="m", stream=False, task_type="chat"
+    )
+    assert key in envelope_module._RECIPIENT_KEYS
+    kid, alive = key.kid, weakref.ref(key)
+    del key
+    gc.collect()
+    assert alive() is None
+    assert kid not in {k.kid for k in envelope_module._RECIPIENT_KEYS}

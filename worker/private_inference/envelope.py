@@ -13,8 +13,9 @@ Errors here say what failed and never carry any plaintext.
 
 from __future__ import annotations
 
-import json
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -37,6 +38,9 @@ from worker.private_inference.wire import (
 from worker.private_inference.workload_key import WorkloadKey
 
 SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305)
+_RECIPIENT_KEYS: weakref.WeakKeyDictionary[WorkloadKey, Any] = weakref.WeakKeyDictionary()
+"""Each workload key in ``pyhpke``'s form, made once per key (not per request) and forgotten with
+the key itself when a rotation drops it."""
 _DEK_BYTES = 32
 _NONCE_BYTES = 12
 _ENC_BYTES = 32
@@ -71,21 +75,34 @@ class ReplySealer:
     def frames_sealed(self) -> int:
         return self._seq
 
-    def seal(self, plaintext: bytes) -> dict[str, object]:
-        """The next sealed frame as the ``pendra_encrypted`` object."""
+    def _next(self, plaintext: bytes) -> tuple[int, str]:
         seq = self._seq
         self._seq += 1
-        ciphertext = self._aead.encrypt(reply_nonce(seq), plaintext, None)
-        return {
-            "v": ENVELOPE_VERSION,
-            "kid": self.kid,
-            "seq": seq,
-            "ciphertext": b64encode(ciphertext),
-        }
+        return seq, b64encode(self._aead.encrypt(reply_nonce(seq), plaintext, None))
+
+    def seal(self, plaintext: bytes) -> dict[str, object]:
+        """The next sealed frame as the ``pendra_encrypted`` object."""
+        seq, ciphertext = self._next(plaintext)
+        return {"v": ENVELOPE_VERSION, "kid": self.kid, "seq": seq, "ciphertext": ciphertext}
 
     def seal_json(self, plaintext: bytes) -> str:
-        """The next sealed frame as the JSON text ``{"pendra_encrypted": {...}}``."""
-        return json.dumps({ENVELOPE_KEY: self.seal(plaintext)}, separators=(",", ":"))
+        """The next sealed frame as the JSON text ``{"pendra_encrypted": {...}}``.
+
+        The per-chunk path of a stream, so the text is put together directly: the kid is hex and
+        the ciphertext base64, neither needs escaping.
+        """
+        seq, ciphertext = self._next(plaintext)
+        return (
+            f'{{"{ENVELOPE_KEY}":{{"v":{ENVELOPE_VERSION},"kid":"{self.kid}","seq":{seq},'
+            f'"ciphertext":"{ciphertext}"}}}}'
+        )
+
+
+def _recipient_key(key: WorkloadKey) -> Any:
+    found = _RECIPIENT_KEYS.get(key)
+    if found is None:
+        found = _RECIPIENT_KEYS[key] = SUITE.kem.deserialize_private_key(key.raw_private())
+    return found
 
 
 def open_request(
@@ -105,9 +122,7 @@ def open_request(
     if len(enc) != _ENC_BYTES or len(nonce) != _NONCE_BYTES:
         raise SealedRequestRefused("The private request is malformed: wrong enc or nonce length.")
     try:
-        context = SUITE.create_recipient_context(
-            enc, SUITE.kem.deserialize_private_key(key.raw_private()), info=SUITE_INFO
-        )
+        context = SUITE.create_recipient_context(enc, _recipient_key(key), info=SUITE_INFO)
         dek = context.open(sealed_dek, aad=b"")
     except (PyHPKEError, ValueError, TypeError):
         raise SealedRequestRefused(
