@@ -127,8 +127,10 @@ class Session:
         if private is not None:
             # Imported here: the private-inference serving code builds on this package's streaming.
             from worker.private_inference.link import PrivateLink
+            from worker.private_inference.serve import LinkChannel
 
-            self.private = PrivateLink(private, self)
+            channel = LinkChannel(router=router, send=self.send, send_safely=self._send_safely)
+            self.private = PrivateLink(private, channel)
 
     # -- sending ---------------------------------------------------------------------------------
     async def send(self, text: str) -> None:
@@ -142,7 +144,7 @@ class Session:
         async with self._send_lock:
             await self.ws.send_str(text)
 
-    async def send_safely(self, text: str) -> None:
+    async def _send_safely(self, text: str) -> None:
         """Send, ignoring a socket that is already closing (its requests are being cancelled)."""
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await self.send(text)
@@ -166,7 +168,7 @@ class Session:
                     await self._on_text(message.data)
                 elif message.type == aiohttp.WSMsgType.BINARY:
                     self.frames_rejected += 1
-                    await self.send_safely(
+                    await self._send_safely(
                         ErrorFrame(
                             code="malformed_frame", message="binary frames are not used"
                         ).dump()
@@ -197,7 +199,7 @@ class Session:
         Returns how many were still running at the deadline (and were cancelled).
         """
         self.draining = True
-        await self.send_safely(Draining(in_flight=self.active).dump())
+        await self._send_safely(Draining(in_flight=self.active).dump())
         tasks = list(self._tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout_s)
@@ -216,7 +218,7 @@ class Session:
         except FrameError as exc:
             self.frames_rejected += 1
             log.warning("rejected a frame from the control plane: %s", exc.code)
-            await self.send_safely(
+            await self._send_safely(
                 ErrorFrame(id=exc.request_id, code=exc.code, message=exc.message, status=400).dump()
             )
             return
@@ -233,20 +235,20 @@ class Session:
             if task is not None:
                 task.cancel()
         elif isinstance(frame, Ping):
-            await self.send_safely(Pong(ts=frame.ts).dump())
+            await self._send_safely(Pong(ts=frame.ts).dump())
         elif isinstance(frame, (InstallCommand, UninstallCommand)):
             self._start(frame.id, self._serve_command(frame))
         elif isinstance(frame, Drain):
             log.info("the control plane asked this worker to drain")
             self.draining = True
-            await self.send_safely(Draining(in_flight=self.active).dump())
+            await self._send_safely(Draining(in_flight=self.active).dump())
             if self.on_drain_requested is not None:
                 self.on_drain_requested()
         elif isinstance(frame, ErrorFrame):
             log.warning("the control plane reported an error: %s: %s", frame.code, frame.message)
         else:
             self.frames_rejected += 1
-            await self.send_safely(
+            await self._send_safely(
                 ErrorFrame(
                     code="unexpected_frame", message=f"{frame.type} frames are not expected now"
                 ).dump()
@@ -284,7 +286,7 @@ class Session:
 
     def _reject(self, request_id: str, code: str, message: str, status: int = 409) -> None:
         frame = ErrorFrame(id=request_id, code=code, message=message, status=status).dump()
-        task = asyncio.create_task(self.send_safely(frame))
+        task = asyncio.create_task(self._send_safely(frame))
         self._replies.add(task)  # keep a reference until sent, so it is neither lost nor leaked
         task.add_done_callback(self._replies.discard)
 
@@ -311,7 +313,7 @@ class Session:
             raise
         except Exception as exc:
             self._log_failure(frame, exc)
-            await self.send_safely(error_frame(exc, frame.id).dump())
+            await self._send_safely(error_frame(exc, frame.id).dump())
 
     async def _serve_stream(self, frame: Request) -> None:
         stream = self.router.chat_stream(frame.body)
@@ -355,7 +357,7 @@ class Session:
             if isinstance(frame, InstallCommand):
 
                 async def progress(update: InstallProgress) -> None:
-                    await self.send_safely(
+                    await self._send_safely(
                         InstallProgressFrame(
                             id=frame.id,
                             phase=update.phase,
@@ -373,7 +375,7 @@ class Session:
             raise
         except Exception as exc:
             log.warning("%s %s failed: %s", frame.type, frame.ref, exc)
-            await self.send_safely(error_frame(exc, frame.id).dump())
+            await self._send_safely(error_frame(exc, frame.id).dump())
 
     # -- periodic --------------------------------------------------------------------------------
     async def push_status(self, *, force: bool = False) -> None:
@@ -381,7 +383,7 @@ class Session:
         frame = StatusPush(backends=backends, models=models, capabilities=capabilities).dump()
         if force or frame != self._last_status:
             self._last_status = frame
-            await self.send_safely(frame)
+            await self._send_safely(frame)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -394,7 +396,7 @@ class Session:
                 tokens_per_s=counters.tokens_per_s,
             )
             gpus = await asyncio.to_thread(self.gpus)  # a GPU probe may block; never on the loop
-            await self.send_safely(Heartbeat(load=load, gpus=gpus).dump())
+            await self._send_safely(Heartbeat(load=load, gpus=gpus).dump())
             await self.push_status()
 
     async def _watch_status(self) -> None:

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from worker.backends.base import StreamChunk, TranscriptionRequest
 from worker.errors import Cancelled, ModelNotFound, NotSupported, PendraError
@@ -75,12 +76,15 @@ _CONTENT_FREE = (
 """Errors whose messages are written without any request content, so they may cross the relay."""
 
 
-class LinkChannel(Protocol):
+@dataclass(frozen=True)
+class LinkChannel:
+    """What serving a sealed request needs from its link session."""
+
     router: Router
-
-    async def send(self, text: str) -> None: ...
-
-    async def send_safely(self, text: str) -> None: ...
+    send: Callable[[str], Awaitable[None]]
+    """Send a frame; raises when the link is gone (the request then ends)."""
+    send_safely: Callable[[str], Awaitable[None]]
+    """Send a frame, ignoring a link that is already closing."""
 
 
 def content_free_error(exc: BaseException, request_id: str) -> ErrorFrame:
@@ -102,8 +106,7 @@ def content_free_error(exc: BaseException, request_id: str) -> ErrorFrame:
             f"The worker could not serve this private request ({code}). The details may quote "
             "the request, so they are not sent through the control plane."
         ),
-        hint="retry the same request without private inference against a worker you run, or "
-        "check the worker's log for the error code",
+        hint="the worker's log records the failure by request id and code",
     )
 
 
@@ -134,6 +137,8 @@ async def serve_sealed(
         outcome = "cancelled"
         raise
     except Exception as exc:
+        if isinstance(exc, Cancelled):
+            outcome = "cancelled"
         _log_failure(frame, exc)
         await link.send_safely(content_free_error(exc, frame.id).dump())
     finally:
