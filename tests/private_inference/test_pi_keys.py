@@ -1,4 +1,5 @@
-"""The workload key file, the key ring's rotation rules, and the key frames of the link."""
+"""The workload key file, the key ring's rotation rules, the key frames of the link, and a sandbox
+that holds no key and no code to open an envelope."""
 
 from __future__ import annotations
 
@@ -225,3 +226,19 @@ def test_a_dropped_key_leaves_no_copy_behind() -> None:
     gc.collect()
     assert alive() is None
     assert kid not in {k.kid for k in envelope_module._RECIPIENT_KEYS}
+
+
+def test_the_sandbox_has_no_code_that_could_open_an_envelope() -> None:
+    """The control plane's side imports the shared wire format only: no HPKE, no key files."""
+    import sys
+
+    script = (
+        "import sys, worker.sandbox, worker.cli.sandbox\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'pyhpke' or "
+        "(m.startswith('worker.private_inference.') and m != 'worker.private_inference.wire'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
