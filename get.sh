@@ -57,7 +57,8 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
       --version V      install pendra-worker version V
       --uninstall      remove the venv, the `pendra` link and this installation's service
                        (keeps config, key and models); lists what goes and asks first
-      --purge          with --uninstall: also remove config, key (and its backups), logs, cache
+      --purge          with --uninstall: also remove config, keys (the worker key and its
+                       backups, the workload key), the sandbox's files, logs and cache
       --remove-models  with --uninstall: also remove the models pendra downloaded (those with
                        the install record pendra writes beside them); your own files stay
       --remove-all-models
@@ -307,7 +308,7 @@ EOF
     esac
     [ -e "$home_dir/run" ] && going+=("$home_dir/run")
     local purgeable=()
-    for item in config.toml config.yaml worker.key logs cache; do
+    for item in config.toml config.yaml worker.key workload.key sandbox logs cache; do
       [ -e "$home_dir/$item" ] && purgeable+=("$home_dir/$item")
     done
     for item in "$home_dir"/worker.key.*.bak; do
@@ -391,7 +392,7 @@ EOF
     if [ ${#kept[@]} -gt 0 ]; then
       say "Kept:"
       for item in "${kept[@]}"; do say "  $item"; done
-      [ "$purge" = 1 ] || [ ${#purgeable[@]} = 0 ] || say "(get.sh --uninstall --purge also removes configuration and key)"
+      [ "$purge" = 1 ] || [ ${#purgeable[@]} = 0 ] || say "(get.sh --uninstall --purge also removes configuration and keys)"
     fi
   }
 
