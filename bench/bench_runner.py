@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ from bench import cli_args  # noqa: E402
 from bench.bench_concurrency import full_aggregate  # noqa: E402
 from bench.bench_decode import full_rate, one_stream  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
-from bench.profiling import summarise_dir  # noqa: E402
+from bench.profiling import engine_step_cost, summarise_dir  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.stack import Stack, start_stack  # noqa: E402
 from bench.stats import median  # noqa: E402
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.tokens, args.rounds, args.streams = 8, 1, 2
+    # A SIGTERM (a timeout, Ctrl-C's cousin) still stops both stacks on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     model = chat_model(args.model)
     threads = cli_args.threads_or_default(args.threads)
     profile_dir = Path(tempfile.mkdtemp(prefix="pendra-bench-prof-")) if args.profile else None
@@ -130,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{r:.1f}" for r in inproc)
     )
     if profile_dir is not None:
+        cost = engine_step_cost(profile_dir)
+        if cost:
+            section.notes.append("per-step cost in the runner's engine thread — " + cost)
         section.profile = summarise_dir(profile_dir)
         shutil.rmtree(profile_dir, ignore_errors=True)
     print(section.ratios_line(), file=sys.stderr)

@@ -47,6 +47,14 @@ def test_relay_bench_measures_both_paths(clean_env: dict[str, str]) -> None:
     assert "| throughput |" in proc.stdout and "chunks/s" in proc.stdout
 
 
+def test_private_bench_measures_both_paths(clean_env: dict[str, str]) -> None:
+    proc = run_bench("private", env=clean_env)
+    found = ratios(proc.stderr)
+    assert float(found["throughput"].rstrip("x")) > 0
+    assert float(found["unary round trip p50"].rstrip("x")) > 0
+    assert "| throughput |" in proc.stdout and "| private | plaintext |" in proc.stdout
+
+
 def test_idle_bench_measures_a_connected_worker(clean_env: dict[str, str]) -> None:
     proc = run_bench("idle", env=clean_env)
     found = ratios(proc.stderr)
@@ -61,6 +69,7 @@ def test_idle_bench_measures_a_connected_worker(clean_env: dict[str, str]) -> No
     [
         ("decode", {"vs raw loop, best round", "vs raw loop, median round"}),
         ("runner", {"single stream, best round", "resident memory (worker + runner)"}),
+        ("engine_step", {"1 sequence(s)", "8 sequence(s)"}),
         ("concurrency", {"1 stream(s)", "2 stream(s)"}),
         ("ttft", {"TTFT p50", "added p50"}),
         ("prefix_cache", {"2nd turn TTFT vs 1st turn", "no shared prefix: prefill, on vs off"}),
@@ -73,7 +82,7 @@ def test_model_benches_run_on_gemma(
     found = ratios(proc.stderr)
     assert labels <= set(found)
     for label in labels:
-        assert re.fullmatch(r"-?[\d.,]+(x| ms| tok/s| MB)", found[label]), found[label]
+        assert re.fullmatch(r"-?[\d.,]+(x| ms| tok/s| MB| µs)", found[label]), found[label]
     assert "| measure |" in proc.stdout
 
 

@@ -1,8 +1,9 @@
 """The contract every backend implements: the built-in one and each external kind.
 
-A backend is one inference server (or the in-process llama.cpp runtime) that serves some models.
-The router asks backends for completions by model id; the link advertises their models; the admin
-API reports their state. Request and response bodies are the OpenAI wire format as plain dicts.
+A backend is one inference server (or the built-in llama.cpp backend and its model runners)
+that serves some models. The router asks backends for completions by model id; the link advertises
+their models; the admin API reports their state. Request and response bodies are the OpenAI wire
+format as plain dicts.
 
 Streaming chat yields :class:`StreamChunk` objects that carry the chunk *already serialised* as
 JSON text, so the relay path (external backend → WSS frame) never parses and re-encodes a chunk it
