@@ -33,7 +33,7 @@ GOAL_US = 100.0  # the engine's own work per step, whatever the model
 
 def engine_cpu_per_step(model: Path, threads: int, sequences: int, steps: int) -> float:
     """Seconds of engine-thread CPU per step, llama_decode and sampling stubbed out."""
-    from worker.backends.pendra import batched, sequence, wire
+    from worker.backends.pendra import batched, sampling, wire
     from worker.backends.pendra.jobs import ChatJob, Outbox
     from worker.backends.pendra.params import ChatParams
     from worker.backends.pendra.runtime import LlamaRuntime, LoadOptions
@@ -49,9 +49,9 @@ def engine_cpu_per_step(model: Path, threads: int, sequences: int, steps: int) -
     runtime = LlamaRuntime(model, "bench", options)
     token = runtime.tokenize(" the", add_special=False, parse_special=False)[-1]
     prompt = runtime.tokenize(RAW_PROMPT, add_special=True, parse_special=True)
-    real_decode, real_sample = batched.decode, sequence.sample
+    real_decode, real_sample = batched.decode, sampling.TokenSampler.sample
     batched.decode = lambda _runtime, _batch: None
-    sequence.sample = lambda *_args: token
+    sampling.TokenSampler.sample = lambda *_args: token  # type: ignore[method-assign]
     result: dict[str, float] = {}
     try:
         outbox = Outbox(EncodingSink())
@@ -84,7 +84,7 @@ def engine_cpu_per_step(model: Path, threads: int, sequences: int, steps: int) -
             done.wait(0.01)
         engine.close()
     finally:
-        batched.decode, sequence.sample = real_decode, real_sample
+        batched.decode, sampling.TokenSampler.sample = real_decode, real_sample
     return result["cpu"] / (steps + 1)
 
 

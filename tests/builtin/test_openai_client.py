@@ -86,6 +86,7 @@ def test_tool_call_round_trip(stack: RunnerStack) -> None:
         messages=messages,
         tools=[WEATHER],
         tool_choice="required",
+        parallel_tool_calls=False,
         seed=5,
         max_tokens=300,
     )
@@ -140,7 +141,13 @@ def test_streamed_tool_call_deltas_reassemble(stack: RunnerStack) -> None:
 
 def test_logprobs_are_finite_and_sorted(stack: RunnerStack) -> None:
     answer = stack.client.chat.completions.create(
-        model="tiny", messages=_user("hello"), logprobs=True, top_logprobs=4, max_tokens=5, seed=2
+        model="tiny",
+        messages=_user("hello"),
+        logprobs=True,
+        top_logprobs=4,
+        max_tokens=5,
+        seed=2,
+        logit_bias={"2": -100, "4": -100},  # no end token: exactly max_tokens tokens
     )
     content = answer.choices[0].logprobs.content if answer.choices[0].logprobs else None
     assert content and len(content) == 5
@@ -149,25 +156,36 @@ def test_logprobs_are_finite_and_sorted(stack: RunnerStack) -> None:
         values = [alt.logprob for alt in token.top_logprobs]
         assert len(values) == 4 and values == sorted(values, reverse=True)
         assert all(math.isfinite(v) for v in values)
-    streamed = [
-        token
-        for chunk in stack.client.chat.completions.create(
+    chunks = list(
+        stack.client.chat.completions.create(
             model="tiny",
             messages=_user("hello"),
             logprobs=True,
             top_logprobs=2,
             max_tokens=5,
             stream=True,
+            stream_options={"include_usage": True},
         )
+    )
+    streamed = [
+        token
+        for chunk in chunks
         for choice in chunk.choices
         for token in (choice.logprobs.content or [] if choice.logprobs else [])
     ]
-    assert len(streamed) == 5 and all(len(t.top_logprobs) == 2 for t in streamed)
+    usage = chunks[-1].usage
+    assert usage is not None and len(streamed) == usage.completion_tokens  # one per token
+    assert all(len(t.top_logprobs) == 2 for t in streamed)
 
 
 def test_legacy_completions(stack: RunnerStack) -> None:
     answer = stack.client.completions.create(
-        model="tiny", prompt="Once upon a time", max_tokens=4, logprobs=2, temperature=0
+        model="tiny",
+        prompt="Once upon a time",
+        max_tokens=4,
+        logprobs=2,
+        temperature=0,
+        logit_bias={"2": -100, "4": -100},
     )
     assert answer.object == "text_completion" and answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 4
@@ -178,6 +196,7 @@ def test_legacy_completions(stack: RunnerStack) -> None:
             max_tokens=4,
             stream=True,
             temperature=0,
+            logit_bias={"2": -100, "4": -100},
             stream_options={"include_usage": True},
         )
     )

@@ -41,6 +41,9 @@ WEATHER = {
     "function": {"name": "get_weather", "description": "Weather", "parameters": SCHEMA},
 }
 NOOP = {"type": "function", "function": {"name": "noop"}}
+NO_END = {"2": -100, "4": -100}
+"""logit_bias that bans the tiny models' end-of-generation tokens (</s>, <|im_end|>): an answer
+then always has exactly max_tokens tokens, whatever the sampling."""
 
 
 @pytest.fixture(params=ENGINES)
@@ -113,7 +116,9 @@ async def test_required_tool_calls_follow_the_schema(backend: PendraBackend) -> 
     }
     result = ChatCompletion.model_validate(await backend.chat(body))
     choice = result.choices[0]
-    assert choice.finish_reason == "tool_calls"
+    # Parallel calls are allowed: a random model may go on calling until max_tokens, but the
+    # first call (bounded arguments) always completes well within it.
+    assert choice.finish_reason in ("tool_calls", "length")
     assert choice.message.tool_calls
     for call in choice.message.tool_calls:
         assert call.id.startswith("call_") and call.type == "function"
@@ -178,7 +183,7 @@ async def test_streamed_tool_call_deltas_reassemble_to_the_whole_answer(
     )
     assert all(c["id"] for c in calls.values())
     assert (content or None) == whole["message"]["content"]
-    assert parsed[-1].choices[0].finish_reason == "tool_calls" == whole["finish_reason"]
+    assert parsed[-1].choices[0].finish_reason == whole["finish_reason"]
 
 
 async def test_tool_call_round_trip(backend: PendraBackend) -> None:
@@ -239,12 +244,13 @@ async def test_logprobs(backend: PendraBackend) -> None:
         "top_logprobs": 5,
         "max_tokens": 6,
         "temperature": 0,
+        "logit_bias": NO_END,
     }
     result = await backend.chat(body)
     entries = result["choices"][0]["logprobs"]["content"]
     assert len(entries) == result["usage"]["completion_tokens"] == 6
     _check_logprobs(entries, 5)
-    for entry in entries:  # greedy: the chosen token is the most likely one
+    for entry in entries:  # greedy: the chosen token is the most likely one (never an end token)
         assert entry["logprob"] == pytest.approx(entry["top_logprobs"][0]["logprob"])
     chunks = await _stream(backend, body)
     streamed = [
@@ -253,7 +259,7 @@ async def test_logprobs(backend: PendraBackend) -> None:
         for ch in c["choices"]
         for e in ((ch["logprobs"] or {}).get("content") or [])
     ]
-    assert len(streamed) == 6
+    assert len(streamed) == 6  # (no end token can come first)
     _check_logprobs(streamed, 5)
     none = await backend.chat({**body, "logprobs": False, "top_logprobs": None})
     assert none["choices"][0]["logprobs"] is None
@@ -316,7 +322,14 @@ async def test_a_seed_reproduces_the_answer(backend: PendraBackend) -> None:
 
 
 async def test_n_choices(backend: PendraBackend, batched: bool) -> None:
-    body = {"model": "tiny", "messages": user("x"), "n": 2, "max_tokens": 4, "seed": 3}
+    body = {
+        "model": "tiny",
+        "messages": user("x"),
+        "n": 2,
+        "max_tokens": 4,
+        "seed": 3,
+        "logit_bias": NO_END,
+    }
     if not batched:  # one sequence at a time: 'n' > 1 is refused, and says why
         with pytest.raises(BadRequest) as info:
             await backend.chat(body)
@@ -372,6 +385,7 @@ async def test_text_completions(backend: PendraBackend, batched: bool) -> None:
                 "max_tokens": 5,
                 "temperature": 0,
                 "logprobs": 2,
+                "logit_bias": NO_END,
             }
         )
     )
@@ -399,6 +413,7 @@ async def test_streamed_text_completions(backend: PendraBackend) -> None:
         "prompt": "Once upon",
         "max_tokens": 6,
         "temperature": 0,
+        "logit_bias": NO_END,
         "stream": True,
         "stream_options": {"include_usage": True},
     }

@@ -319,7 +319,13 @@ def test_recurrent_model_reprocesses_instead_of_failing(
                     range(4),
                 )
             )
-        assert all(r.usage is not None and r.usage.completion_tokens == 5 for r in results)
+        # (Sampled at temperature 1: a random model may end its answer before 5 tokens.)
+        assert all(
+            r.usage is not None
+            and r.usage.completion_tokens <= 5
+            and r.choices[0].finish_reason in ("stop", "length")
+            for r in results
+        )
         entry = stack.loaded()["mamba"]
         assert entry["engine"] == "serial" and entry["slots"] == 1
     finally:
