@@ -216,9 +216,17 @@ class SerialChatEngine(Engine):
         common = _common_prefix(self._cached, prompt)
         if common == len(prompt):
             common -= 1  # the last prompt token must be decoded again to get its logits
-        if common < len(self._cached) and not llama_cpp.llama_memory_seq_rm(
-            self.runtime.memory, 0, common, -1
-        ):
+        memory, n_swa = self.runtime.memory, self.runtime.n_swa
+        # A sliding-window cache keeps only the last window of cells: continuing at `common`
+        # needs the window before it, which may have been dropped already (llama-server checks
+        # the same).
+        window_lost = n_swa > 0 and llama_cpp.llama_memory_seq_pos_min(memory, 0) > max(
+            0, common - n_swa
+        )
+        if common > 0 and window_lost:
+            self._forget()
+            return 0
+        if common < len(self._cached) and not llama_cpp.llama_memory_seq_rm(memory, 0, common, -1):
             # Recurrent/hybrid state (and sliding windows) cannot drop a suffix: start over.
             log.debug("%s: the cache cannot drop a suffix; reprocessing the prompt", self.model_id)
             self._forget()

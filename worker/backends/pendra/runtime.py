@@ -150,6 +150,7 @@ class LlamaRuntime:
         self.recurrent = bool(
             llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
         )
+        self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         self._piece_buf = ctypes.create_string_buffer(256)
         self._candidates: CandidateCapture | None = None
         self._utf8_guard: Utf8Guard | None = None
