@@ -1,0 +1,218 @@
+"""``pendra stack`` end to end against a real Docker daemon (a private one, see conftest).
+
+A ``pendra sandbox`` runs on the host; ``pendra stack up`` builds the worker image from this very
+installation on a debootstrap base image (no compiler, no network: the base even lacks llama.cpp's
+libgomp, which is copied from the host) and starts the container with the host's network. The
+containerised worker connects to the sandbox, discovers an Ollama emulator on the host through
+``host.docker.internal`` — mapped to 127.0.0.2, where nothing answers on ``localhost``, so only
+that name can have found it — and the host's ``pendra models install`` reaches it through its admin
+socket on a bind mount and installs the Gemma test model from the control plane into the models
+volume. The official ``openai`` client streams a completion through the sandbox; ``docker stop``
+in the middle of a stream drains it and the worker exits 0. The key is nowhere in ``docker
+inspect``, the image's layers or ``docker logs``; ``pendra stack down`` keeps the volume.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stack_support import SANDBOX_API_KEY, pendra, spawn_until, start_sandbox, stop_process
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
+
+HOST_ALIAS_ADDRESS = "127.0.0.2"  # host.docker.internal inside the container
+OLLAMA_PORT = 11434
+MODEL = "gemma3:270m"
+HERE = Path(__file__).resolve().parent
+OTHER_BACKENDS_OFF = {
+    f"{kind.upper()}_ENDPOINT": "off"
+    for kind in ("lmstudio", "speaches", "vllm", "llamacpp", "tgi", "sglang", "localai", "openai")
+}
+
+
+@pytest.fixture
+def sandbox(docker_env: dict[str, str], pendra_home: Path, tmp_path: Path) -> Iterator[str]:
+    """``pendra sandbox`` on the host; its worker key is the one the stack mounts."""
+    url, proc = start_sandbox(docker_env, pendra_home / "worker.key", tmp_path / "sandbox.log")
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def host_ollama(docker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """An Ollama emulator on the host at 127.0.0.2:11434 (its default port)."""
+    argv = [sys.executable, str(HERE / "emulator_proc.py"), "ollama", HOST_ALIAS_ADDRESS]
+    argv.append(str(OLLAMA_PORT))
+    proc = spawn_until(argv, docker_env, "READY", tmp_path / "ollama.log")
+    try:
+        yield f"http://{HOST_ALIAS_ADDRESS}:{OLLAMA_PORT}"
+    finally:
+        stop_process(proc)
+
+
+def _contains_anywhere(chunks: Iterator[bytes], needle: bytes) -> bool:
+    tail = b""
+    for chunk in chunks:
+        window = tail + chunk
+        if needle in window:
+            return True
+        tail = window[-len(needle) :]
+    return False
+
+
+def _volume_listing(client: Any, image: str, volume: str) -> str:
+    from docker.types import Mount
+
+    out = client.containers.run(
+        image,
+        ["ls", "-ln", "/v"],
+        entrypoint=[],
+        mounts=[Mount("/v", volume, type="volume", read_only=True)],
+        network_mode="none",
+        remove=True,
+        user="0",
+    )
+    return out.decode()
+
+
+def test_stack_up_serves_through_the_sandbox_and_stops_cleanly(
+    docker_env: dict[str, str],
+    docker_client: Any,
+    base_image: str,
+    sandbox: str,
+    host_ollama: str,
+    gemma_gguf: Path,
+    pendra_home: Path,
+) -> None:
+    from openai import OpenAI
+
+    # One llama.cpp thread and a generous drain: the CI box has two busy cores (as the other
+    # process tests do); PENDRA_THREADS also shows the shell's settings reaching the container.
+    env = {
+        **docker_env,
+        "PENDRA_API_URL": sandbox,
+        "PENDRA_THREADS": "1",
+        "PENDRA_DRAIN_TIMEOUT": "60",
+        **OTHER_BACKENDS_OFF,
+    }
+    key_text = (pendra_home / "worker.key").read_text().strip()
+    assert key_text.startswith("pdk_")
+
+    # -- up: image built from this installation, worker connected -------------------------------
+    started = time.monotonic()
+    options = ["--network", "host", "--host-address", HOST_ALIAS_ADDRESS]
+    up = pendra(["stack", "up", *options, "--base-image", base_image, "--json"], env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    print(f"first `pendra stack up`: {time.monotonic() - started:.1f} s")
+    assert "building pendra-worker:" in up.stderr and "no compiler, no network" in up.stderr
+    assert "lacks libgomp.so.1" in up.stderr  # minbase has no libgomp: the host's is copied
+    document = json.loads(up.stdout)
+    assert document["worker"]["worker"]["state"] == "connected"
+    (row,) = document["containers"]
+    assert row["name"] == "pendra-worker-1" and row["state"] == "running"
+    image_tag = row["image"]
+
+    # Options are remembered; an unchanged installation reuses its image.
+    again = pendra(["stack", "up"], env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "reusing the image" in again.stderr and "building" not in again.stderr
+
+    container = docker_client.containers.get("pendra-worker-1")
+    attrs = container.attrs
+    assert "PENDRA_THREADS=1" in attrs["Config"]["Env"]
+    assert attrs["Config"]["User"] == "10001:10001"  # root on the host → the image's own user
+    assert attrs["Config"]["StopSignal"] == "SIGTERM" and attrs["Config"]["StopTimeout"] == 45
+    assert attrs["Config"]["Healthcheck"]["Test"] == ["CMD", "pendra", "healthcheck"]
+    host_config = attrs["HostConfig"]
+    assert host_config["Init"] is True and host_config["ReadonlyRootfs"] is True
+    assert host_config["CapDrop"] == ["ALL"] and host_config["NetworkMode"] == "host"
+    assert host_config["ExtraHosts"] == [f"host.docker.internal:{HOST_ALIAS_ADDRESS}"]
+    assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
+    mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+    assert mounts["/models"]["Type"] == "volume" and mounts["/models"]["Name"] == "pendra-models"
+    secret = mounts["/run/secrets/pendra_worker_key"]
+    assert secret["Type"] == "bind" and secret["RW"] is False
+    copy = pendra_home / "stack" / "worker.key"
+    info = copy.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o400 and info.st_uid == 10001
+    seen = container.exec_run(["stat", "-c", "%a %u", "/run/secrets/pendra_worker_key"])
+    assert seen.output.decode().strip() == "400 10001"
+
+    # -- the host's CLI reaches the containerised worker ---------------------------------------
+    status = pendra(["status", "--json"], env)
+    assert status.returncode == 0, status.stderr
+    backends = {b["name"]: b for b in json.loads(status.stdout)["backends"]}
+    assert backends["ollama"]["status"] == "ready"
+    assert backends["ollama"]["endpoint"] == f"http://host.docker.internal:{OLLAMA_PORT}"
+    health = container.exec_run(["pendra", "healthcheck"])
+    assert health.exit_code == 0 and b"healthy" in health.output
+
+    install = pendra(["models", "install", MODEL], env)
+    assert install.returncode == 0, install.stdout + install.stderr
+    listing = _volume_listing(docker_client, base_image, "pendra-models")
+    assert "gemma-3-270m-q4_k_m.gguf" in listing and " 10001 " in listing
+
+    # -- a completion streams through the sandbox; docker stop mid-stream drains it ------------
+    client = OpenAI(base_url=f"{sandbox}/v1", api_key=SANDBOX_API_KEY, timeout=120)
+    deadline = time.monotonic() + 60
+    while MODEL not in {m.id for m in client.models.list().data}:
+        assert time.monotonic() < deadline, "the sandbox never listed the installed model"
+        time.sleep(0.2)
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to twenty."}],
+        max_tokens=32,
+        temperature=0,
+        stream=True,
+    )
+    pieces: list[str] = []
+    finish: str | None = None
+    stopper: threading.Thread | None = None
+    try:
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+            if stopper is None and "".join(pieces):
+                stopper = threading.Thread(target=container.stop, kwargs={"timeout": 45})
+                stopper.start()  # SIGTERM while the stream is still running
+    except Exception as exc:
+        raise AssertionError(f"{exc}; the worker's log:\n{container.logs().decode()}") from exc
+    assert stopper is not None
+    stopper.join(timeout=60)
+    assert finish in {"length", "stop"} and "".join(pieces)
+    container.reload()
+    assert container.status == "exited"
+    assert container.attrs["State"]["ExitCode"] == 0
+    logs = container.logs()
+    assert b"draining: 1 request(s) in flight" in logs and b"pendra worker stopped" in logs
+
+    # -- the key is nowhere but in its file ------------------------------------------------------
+    needle = key_text.encode()
+    assert needle not in json.dumps(docker_client.api.inspect_container(container.id)).encode()
+    assert needle not in json.dumps(docker_client.api.inspect_image(image_tag)).encode()
+    assert not _contains_anywhere(docker_client.images.get(image_tag).save(), needle)
+    assert needle not in logs
+
+    # -- down: containers gone, the models volume and the key stay ------------------------------
+    down = pendra(["stack", "down"], env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "kept the models (volume pendra-models)" in down.stdout
+    assert not docker_client.containers.list(all=True, filters={"label": "ai.pendra.stack=1"})
+    assert "gemma-3-270m-q4_k_m.gguf" in _volume_listing(docker_client, base_image, "pendra-models")
+    assert (pendra_home / "worker.key").read_text().strip() == key_text
+    after = pendra(["stack", "status"], env)
+    assert after.returncode == 3 and "not running" in after.stdout
+    gone = pendra(["status"], env)
+    assert gone.returncode == 3
