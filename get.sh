@@ -50,6 +50,8 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
 
   -y, --yes            non-interactive: no questions asked
       --no-ui          install, then run the worker headless (as a service where one is available)
+      --docker         install, then run the worker in Docker (`pendra stack up`; needs Docker,
+                       which get.sh never installs)
       --no-start       install only; start nothing
       --key-file FILE  store the worker key from FILE (kept 0600 in ~/.pendra/worker.key)
       --version V      install pendra-worker version V
@@ -58,7 +60,7 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
       --remove-models  with --uninstall: also remove downloaded models
   -h, --help           this help
 
-Environment: PENDRA_YES, PENDRA_NO_UI, PENDRA_NO_START, PENDRA_KEY_FILE, PENDRA_VERSION (as the
+Environment: PENDRA_YES, PENDRA_NO_UI, PENDRA_DOCKER, PENDRA_NO_START, PENDRA_KEY_FILE, PENDRA_VERSION (as the
 flags); PENDRA_HOME (default ~/.pendra); PENDRA_PYTHON (interpreter to use); PENDRA_BIN_DIR
 (default ~/.local/bin); PENDRA_INSTALL_SOURCE (a checkout, a wheel or a pip requirement to install
 instead of the published package); PENDRA_ACCEL (auto|cpu|cuda|metal|vulkan); PENDRA_WHEEL_INDEX
@@ -67,15 +69,17 @@ EOF
   }
 
   # ---------------------------------------------------------------------------------- arguments
-  local yes=0 no_ui=0 no_start=0 uninstall=0 purge=0 remove_models=0
+  local yes=0 no_ui=0 docker=0 no_start=0 uninstall=0 purge=0 remove_models=0
   local key_file="${PENDRA_KEY_FILE:-}" version="${PENDRA_VERSION:-}"
   truthy "${PENDRA_YES:-}" && yes=1
   truthy "${PENDRA_NO_UI:-}" && no_ui=1
+  truthy "${PENDRA_DOCKER:-}" && docker=1
   truthy "${PENDRA_NO_START:-}" && no_start=1
   while [ $# -gt 0 ]; do
     case "$1" in
       -y | --yes) yes=1 ;;
       --no-ui) no_ui=1 ;;
+      --docker) docker=1 ;;
       --no-start) no_start=1 ;;
       --uninstall) uninstall=1 ;;
       --purge) purge=1 ;;
@@ -103,6 +107,12 @@ EOF
   if [ "$uninstall" = 0 ] && { [ "$purge" = 1 ] || [ "$remove_models" = 1 ]; }; then
     die "--purge and --remove-models only go with --uninstall"
   fi
+  if [ "$docker" = 1 ] && { [ "$no_start" = 1 ] || [ "$uninstall" = 1 ]; }; then
+    die "--docker starts the worker in Docker; it does not go with --no-start or --uninstall" \
+      "after an install, start it any time with: pendra stack up"
+  fi
+  # --docker is a headless start, like --no-ui, in a container instead of a service.
+  [ "$docker" = 1 ] && no_ui=1
 
   local home_dir="${PENDRA_HOME:-$HOME/.pendra}"
   local venv="$home_dir/venv"
@@ -161,6 +171,12 @@ EOF
         "$venv/bin/pendra" service uninstall --system || rc=$?
         [ "$rc" = 0 ] || [ "$rc" = 4 ] || warn "removing the system service failed (exit $rc); continuing"
       fi
+      if [ -d "$home_dir/stack" ]; then
+        rc=0
+        "$venv/bin/pendra" stack down || rc=$?
+        [ "$rc" = 0 ] || warn "removing the Docker containers failed (exit $rc); continuing (see: docker ps)"
+        kept+=("Docker volumes pendra-models and pendra-home (remove with: docker volume rm pendra-models pendra-home)")
+      fi
     fi
     if [ -L "$link" ]; then
       case "$(readlink "$link")" in
@@ -175,7 +191,7 @@ EOF
       rm -rf "$venv"
       removed+=("$venv")
     fi
-    rm -rf "$home_dir/run"
+    rm -rf "$home_dir/run" "$home_dir/stack"
     local item
     if [ "$purge" = 1 ]; then
       for item in config.toml worker.key logs cache; do
@@ -485,7 +501,14 @@ EOF
     key_path="$("$vpy" -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
       die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
     [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
-      "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd service install"
+      "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd $([ "$docker" = 1 ] && echo "stack up" || echo "service install")"
+    if [ "$docker" = 1 ]; then
+      step "Starting the worker in Docker"
+      "$venv/bin/pendra" stack up ||
+        die "could not start the worker in Docker" "see the message above; \`$pendra_cmd doctor\` checks Docker (install it from https://docs.docker.com/engine/install/)"
+      say "The worker runs in Docker. Check it with: $pendra_cmd status   (container: $pendra_cmd stack status, logs: $pendra_cmd stack logs -f)"
+      return 0
+    fi
     step "Starting the worker headless"
     local rc=0
     "$venv/bin/pendra" service install || rc=$?

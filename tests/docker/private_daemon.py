@@ -20,7 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-PACKAGES = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+# Debian's docker-compose is Compose v1 (1.29): the tests use it to check and run the compose.yaml
+# `pendra stack compose` writes (Compose v2 is not in these package sources).
+PACKAGES = {
+    "docker.io": "dockerd",
+    "debootstrap": "debootstrap",
+    "docker-compose": "docker-compose",
+}
 SBIN_PATHS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 START_TIMEOUT_S = 90.0
 

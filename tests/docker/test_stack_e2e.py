@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from stack_support import SANDBOX_API_KEY, pendra, spawn_until, start_sandbox, stop_process
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -216,3 +218,44 @@ def test_stack_up_serves_through_the_sandbox_and_stops_cleanly(
     assert after.returncode == 3 and "not running" in after.stdout
     gone = pendra(["status"], env)
     assert gone.returncode == 3
+
+    # -- the same project as a compose.yaml, run by a real Compose ------------------------------
+    compose_file = pendra_home / "compose.yaml"
+    written = pendra(["stack", "compose", "-o", str(compose_file)], env)
+    assert written.returncode == 0, written.stdout + written.stderr
+    project = yaml.safe_load(compose_file.read_text())
+    worker = project["services"]["worker"]
+    assert project["name"] == "pendra" and worker["image"] == image_tag
+    assert worker["network_mode"] == "host" and worker["user"] == "10001:10001"
+    assert worker["build"]["network"] == "none" and worker["build"]["args"] == {
+        "BASE_IMAGE": base_image
+    }
+    context = Path(worker["build"]["context"])
+    assert (context / "Dockerfile").is_file() and (context / "hostlib" / "libgomp.so.1").is_file()
+    assert any((context / "wheelhouse").glob("llama_cpp_python-*.whl"))
+    assert project["secrets"]["pendra_worker_key"]["file"] == str(copy)
+    assert key_text not in compose_file.read_text()
+    # Compose v1 (Debian's) checks it against the Compose Specification and runs it; it predates
+    # only the top-level `name` (Compose v2), given to it as -p instead.
+    v1_file = pendra_home / "compose-v1.yaml"
+    v1_file.write_text(yaml.safe_dump({k: v for k, v in project.items() if k != "name"}))
+    compose = ["docker-compose", "--project-name", "pendra", "--file", str(v1_file)]
+    checked = subprocess.run([*compose, "config", "--quiet"], env=env, capture_output=True)
+    assert checked.returncode == 0, checked.stderr.decode()
+    started = subprocess.run(
+        [*compose, "up", "--detach", "--no-build"], env=env, capture_output=True
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    deadline = time.monotonic() + 90
+    while True:
+        status = pendra(["status", "--json"], env)
+        if status.returncode == 0 and json.loads(status.stdout)["worker"]["state"] == "connected":
+            break
+        assert time.monotonic() < deadline, status.stdout + status.stderr
+        time.sleep(0.5)
+    listed = json.loads(pendra(["stack", "status", "--json"], env).stdout)
+    assert [c["service"] for c in listed["containers"]] == ["worker"]
+    # pendra stack down removes what Compose started: one project, whichever driver.
+    assert pendra(["stack", "down"], env).returncode == 0
+    assert not docker_client.containers.list(all=True, filters={"label": "ai.pendra.stack=1"})
+    assert docker_client.volumes.get("pendra-models")

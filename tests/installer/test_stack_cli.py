@@ -131,3 +131,15 @@ def test_stack_status_text() -> None:
 async def test_stack_help(clean_env: dict[str, str], action: str) -> None:
     code, out, _ = await pendra(clean_env, "stack", action, "--help")
     assert code == 0 and f"pendra stack {action}" in out
+
+
+def test_the_apps_docker_choice_says_why_docker_is_unavailable(
+    pendra_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pendra_tui.services import DockerLauncher
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    launcher = DockerLauncher(load_settings())
+    reason = launcher.unavailable()
+    assert reason is not None and "cannot talk to the Docker daemon" in reason
+    assert any("pendra stack up" in line for line in launcher.plan())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,138 +127,30 @@ def _progress(line: str) -> None:
     print(f"pendra stack: {line}", file=sys.stderr, flush=True)
 
 
-def _resolve(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
-    """Settings, paths, the merged options and the network to use."""
-    from installer.stack import (
-        StackError,
-        StackPaths,
-        api_url_is_loopback,
-        load_options,
-    )
-    from worker.errors import ConfigError
-    from worker.settings import load_settings
-
-    settings = load_settings()
-    paths = StackPaths(settings.home)
-    models = args.models
-    if models is not None and "/" in models and not models.startswith("/"):
-        models = str(Path(models).resolve())
-    if models is not None and not models.startswith("/") and not _volume_name_ok(models):
-        raise ConfigError(
-            f"--models {models!r} is neither an absolute directory nor a volume name",
-            hint="a volume name uses letters, digits, '.', '_' and '-'",
-        )
-    options = load_options(paths).merged(
-        gpu=args.gpu,
-        with_ollama=args.with_ollama,
-        models=models,
-        network=args.network,
-        host_address=args.host_address,
-        base_image=args.base_image,
-        image=args.image,
-    )
-    loopback = api_url_is_loopback(settings.api_url)
-    network = options.network or ("host" if loopback else "bridge")
-    if network == "bridge" and loopback:
-        raise StackError(
-            f"the control plane is at {settings.api_url}, on this host's loopback, which a "
-            "container on a bridge network cannot reach",
-            hint="use --network host (the container shares the host's network)",
-        )
-    if loopback and options.network is None:
-        _progress(
-            f"the control plane ({settings.api_url}) is on this host's loopback: the container "
-            "shares the host's network to reach it"
-        )
-    return settings, paths, options, network
-
-
-def _volume_name_ok(name: str) -> bool:
-    import re
-
-    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None
-
-
-def _spec(settings: Any, paths: Any, options: Any, network: str, image: str) -> Any:
-    from installer.stack import (
-        StackSpec,
-        backend_environment,
-        default_run_as,
-        passthrough_environment,
-    )
-
-    extra = {
-        **passthrough_environment(settings, os.environ),
-        **backend_environment(settings, network),
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "gpu": args.gpu,
+        "with_ollama": args.with_ollama,
+        "models": args.models,
+        "network": args.network,
+        "host_address": args.host_address,
+        "base_image": args.base_image,
+        "image": args.image,
     }
-    config = settings.config_file
-    return StackSpec(
-        home=settings.home,
-        key_file=settings.resolved_key_file,
-        image=image,
-        api_url=settings.api_url,
-        gpu=options.gpu,
-        with_ollama=options.with_ollama,
-        models=options.models,
-        network=network,
-        host_address=options.host_address,
-        run_as=default_run_as(),
-        config_file=config if config.is_file() else None,
-        extra_env=extra,
-    )
-
-
-def _refuse_second_worker(settings: Any) -> None:
-    from installer.stack import StackError
-    from worker.admin.socket_file import socket_answers
-
-    if socket_answers(settings.admin_socket, timeout_s=1.0):
-        raise StackError(
-            "a worker already runs for this PENDRA_HOME as a process or service",
-            hint="stop it first (`pendra service uninstall`, or stop the `pendra --no-ui` "
-            "process); two workers with one key would compete",
-        )
-
-
-def _image_for(client: Any, options: Any, rebuild: bool) -> str:
-    if options.image:
-        from installer.stack_image import ensure_base_image
-
-        ensure_base_image(client, options.image, _progress)
-        return str(options.image)
-    from installer.stack_image import ensure_image
-
-    return ensure_image(
-        client,
-        base_image=options.base_image,
-        gpu=options.gpu,
-        rebuild=rebuild,
-        progress=_progress,
-    ).tag
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from installer.stack import prepare_host_files, save_options
-    from installer.stack_docker import DockerStack, connect
+    from installer.stack_run import stack_up
+    from worker.settings import load_settings
 
-    settings, paths, options, network = _resolve(args)
-    _refuse_second_worker(settings)
-    client = connect()
-    image = _image_for(client, options, args.rebuild)
-    spec = _spec(settings, paths, options, network, image)
-    prepare_host_files(spec, paths)
-    stack = DockerStack(client, _progress)
-    container = stack.up(spec, paths)
-    save_options(paths, options)
-    document = stack.wait_until_connected(container, lambda: _worker_status(settings), args.wait)
-    state = ((document or {}).get("worker") or {}).get("state")
-    if state == "connected":
-        _progress("the worker is connected; `pendra status` and `pendra stack logs -f` show it")
-    else:
-        _progress(
-            f"the worker runs but is {state}, not connected yet; `pendra stack logs -f` shows why"
-        )
-    return _print_status(stack, settings, as_json=args.json)
+    document = stack_up(
+        load_settings(),
+        _given(args),
+        rebuild=args.rebuild,
+        wait_s=args.wait,
+        progress=_progress,
+    )
+    return _print(document, as_json=args.json)
 
 
 def run_down(_args: argparse.Namespace) -> int:
@@ -284,34 +175,12 @@ def run_down(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_status(settings: Any) -> dict[str, Any] | None:
-    import asyncio
-
-    from worker.admin.client import AdminClient
-    from worker.admin.locate import stack_socket
-    from worker.errors import PendraError
-
-    try:
-        return asyncio.run(AdminClient(stack_socket(settings.home), timeout_s=5).status())
-    except PendraError:
-        return None
-
-
-def _print_status(stack: Any, settings: Any, *, as_json: bool) -> int:
-    from worker.admin.locate import stack_socket
-
-    containers = stack.describe()
-    worker = _worker_status(settings)
-    document = {
-        "containers": containers,
-        "admin_socket": str(stack_socket(settings.home)),
-        "worker": worker,
-    }
+def _print(document: dict[str, Any], *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(document, indent=2))
     else:
         print(render_stack_status(document))
-    has_worker = any(c.get("service") == "worker" for c in containers)
+    has_worker = any(c.get("service") == "worker" for c in document.get("containers") or [])
     return 0 if has_worker else EXIT_NOT_RUNNING
 
 
@@ -340,9 +209,11 @@ def render_stack_status(document: dict[str, Any]) -> str:
 
 def run_status(args: argparse.Namespace) -> int:
     from installer.stack_docker import DockerStack, connect
+    from installer.stack_run import stack_document
     from worker.settings import load_settings
 
-    return _print_status(DockerStack(connect(), _progress), load_settings(), as_json=args.json)
+    document = stack_document(DockerStack(connect(), _progress), load_settings())
+    return _print(document, as_json=args.json)
 
 
 def run_logs(args: argparse.Namespace) -> int:
@@ -368,9 +239,15 @@ def run_compose(args: argparse.Namespace) -> int:
         plan_image,
         prepare_build_context,
     )
+    from installer.stack_run import build_spec, resolve
     from worker.atomic_files import write_atomic
+    from worker.settings import load_settings
 
-    settings, paths, options, network = _resolve(args)
+    settings = load_settings()
+    resolved = resolve(settings, _given(args))
+    for note in resolved.notes:
+        _progress(note)
+    paths, options = resolved.paths, resolved.options
     build = None
     if options.image:
         image = options.image
@@ -388,7 +265,7 @@ def run_compose(args: argparse.Namespace) -> int:
             "args": {"BASE_IMAGE": plan.base_image},
             "network": "none",
         }
-    spec = _spec(settings, paths, options, network, image)
+    spec = build_spec(settings, resolved, image)
     prepare_host_files(spec, paths)
     text = to_yaml(render_compose(spec, paths, build))
     if args.output is not None and str(args.output) == "-":
