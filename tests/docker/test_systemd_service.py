@@ -163,8 +163,8 @@ def systemd_host(docker_client: Any, systemd_image: str, wheelhouse: Path) -> It
         assert state == "running", f"systemd is {state}:\n{host.run('systemctl --failed')[1]}"
         started = time.monotonic()
         host.ok(
-            "python3 -m venv /opt/pendra && /opt/pendra/bin/pip install --quiet --no-index --no-compile "
-            "--disable-pip-version-check --find-links /wheels pendra-worker"
+            "python3 -m venv /opt/pendra && /opt/pendra/bin/pip install --quiet --no-index "
+            "--no-compile --disable-pip-version-check --find-links /wheels pendra-worker"
         )
         print(f"[docker tests] installed from the wheelhouse: {time.monotonic() - started:.0f} s")
         yield host

@@ -103,7 +103,8 @@ def test_help_and_bad_arguments(tmp_path: Path) -> None:
     assert "--docker" in helped.stdout and "never installs" in helped.stdout
     for other in ("--no-start", "--uninstall"):
         clash = _run(["bash", str(GET_SH), "--docker", other], env, timeout=30)
-        assert clash.returncode == 1 and "does not go with --no-start or --uninstall" in clash.stderr
+        assert clash.returncode == 1
+        assert "does not go with --no-start or --uninstall" in clash.stderr
         assert "pendra stack up" in clash.stderr
     missing = _run(
         ["bash", str(GET_SH), "--yes", "--key-file", str(tmp_path / "nope")], env, timeout=30
