@@ -9,6 +9,7 @@ sets a stop timeout, which the worker's drain needs.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,11 +47,15 @@ def container_name(service: str) -> str:
     return f"{PROJECT}-{service}-1"
 
 
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
 def connect(timeout_s: float = 60.0) -> Any:
     """A client of the Docker daemon ``DOCKER_HOST`` (or the default socket) names; a clear
     :class:`StackError` when there is none or it may not be used."""
     import docker
 
+    where = os.environ.get("DOCKER_HOST", "").strip() or DEFAULT_SOCKET
     try:
         client = docker.from_env(timeout=int(timeout_s))
         client.ping()
@@ -58,15 +63,40 @@ def connect(timeout_s: float = 60.0) -> Any:
         text = str(exc)
         if "Permission denied" in text:
             raise StackError(
-                "this user may not use the Docker daemon (permission denied on its socket)",
+                f"this user may not use the Docker daemon at {where} (permission denied)",
                 hint="add yourself to the docker group (`sudo usermod -aG docker $USER`, then log "
                 "in again), or run `pendra doctor` for the details",
             ) from None
+        if "No such file" in text or "Connection refused" in text:
+            reason = "nothing listens there: Docker is not installed or not running"
+        else:
+            reason = text
         raise StackError(
-            f"cannot talk to the Docker daemon: {text}",
-            hint="start Docker (`sudo systemctl start docker`); `pendra doctor` checks it",
+            f"cannot talk to the Docker daemon at {where}: {reason}",
+            hint="install Docker Engine (https://docs.docker.com/engine/install/) or start it "
+            "(`sudo systemctl start docker`); `pendra doctor` checks it",
         ) from None
     return client
+
+
+@contextlib.contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Docker API failures as a :class:`StackError` saying what was being done."""
+    import docker
+
+    try:
+        yield
+    except docker.errors.ContainerError as exc:
+        output = exc.stderr.decode("utf-8", "replace").strip() if exc.stderr else ""
+        raise StackError(
+            f"{action} failed: the container exited with {exc.exit_status}"
+            + (f": {output.splitlines()[-1]}" if output else ""),
+        ) from None
+    except docker.errors.DockerException as exc:
+        detail = getattr(exc, "explanation", None) or str(exc)
+        raise StackError(
+            f"{action} failed: {detail}", hint="`pendra doctor` checks Docker"
+        ) from None
 
 
 class DockerStack:
@@ -101,6 +131,10 @@ class DockerStack:
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per container: state, health, image, exit code, when it started."""
+        with api_errors("reading the containers"):
+            return self._describe()
+
+    def _describe(self) -> list[dict[str, Any]]:
         rows = []
         for container in sorted(self.containers(), key=lambda c: c.name):
             container.reload()
@@ -129,7 +163,8 @@ class DockerStack:
             raise StackError(
                 f"there is no {service} container", hint="start the stack: `pendra stack up`"
             )
-        yield from container.logs(stream=True, follow=follow, tail=tail if tail >= 0 else "all")
+        with api_errors("reading the log"):
+            yield from container.logs(stream=True, follow=follow, tail=tail if tail >= 0 else "all")
 
     # -- changing -----------------------------------------------------------------------------
     def _labels(self, service: str) -> dict[str, str]:
@@ -241,6 +276,10 @@ class DockerStack:
 
     def up(self, spec: StackSpec, paths: StackPaths) -> Any:
         """(Re)create the containers of ``spec``; returns the worker container."""
+        with api_errors("starting the stack"):
+            return self._up(spec, paths)
+
+    def _up(self, spec: StackSpec, paths: StackPaths) -> Any:
         import docker
         from docker.types import DeviceRequest, LogConfig
 
@@ -306,6 +345,10 @@ class DockerStack:
     def down(self) -> list[str]:
         """Stop and remove the containers (the worker drains first) and the network. Volumes,
         the key and the models stay."""
+        with api_errors("removing the stack"):
+            return self._down()
+
+    def _down(self) -> list[str]:
         import docker
 
         removed = []

@@ -170,7 +170,7 @@ def stack_up(
 ) -> dict[str, Any]:
     """Build or reuse the image, (re)create the containers, wait for the worker; returns the
     stack document. Options are remembered only once the containers exist."""
-    from installer.stack_docker import DockerStack, connect
+    from installer.stack_docker import DockerStack, api_errors, connect
 
     resolved = resolve(settings, given)
     for note in resolved.notes:
@@ -183,7 +183,8 @@ def stack_up(
     stack = DockerStack(client, progress)
     container = stack.up(spec, resolved.paths)
     save_options(resolved.paths, resolved.options)
-    document = stack.wait_until_connected(container, lambda: worker_status(settings), wait_s)
+    with api_errors("waiting for the worker"):
+        document = stack.wait_until_connected(container, lambda: worker_status(settings), wait_s)
     state = ((document or {}).get("worker") or {}).get("state")
     if state == "connected":
         progress("the worker is connected; `pendra status` and `pendra stack logs -f` show it")

@@ -365,6 +365,10 @@ def build_wheelhouse(
         if cached:
             wheel, how = cached[0], "cached"
         else:
+            for stale in cache.glob(f"{name}-*"):
+                own = re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{20}}", stale.name)
+                if own and stale.is_dir() and stale != slot:
+                    shutil.rmtree(stale, ignore_errors=True)  # an older install of it
             slot.mkdir(parents=True, exist_ok=True)
             source = editable_source(dist)
             try:

@@ -33,10 +33,17 @@ def _say(line: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_daemon() -> Iterator[PrivateDaemon]:
+def docker_prerequisites() -> None:
+    """dockerd, debootstrap and docker-compose present (installed with apt when possible)."""
     reason = prerequisites()
     if reason is not None:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def docker_daemon(docker_prerequisites: None) -> Iterator[PrivateDaemon]:
+    """One private daemon per test module, so its gigabyte of image layers is removed when the
+    module ends, inside the module's own time limit."""
     for root in reap_stale_daemons():
         _say(f"stopped a private dockerd left by an earlier, killed session ({root})")
     daemon = PrivateDaemon()
@@ -49,13 +56,13 @@ def docker_daemon() -> Iterator[PrivateDaemon]:
         daemon.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_client(docker_daemon: PrivateDaemon) -> Any:
     return docker_daemon.client()
 
 
 @pytest.fixture(scope="session")
-def rootfs_tarballs(docker_daemon: PrivateDaemon) -> dict[str, Path]:
+def rootfs_tarballs(docker_prerequisites: None) -> dict[str, Path]:
     recipes = _recipes()
     started = time.monotonic()
     tarballs = build_tarballs(list(recipes.values()), log=_say)
@@ -74,13 +81,13 @@ def _import(client: Any, recipe: Recipe, tarball: Path) -> str:
     return recipe.image
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_image(docker_client: Any, rootfs_tarballs: dict[str, Path]) -> str:
     """Debian bookworm minbase with python3, python3-venv and ca-certificates (no libgomp)."""
     return _import(docker_client, _recipes()["base"], rootfs_tarballs["base"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def systemd_image(docker_client: Any, rootfs_tarballs: dict[str, Path]) -> str:
     """The base plus systemd, so systemd boots as PID 1 in a container."""
     return _import(docker_client, _recipes()["systemd"], rootfs_tarballs["systemd"])
@@ -95,7 +102,9 @@ def xdg_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory, xdg_cache: Path) -> Path:
+def wheelhouse(
+    tmp_path_factory: pytest.TempPathFactory, xdg_cache: Path, docker_prerequisites: None
+) -> Path:
     """This installation as wheels, exactly as `pendra stack up` makes them."""
     from installer.stack_wheelhouse import build_wheelhouse
 

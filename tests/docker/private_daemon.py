@@ -212,6 +212,13 @@ class PrivateDaemon:
                 process.kill()
                 process.wait(timeout=30)
         self._unmount_leftovers()
+        # rm is several times faster than shutil.rmtree on the daemon's many small layer files.
+        subprocess.run(
+            ["rm", "-rf", "--one-file-system", str(self.root)],
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _unmount_leftovers(self) -> None:

@@ -143,3 +143,18 @@ def test_the_apps_docker_choice_says_why_docker_is_unavailable(
     reason = launcher.unavailable()
     assert reason is not None and "cannot talk to the Docker daemon" in reason
     assert any("pendra stack up" in line for line in launcher.plan())
+
+
+def test_docker_api_failures_are_errors_a_person_can_read() -> None:
+    import docker
+
+    from installer.stack import StackError
+    from installer.stack_docker import api_errors
+
+    failing = pytest.raises(StackError, match="starting the stack failed: no such image")
+    with failing as err, api_errors("starting the stack"):
+        raise docker.errors.APIError("500 Server Error", explanation="no such image")
+    assert "pendra doctor" in str(err.value)
+    exited = pytest.raises(StackError, match="exited with 1: chown: invalid user")
+    with exited, api_errors("handing the volumes over"):
+        raise docker.errors.ContainerError(None, 1, "chown", "img", b"oops\nchown: invalid user")

@@ -124,7 +124,12 @@ def test_an_edited_installation_is_refused(tmp_path: Path, monkeypatch: pytest.M
 def test_wheelhouse_reuses_its_cache(tmp_path: Path) -> None:
     dists = [installed("tomli-w"), installed("mdurl")]
     cache = tmp_path / "cache"
+    older = cache / ("tomli-w-" + "0" * 20)  # an earlier install of tomli-w: replaced
+    other = cache / ("tomli-w-plugin-" + "0" * 20)  # another distribution: kept
+    for slot in (older, other):
+        slot.mkdir(parents=True)
     first = build_wheelhouse(tmp_path / "a", cache=cache, dists=dists)
+    assert not older.exists() and other.exists()
     assert {w.how for w in first.wheels} == {"repacked"}
     second = build_wheelhouse(tmp_path / "b", cache=cache, dists=dists)
     assert {w.how for w in second.wheels} == {"cached"}
