@@ -259,3 +259,104 @@ def test_stack_up_serves_through_the_sandbox_and_stops_cleanly(
     assert pendra(["stack", "down"], env).returncode == 0
     assert not docker_client.containers.list(all=True, filters={"label": "ai.pendra.stack=1"})
     assert docker_client.volumes.get("pendra-models")
+
+
+HOST_USER = 1000  # a host user that is not root
+OTHER_USER = 1001
+RAW_STATUS = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("refused")
+    sys.exit(0)
+s.sendall(b"GET /v1/status HTTP/1.0\\r\\nHost: pendra-worker\\r\\n\\r\\n")
+data = b"".join(iter(lambda: s.recv(65536), b""))
+head, _, body = data.partition(b"\\r\\n\\r\\n")
+print(head.split(b" ")[1].decode(), json.loads(body)["worker"]["state"])
+"""
+
+
+def _as_user(uid: int, argv: list[str]) -> str:
+    """``argv`` as ``uid`` (setpriv: no account needed), with the system Python."""
+    done = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_worker_runs_as_a_host_user_who_alone_may_use_its_socket(
+    docker_env: dict[str, str],
+    docker_client: Any,
+    base_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``pendra stack up`` does for a user who is not root: the container runs as that user
+    (the named volumes handed over to it first), the key copy and the socket are that user's, and
+    that user — not another — reaches the worker through the socket on the bind mount. The
+    commands run in this process (as root) with the user's id set on the spec; the socket is then
+    tried as the host user and as another user for real."""
+    import os
+    import shutil
+    import tempfile
+    from dataclasses import replace
+
+    from installer.stack import prepare_host_files
+    from installer.stack_docker import DockerStack
+    from installer.stack_image import ensure_image
+    from installer.stack_run import build_spec, resolve, worker_status
+    from worker.admin.locate import stack_socket
+    from worker.settings import load_settings
+
+    python = "/usr/bin/python3"
+    if shutil.which("setpriv") is None or not Path(python).exists():
+        pytest.skip("needs setpriv and a system /usr/bin/python3 to act as another user")
+    # The user's home, where that user (and only they) can reach it.
+    top = Path(tempfile.mkdtemp(prefix="pendra-host-user-", dir="/tmp"))
+    top.chmod(0o755)
+    home = top / ".pendra"
+    home.mkdir(mode=0o700)
+    url, proc = start_sandbox(docker_env, home / "worker.key", tmp_path / "sandbox.log")
+    stack: DockerStack | None = None
+    try:
+        for path in (home, home / "worker.key"):
+            os.chown(path, HOST_USER, HOST_USER)
+        monkeypatch.setenv("PENDRA_HOME", str(home))
+        monkeypatch.setenv("PENDRA_API_URL", url)
+        monkeypatch.setenv("PENDRA_THREADS", "1")
+        for name, value in OTHER_BACKENDS_OFF.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("OLLAMA_ENDPOINT", "off")
+        settings = load_settings()
+        image = ensure_image(docker_client, base_image=base_image, progress=print).tag
+        resolved = resolve(settings, {"network": "host"})
+        spec = replace(build_spec(settings, resolved, image), run_as=(HOST_USER, HOST_USER))
+        assert spec.needs_volume_init
+        prepare_host_files(spec, resolved.paths)
+        os.chown(resolved.paths.dir, HOST_USER, HOST_USER)  # made by the user's own `stack up`
+        stack = DockerStack(docker_client, print)
+        container = stack.up(spec, resolved.paths)
+        document = stack.wait_until_connected(container, lambda: worker_status(settings), 120)
+        assert document is not None and document["worker"]["state"] == "connected"
+
+        assert container.attrs["Config"]["User"] == f"{HOST_USER}:{HOST_USER}"
+        listing = _volume_listing(docker_client, base_image, "pendra-home")
+        assert f" {HOST_USER} {HOST_USER} " in listing  # handed over, and written by the worker
+        secret = resolved.paths.secret.stat()
+        assert (secret.st_uid, stat.S_IMODE(secret.st_mode)) == (HOST_USER, 0o400)
+        socket_path = str(stack_socket(home))
+        assert _as_user(HOST_USER, [python, "-c", RAW_STATUS, socket_path]) == "200 connected"
+        assert _as_user(OTHER_USER, [python, "-c", RAW_STATUS, socket_path]) == "refused"
+    finally:
+        if stack is not None:
+            stack.down()
+        stop_process(proc)
+        shutil.rmtree(top, ignore_errors=True)
