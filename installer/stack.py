@@ -270,11 +270,19 @@ def container_environment(spec: StackSpec) -> dict[str, str]:
 def volume_init_command(spec: StackSpec) -> str:
     """Hands the named volumes to the worker's user (run once as root, with no network)."""
     targets = [CONTAINER_HOME] + ([] if spec.models_is_dir else [CONTAINER_MODELS])
-    return f"chown -R {spec.user} {' '.join(targets)}"
+    return f"chown -R {spec.user} {' '.join(targets)} && chmod 0700 {CONTAINER_HOME}"
 
 
 # --------------------------------------------------------------------------------------------------
 # The Compose project
+
+
+def _volume(spec: StackSpec, source: str, target: str) -> str | dict[str, Any]:
+    """A volume entry; a named volume handed to another user is mounted without copying the
+    image's directory into it (Docker would reset its owner at each mount while it is empty)."""
+    if source.startswith("/") or not spec.needs_volume_init:
+        return f"{source}:{target}"
+    return {"type": "volume", "source": source, "target": target, "volume": {"nocopy": True}}
 
 
 def render_compose(
@@ -282,9 +290,9 @@ def render_compose(
 ) -> dict[str, Any]:
     """The Compose project as data. ``build`` (context, dockerfile, args) lets ``docker compose
     up --build`` make the image; without it the image must exist."""
-    volumes_spec = [
-        f"{spec.models}:{CONTAINER_MODELS}",
-        f"{HOME_VOLUME}:{CONTAINER_HOME}",
+    volumes_spec: list[Any] = [
+        _volume(spec, spec.models, CONTAINER_MODELS),
+        _volume(spec, HOME_VOLUME, CONTAINER_HOME),
         f"{paths.run_dir}:{CONTAINER_RUN}",
     ]
     if spec.config_file is not None:

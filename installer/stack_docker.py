@@ -203,9 +203,17 @@ class DockerStack:
     def _mounts(self, spec: StackSpec, paths: StackPaths) -> list[Any]:
         from docker.types import Mount
 
+        # A volume handed to another user must not be "populated from the image" again: Docker
+        # does that to an empty volume at every mount, resetting its owner to the image's user.
+        nocopy = spec.needs_volume_init
+        models = (
+            Mount(CONTAINER_MODELS, spec.models, type="bind")
+            if spec.models_is_dir
+            else Mount(CONTAINER_MODELS, spec.models, type="volume", no_copy=nocopy)
+        )
         mounts = [
-            Mount(CONTAINER_MODELS, spec.models, type="bind" if spec.models_is_dir else "volume"),
-            Mount(CONTAINER_HOME, HOME_VOLUME, type="volume"),
+            models,
+            Mount(CONTAINER_HOME, HOME_VOLUME, type="volume", no_copy=nocopy),
             Mount(CONTAINER_RUN, str(paths.run_dir), type="bind"),
             Mount(SECRET_TARGET, str(paths.secret), type="bind", read_only=True),
         ]

@@ -53,11 +53,12 @@ def test_cpu_compose_on_a_bridge_as_a_host_user(tmp_path: Path) -> None:
     assert worker["user"] == "1000:1000" and worker["init"] is True
     assert worker["extra_hosts"] == ["host.docker.internal:host-gateway"]
     assert "network_mode" not in worker and "deploy" not in worker
+    # Handed to uid 1000, the named volumes are never populated from the image again (Docker
+    # would give an empty one back to the image's user at each mount).
     assert worker["volumes"] == [
-        "pendra-models:/models",
-        "pendra-home:/home/pendra/.pendra",
-        f"{tmp_path}/stack/run:/home/pendra/.pendra/run",
-    ]
+        {"type": "volume", "source": s, "target": t, "volume": {"nocopy": True}}
+        for s, t in (("pendra-models", "/models"), ("pendra-home", "/home/pendra/.pendra"))
+    ] + [f"{tmp_path}/stack/run:/home/pendra/.pendra/run"]
     assert doc["volumes"] == {
         "pendra-home": {"name": "pendra-home"},
         "pendra-models": {"name": "pendra-models"},
@@ -75,7 +76,10 @@ def test_cpu_compose_on_a_bridge_as_a_host_user(tmp_path: Path) -> None:
     assert worker["depends_on"] == {"init-volumes": {"condition": "service_completed_successfully"}}
     init = doc["services"]["init-volumes"]
     assert init["user"] == "0:0" and init["network_mode"] == "none"
-    assert init["command"] == ["chown -R 1000:1000 /home/pendra/.pendra /models"]
+    assert init["command"] == [
+        "chown -R 1000:1000 /home/pendra/.pendra /models && chmod 0700 /home/pendra/.pendra"
+    ]
+    assert init["volumes"] == worker["volumes"][:2]
 
 
 def test_gpu_ollama_host_network_and_a_host_models_dir(tmp_path: Path) -> None:
@@ -101,8 +105,10 @@ def test_gpu_ollama_host_network_and_a_host_models_dir(tmp_path: Path) -> None:
 def test_init_service_leaves_a_host_models_dir_alone(tmp_path: Path) -> None:
     s = spec(tmp_path, models=str(tmp_path / "m"), run_as=(1000, 1000))
     init = render_compose(s, StackPaths(tmp_path))["services"]["init-volumes"]
-    assert init["command"] == ["chown -R 1000:1000 /home/pendra/.pendra"]
-    assert init["volumes"] == ["pendra-home:/home/pendra/.pendra"]
+    assert init["command"] == [
+        "chown -R 1000:1000 /home/pendra/.pendra && chmod 0700 /home/pendra/.pendra"
+    ]
+    assert [v["source"] for v in init["volumes"]] == ["pendra-home"]
 
 
 def test_config_file_is_mounted_read_only(tmp_path: Path) -> None:
