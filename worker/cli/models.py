@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import shutil
 import sys
 from typing import Any
@@ -278,6 +279,9 @@ async def _install_directly(
     async def load() -> Any:
         return catalogue
 
+    # The job's own failure is printed by the caller with its hint; without this the manager's
+    # log line would reach stderr too (Python prints unhandled warnings when nothing is set up).
+    logging.getLogger("worker").addHandler(logging.NullHandler())
     bus = EventBus()
     events = bus.subscribe(kinds={"install"})
     manager = InstallManager(settings, registry, bus, catalogue_loader=load)

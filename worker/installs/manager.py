@@ -354,7 +354,7 @@ class InstallManager:
             return
         token = await asyncio.to_thread(hub_token)
         resolved = await asyncio.to_thread(resolve, ref, token=token)
-        job.ref = resolved.ref
+        job.ref, job.detail = resolved.ref, resolved.note
         if resolved.note:
             log.info("install of %s: %s", ref, resolved.note)
         await self._download_resolved(job, resolved, token, job.ref, None, None)
@@ -371,6 +371,7 @@ class InstallManager:
         hf = HFRef(variant.hf_repo, revision=variant.hf_revision, file=variant.hf_file)
         token = await asyncio.to_thread(hub_token)
         resolved = await asyncio.to_thread(resolve, hf, token=token, pin_sha256=variant.gguf_sha256)
+        job.detail = None
         await self._download_resolved(
             job, resolved, token, str(ref), model.task, variant.context_length
         )
