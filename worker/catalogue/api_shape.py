@@ -191,6 +191,22 @@ def _entry_variants(
     return out, warnings
 
 
+def _invalid(variants: list[dict[str, Any]]) -> str | None:
+    """Why one of ``variants`` is not a valid worker variant, or ``None``."""
+    from pydantic import ValidationError
+
+    from worker.catalogue.schema import CatalogueVariant
+
+    for variant in variants:
+        try:
+            CatalogueVariant.model_validate(variant)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or "variant"
+            return f"{where}: {first.get('msg', 'invalid')}"
+    return None
+
+
 def _model_name(entry: Mapping[str, Any], model_id: str) -> str:
     """The entry's name without its size (``Qwen 3.6 27B`` → ``Qwen 3.6``): it names the model,
     whose variants are the sizes."""
@@ -228,6 +244,10 @@ def from_api(entries: list[Any]) -> tuple[list[Any], list[str]]:
             continue
         variants, notes = _entry_variants(entry, model_id, tag)
         warnings += notes
+        problem = _invalid(variants)
+        if problem:  # checked per entry: a bad one never takes its siblings' model with it
+            warnings.append(f"skipped {name}: {problem}")
+            continue
         model = models.get(model_id)
         if model is None:
             display = _model_name(entry, model_id)
