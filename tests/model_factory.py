@@ -10,8 +10,9 @@ Kinds:
   a ChatML ``tokenizer.chat_template``, ``eos = <|im_end|>``.
 * ``chat-notemplate`` — the same model without a chat template (exercises the fallback formats).
 * ``embed`` — the same shapes with ``pooling_type = MEAN`` and ``attention.causal = false``.
-* ``chat-split`` — the ``chat`` model as a split GGUF (``gguf-split`` layout: ``OUT-00001-of-00003.gguf``
-  … with ``split.no``/``split.count``/``split.tensors.count``), which llama.cpp loads from part 1.
+* ``chat-split`` — the ``chat`` model as a split GGUF (``gguf-split`` layout:
+  ``OUT-00001-of-00003.gguf`` … with ``split.no``/``split.count``/``split.tensors.count``), which
+  llama.cpp loads from part 1.
 
 :func:`write_header_only` writes a GGUF with metadata and no tensors, for classification tests; it
 never needs llama.cpp, so tests may call it in-process.
