@@ -303,3 +303,16 @@ def test_offline_and_without_a_worker(env: dict[str, str], hub: HubEmulator) -> 
     assert len(hub.requests) == requests  # offline means no request at all
     wrong = pendra(env, "pull", f"{TINY}:Q4_K_M")
     assert wrong.returncode == 1 and f"write hf.co/{TINY}:Q4_K_M" in wrong.stderr
+
+
+def test_without_q4_k_m_the_closest_is_installed_and_said(
+    env: dict[str, str], hub: HubEmulator, tmp_path: Path
+) -> None:
+    repo = hub.repo("someone/Only-Big-GGUF")
+    repo.add("Only-Big-Q8_0.gguf", blob(tmp_path / "q8.bin", 1000, 5))
+    repo.add("Only-Big-Q5_K_M.gguf", blob(tmp_path / "q5.bin", 800, 6))
+    hub.publish()
+    pulled = pendra(env, "pull", "hf.co/someone/Only-Big-GGUF")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert "Installed hf.co/someone/Only-Big-GGUF:Q5_K_M into pendra" in pulled.stdout
+    assert "has no Q4_K_M GGUF; installing Q5_K_M, the closest" in pulled.stdout
