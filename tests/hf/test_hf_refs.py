@@ -95,6 +95,7 @@ def test_what_counts_as_a_hugging_face_ref() -> None:
 
 def test_install_refs_are_either_kind_and_owner_repo_gets_a_hint() -> None:
     assert parse_install_ref("gemma3:270m") == ModelRef("gemma3", "270m")
+    assert parse_install_ref("llama3.2") == ModelRef("llama3.2", "latest")  # as in Ollama
     assert parse_install_ref(f" hf.co/{REPO}:Q4_K_M ") == HFRef(REPO, "Q4_K_M")
     with pytest.raises(BadRequest) as caught:
         parse_install_ref(f"{REPO}:Q4_K_M")

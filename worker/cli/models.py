@@ -324,9 +324,12 @@ async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]
     from worker.hf.refs import looks_like_hf_ref
     from worker.installs import InstallManager
     from worker.installs.builtin import installed_files
+    from worker.installs.refs import parse_install_ref
 
     registry = BackendRegistry()
-    local = looks_like_hf_ref(ref) or installed_files(settings.models_dir, ref.strip())
+    local = looks_like_hf_ref(ref) or installed_files(
+        settings.models_dir, str(parse_install_ref(ref))
+    )
     if backend not in (None, "pendra") or (backend is None and not local):
         from worker.backends.discovery import discover_backends
 

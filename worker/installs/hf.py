@@ -30,6 +30,7 @@ from worker.backends.base import Task
 from worker.errors import InstallError, ModelNotFound
 from worker.hf.refs import looks_like_hf_ref, parse_hf_ref
 from worker.hf.resolve import HFFile, ResolvedHF, same_origin
+from worker.installs.builtin import MAX_FILE_NAME, SAFE_FILE_NAME
 from worker.installs.download import (
     IntegrityError,
     Progress,
@@ -104,7 +105,16 @@ def _download_order(resolved: ResolvedHF) -> list[HFFile]:
 
 
 def _check_names(resolved: ResolvedHF) -> None:
+    """Every file lands in the install's folder under its plain name: refuse names that are not
+    plain GGUF names (whatever the Hub lists) and two files with the same name."""
     names = [f.name for f in resolved.files]
+    for name in names:
+        if len(name) > MAX_FILE_NAME or not SAFE_FILE_NAME.match(name):
+            raise InstallError(
+                f"{resolved.ref} lists a file named {name[:120]!r}, which is not a plain GGUF file "
+                "name; nothing was downloaded.",
+                hint="pick another quantisation or repository",
+            )
     if len(set(names)) != len(names):
         raise InstallError(
             f"{resolved.ref} has two files with the same name in different folders; the "
