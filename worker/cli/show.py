@@ -51,9 +51,17 @@ def run(args: argparse.Namespace) -> int:
     if not ref or "\x00" in ref:
         raise BadRequest("Give the model to show, e.g. `pendra show gemma3:270m`.")
     settings = load_settings()
-    info = describe_builtin(settings.models_dir, ref, verify=args.verify)
+    backends = asyncio.run(_backends(settings))
+    # The running worker's modelstore (it may run with another PENDRA_MODELS_DIR than this shell).
+    store = next((b.get("endpoint") for b in backends or [] if b.get("name") == "pendra"), None)
+    models_dir = Path(store) if isinstance(store, str) and store else settings.models_dir
+    info = describe_builtin(models_dir, ref, verify=args.verify)
     if info is None:
-        info = asyncio.run(describe_external(settings, ref))
+        if backends is None:
+            from worker.backends.snapshot import describe_backends_once
+
+            backends = asyncio.run(describe_backends_once(settings))
+        info = describe_external(backends, ref)
     if info is None:
         raise ModelNotFound(
             f"{ref} is not installed on any backend here.",
@@ -195,16 +203,17 @@ def describe_builtin(models_dir: Path, ref: str, *, verify: bool = False) -> dic
 
 
 # -- other backends -------------------------------------------------------------------------------
-async def describe_external(settings: Any, ref: str) -> dict[str, Any] | None:
+async def _backends(settings: Any) -> list[dict[str, Any]] | None:
+    """The running worker's backend entries, or ``None`` when no worker runs."""
     from worker.admin.client import call_running_worker
 
     status = await call_running_worker(settings, lambda client: client.status())
-    if isinstance(status, dict):
-        backends = status.get("backends") or []
-    else:
-        from worker.backends.snapshot import describe_backends_once
+    if not isinstance(status, dict):
+        return None
+    return [b for b in status.get("backends") or [] if isinstance(b, dict)]
 
-        backends = await describe_backends_once(settings)
+
+def describe_external(backends: list[dict[str, Any]], ref: str) -> dict[str, Any] | None:
     for entry in backends:
         if not isinstance(entry, dict) or entry.get("name") == "pendra":
             continue

@@ -108,7 +108,12 @@ def hub_token() -> str | None:
         token = get_token()
     except Exception:  # an unreadable token file or a failed OIDC exchange: go without
         return None
-    return (token or "").strip() or None
+    token = (token or "").strip() or None
+    if token:
+        from worker.logs import redaction_filter
+
+        redaction_filter().add_secret(token)  # whatever logs it by mistake, it shows as ***
+    return token
 
 
 def same_origin(url: str, other: str) -> bool:

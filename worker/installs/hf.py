@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -144,10 +144,12 @@ async def install_resolved(
     trusted = {
         f.file: f.sha256 for f in (previous.files if previous and previous.ref == ref else ())
     }
-    write_sidecar(
-        side,
-        _sidecar(ref, resolved, task or resolved.task, context_length or resolved.context_length),
+    record = _sidecar(
+        ref, resolved, task or resolved.task, context_length or resolved.context_length
     )
+    if previous and previous.ref == ref and previous.revision == resolved.revision:
+        record = replace(record, installed_at=previous.installed_at)  # the same install again
+    write_sidecar(side, record)
     total = resolved.size
     done_before = 0
     downloaded = False

@@ -395,7 +395,7 @@ class InstallManager:
             for path in (folder / item.name, partial_path(folder / item.name))
             if path.is_file()
         )
-        free = free_disk(models_dir if models_dir.exists() else models_dir.parent)
+        free = free_disk(models_dir)
         needed = max(0, resolved.size - have)
         if free is not None and needed + FREE_SPACE_MARGIN > free:
             raise free_space_error(
