@@ -10,7 +10,7 @@ What it follows (huggingface_hub ``HfApi.model_info``, ``get_hf_file_metadata`` 
   ``lfs: {"sha256", "size", "pointerSize"}``. Metadata of a gated repository is public.
 * ``HEAD|GET /{repo}/resolve/{rev}/{path}`` → for an LFS file, ``302`` to the CDN origin with
   ``X-Repo-Commit``, ``X-Linked-Etag`` (the quoted SHA-256), ``X-Linked-Size`` and ``ETag``; for a
-  file kept in git, ``200`` with the bytes and its git blob id as ``ETag``.
+  file kept in git, the bytes (with ranges) and its git blob id as ``ETag``.
 * Errors carry ``X-Error-Code``/``X-Error-Message``: an unknown (or private, unauthorised) repo is
   ``RepoNotFound`` (``401`` without a token, ``404`` with one); an unknown revision
   ``RevisionNotFound`` (404); an unknown file ``EntryNotFound`` (404); a gated repo's file without
@@ -110,44 +110,68 @@ class CdnEmulator(Emulator):
         item = self.blobs.get(request.match_info["sha256"])
         if item is None:
             return web.Response(status=404, text="NoSuchKey")
-        source = item.served or item.source
-        size = source.stat().st_size
-        etag = f'"{item.sha256}"'
-        start = 0
-        wanted = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        ranged = bool(wanted) and (if_range is None or if_range == etag)
-        if ranged:
-            assert wanted is not None
-            start = int(wanted.removeprefix("bytes=").split("-", 1)[0])
-            if start >= size:
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        response = web.StreamResponse(status=206 if ranged else 200)
-        response.headers.update(
-            {"ETag": etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        return await serve_bytes(
+            request,
+            item.served or item.source,
+            f'"{item.sha256}"',
+            delay_per_chunk_s=self.delay_per_chunk_s,
+            cut=self,
         )
-        if ranged:
-            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
-        response.content_length = size - start
-        await response.prepare(request)
-        if request.method == "HEAD":
-            return response
-        sent = 0
-        with source.open("rb") as handle:
-            handle.seek(start)
-            while block := handle.read(LFS_CHUNK):
-                if self.cut_after is not None and sent + len(block) > self.cut_after:
-                    await response.write(block[: self.cut_after - sent])
-                    self.cut_after = None
-                    assert request.transport is not None
-                    request.transport.abort()
-                    return response
-                await response.write(block)
-                sent += len(block)
-                if self.delay_per_chunk_s:
-                    await asyncio.sleep(self.delay_per_chunk_s)
-        await response.write_eof()
+
+
+async def serve_bytes(
+    request: web.Request,
+    source: Path,
+    etag: str,
+    *,
+    headers: dict[str, str] | None = None,
+    delay_per_chunk_s: float = 0.0,
+    cut: CdnEmulator | None = None,
+) -> web.StreamResponse:
+    """A file with ``Range``/``If-Range`` (``206``/``416``) and a strong ``ETag``; ``cut`` drops
+    the connection once after its ``cut_after`` body bytes."""
+    size = source.stat().st_size
+    start = 0
+    wanted = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    ranged = bool(wanted) and (if_range is None or if_range == etag)
+    if ranged:
+        assert wanted is not None
+        start = int(wanted.removeprefix("bytes=").split("-", 1)[0])
+        if start >= size:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+    response = web.StreamResponse(status=206 if ranged else 200)
+    response.headers.update(
+        {
+            **(headers or {}),
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
+    )
+    if ranged:
+        response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+    response.content_length = size - start
+    await response.prepare(request)
+    if request.method == "HEAD":
         return response
+    sent = 0
+    with source.open("rb") as handle:
+        handle.seek(start)
+        while block := handle.read(LFS_CHUNK):
+            limit = cut.cut_after if cut is not None else None
+            if cut is not None and limit is not None and sent + len(block) > limit:
+                await response.write(block[: limit - sent])
+                cut.cut_after = None
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            await response.write(block)
+            sent += len(block)
+            if delay_per_chunk_s:
+                await asyncio.sleep(delay_per_chunk_s)
+    await response.write_eof()
+    return response
 
 
 class HubEmulator(Emulator):
@@ -307,9 +331,5 @@ class HubEmulator(Emulator):
                     "X-Linked-Size": str(item.size),
                 },
             )
-        data = item.source.read_bytes()
-        return web.Response(
-            body=data,
-            headers={**common, "ETag": f'"{git_blob_id(data)}"'},
-            content_type="application/octet-stream",
-        )
+        blob_id = git_blob_id(item.source.read_bytes())
+        return await serve_bytes(request, item.source, f'"{blob_id}"', headers=common)

@@ -90,7 +90,12 @@ def _find(models: list[Any], ref: str) -> Any | None:
     if exact:
         return exact[0]
     matches = [m for m in models if m.ref and same_model(ref, m.ref)]
-    return matches[0] if len(matches) == 1 else None
+    if len(matches) > 1:
+        from worker.errors import BadRequest
+
+        names = ", ".join(sorted(str(m.ref) for m in matches))
+        raise BadRequest(f"{ref} names {len(matches)} installed models: {names}.", hint="name one")
+    return matches[0] if matches else None
 
 
 def _sha256(path: Path) -> str:
