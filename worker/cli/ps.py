@@ -191,6 +191,8 @@ def _until(item: Mapping[str, Any]) -> str:
     from worker.units import format_duration
 
     seconds = item.get("idle_unload_in_s")
+    if item.get("state") == "loading":
+        return "loading"
     if item.get("slots_in_use"):
         return "serving"
     if seconds is None:
