@@ -16,7 +16,8 @@ What it follows (huggingface_hub ``HfApi.model_info``, ``get_hf_file_metadata`` 
   ``RevisionNotFound`` (404); an unknown file ``EntryNotFound`` (404); a gated repo's file without
   access ``GatedRepo`` (``401`` without a token, ``403`` with a token that was not granted).
 * The CDN serves ``GET|HEAD /repos/{sha256}?…signature…`` with ``Range``/``If-Range`` (``206``,
-  ``416``) and the SHA-256 as a strong ``ETag``, and never needs a token.
+  ``416``) and the SHA-256 as a strong ``ETag``, and never needs a token. It listens on 127.0.0.1
+  too, but the Hub redirects to it as ``localhost``: another host name, as the real CDN is.
 
 Knobs for the faults the tests need: a CDN that serves other bytes than the listing's hash
 (``tamper``), that is slow (``delay_per_chunk_s``) or drops the connection (``cut_after``).
@@ -201,6 +202,10 @@ class HubEmulator(Emulator):
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         await self.cdn.start(0, host)
+        # The real CDN is another host (cdn-lfs.hf.co, cas-bridge.xethub.hf.co): the Hub redirects
+        # to the same loopback server under the name "localhost", so every client treats it as
+        # another host, as it would the real one (huggingface_hub 1.x compares host names only).
+        self.cdn.url = f"http://localhost:{self.cdn.port}"
         self.publish()
         return await super().start(port, host)
 
