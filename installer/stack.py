@@ -263,16 +263,8 @@ class SdkStack:
     @property
     def client(self) -> Any:
         if self._client is None:
-            try:
-                import docker
-            except ImportError:
-                raise StackError(
-                    "Docker Compose v2 is not installed, and the Docker SDK for Python (the "
-                    "fallback) is not installed in Pendra's environment either.",
-                    hint="install Compose v2 (the docker-compose-plugin package), or the SDK: "
-                    "pip install 'pendra-worker[docker]' in Pendra's venv "
-                    "(~/.pendra/venv/bin/pip)",
-                ) from None
+            import docker
+
             try:
                 self._client = docker.from_env()
                 self._client.ping()

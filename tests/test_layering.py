@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("textual", "pendra_tui")
 
@@ -103,3 +105,31 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
                 if distribution.get(name, name).replace("_", "-") not in declared:
                     missing.add(f"{name} ({path.relative_to(ROOT)})")
     assert sorted(missing) == []
+
+
+def test_a_command_missing_an_optional_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Docker SDK is the ``docker`` extra: a command that needs it (``pendra stack``) and runs
+    where it is not installed says how to install it, never a traceback."""
+    import argparse
+
+    import worker.cli
+
+    def needs_docker(_args: argparse.Namespace) -> int:
+        monkeypatch.setitem(sys.modules, "docker", None)  # as if not installed
+        import docker  # noqa: F401
+
+        return 0
+
+    def parser() -> argparse.ArgumentParser:
+        built = argparse.ArgumentParser(prog="pendra")
+        built.add_argument("--no-ui", action="store_true")
+        built.set_defaults(handler=needs_docker, command="stack")
+        return built
+
+    monkeypatch.setattr(worker.cli, "build_parser", parser)
+    assert worker.cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "the Docker SDK for Python" in err and "pendra-worker[docker]" in err
+    assert sys.executable in err and "Traceback" not in err
