@@ -178,15 +178,24 @@ class ProgressPrinter:
             self._drawn = False
 
 
-def run_install(args: argparse.Namespace) -> int:
+def normalised_ref(text: str) -> str:
+    """``text`` checked; a catalogue ref in its full form (``llama3.2`` → ``llama3.2:latest``), a
+    Hugging Face ref as typed (a pasted URL keeps its revision or file)."""
+    from worker.catalogue.refs import ModelRef
     from worker.installs.refs import parse_install_ref
+
+    parsed = parse_install_ref(text)
+    return str(parsed) if isinstance(parsed, ModelRef) else text.strip()
+
+
+def run_install(args: argparse.Namespace) -> int:
     from worker.settings import load_settings
 
-    parse_install_ref(args.ref)  # a bad ref is an error before anything else happens
+    ref = normalised_ref(args.ref)  # a bad ref is an error before anything else happens
     settings = load_settings()
     printer = ProgressPrinter()
     try:
-        job = asyncio.run(install(settings, args.ref, args.backend, printer))
+        job = asyncio.run(install(settings, ref, args.backend, printer))
     except KeyboardInterrupt:
         printer.close()
         print(
@@ -301,11 +310,9 @@ async def _install_directly(
 
 # -- pendra models rm -----------------------------------------------------------------------------
 def run_rm(args: argparse.Namespace) -> int:
-    from worker.installs.refs import parse_install_ref
     from worker.settings import load_settings
 
-    parse_install_ref(args.ref)
-    result = asyncio.run(remove(load_settings(), args.ref, args.backend))
+    result = asyncio.run(remove(load_settings(), normalised_ref(args.ref), args.backend))
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -324,12 +331,9 @@ async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]
     from worker.hf.refs import looks_like_hf_ref
     from worker.installs import InstallManager
     from worker.installs.builtin import installed_files
-    from worker.installs.refs import parse_install_ref
 
     registry = BackendRegistry()
-    local = looks_like_hf_ref(ref) or installed_files(
-        settings.models_dir, str(parse_install_ref(ref))
-    )
+    local = looks_like_hf_ref(ref) or installed_files(settings.models_dir, ref)
     if backend not in (None, "pendra") or (backend is None and not local):
         from worker.backends.discovery import discover_backends
 
