@@ -714,7 +714,10 @@ os.execvp(sys.argv[1], sys.argv[1:])'
   fi
 
   step "Installing the remaining dependencies"
-  run_logged "installing dependencies" "${pip[@]}" install "$wheel" ||
+  # --docker: also the `docker` extra (the Docker SDK) that `pendra stack` needs.
+  local wanted="$wheel"
+  [ "$docker" = 1 ] && wanted="${wheel}[docker]"
+  run_logged "installing dependencies" "${pip[@]}" install "$wanted" ||
     die "could not install pendra-worker's dependencies" "see $log"
   local installed
   installed="$(pendra_cli --version 2>>"$log")" || die "the installed pendra does not start" "see $log"

@@ -52,8 +52,11 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 def connect(timeout_s: float = 60.0) -> Any:
     """A client of the Docker daemon ``DOCKER_HOST`` (or the default socket) names; a clear
-    :class:`StackError` when there is none or it may not be used."""
+    :class:`StackError` when there is none or it may not be used. Without the ``docker`` extra
+    (the Docker SDK, packaging) it raises ModuleNotFoundError, which the CLI turns into the
+    install command."""
     import docker
+    import packaging  # noqa: F401  (the wheelhouse needs it; same extra, so say it now)
 
     where = os.environ.get("DOCKER_HOST", "").strip() or DEFAULT_SOCKET
     try:

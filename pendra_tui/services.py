@@ -616,8 +616,13 @@ class DockerLauncher:
             connect(timeout_s=5).close()
         except PendraError as exc:
             return exc.message
-        except Exception as exc:  # the docker SDK missing from a trimmed install, say
-            return f"Docker cannot be used here ({exc.__class__.__name__})"
+        except ModuleNotFoundError as exc:  # the `docker` extra is not installed
+            return (
+                f"this installation lacks the Python package {exc.name!r}: "
+                f"{sys.executable} -m pip install 'pendra-worker[docker]'"
+            )
+        except Exception as exc:
+            return f"Docker cannot be used here ({exc.__class__.__name__}: {exc})"
         return None
 
     def plan(self) -> list[str]:

@@ -234,11 +234,6 @@ def run_logs(args: argparse.Namespace) -> int:
 def run_compose(args: argparse.Namespace) -> int:
     from installer.stack import prepare_host_files, render_compose, to_yaml
     from installer.stack_docker import connect
-    from installer.stack_image import (
-        IMAGE_REPOSITORY,
-        plan_image,
-        prepare_build_context,
-    )
     from installer.stack_run import build_spec, resolve
     from worker.atomic_files import write_atomic
     from worker.settings import load_settings
@@ -253,6 +248,8 @@ def run_compose(args: argparse.Namespace) -> int:
         image = options.image
     else:
         client = connect()
+        from installer.stack_image import plan_image, prepare_build_context
+
         plan = plan_image(client, options.base_image, options.gpu, _progress)
         image = plan.tag
         import shutil
@@ -275,7 +272,7 @@ def run_compose(args: argparse.Namespace) -> int:
     write_atomic(target, text.encode(), mode=0o600)
     print(f"pendra stack: wrote {target}")
     if build:
-        print(f"pendra stack: the {IMAGE_REPOSITORY} image builds from {paths.build_dir}")
+        print(f"pendra stack: the {image} image builds from {paths.build_dir}")
     print(f"  start it with:  docker compose -f {target} up -d")
     print(f"  stop it with:   docker compose -f {target} down   (volumes and key stay)")
     return 0
