@@ -158,3 +158,13 @@ def test_docker_api_failures_are_errors_a_person_can_read() -> None:
     exited = pytest.raises(StackError, match="exited with 1: chown: invalid user")
     with exited, api_errors("handing the volumes over"):
         raise docker.errors.ContainerError(None, 1, "chown", "img", b"oops\nchown: invalid user")
+
+
+def test_the_apps_docker_choice_without_the_docker_extra(
+    pendra_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pendra_tui.services import DockerLauncher
+
+    monkeypatch.setitem(sys.modules, "docker", None)  # as if the extra were not installed
+    reason = DockerLauncher(load_settings()).unavailable()
+    assert reason is not None and "'docker'" in reason and "pendra-worker[docker]" in reason
