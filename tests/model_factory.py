@@ -23,6 +23,9 @@ Kinds:
   hits a ``GGML_ASSERT`` and aborts the process (SIGABRT), as a hostile or broken GGUF can.
 * ``mamba`` — a random-weight Mamba (recurrent, no KV cache) with the same vocabulary and the
   ChatML template: its state cannot be partly rolled back, like Mamba/LFM2/Granite-H models.
+* ``chat-split`` — the ``chat`` model as a split GGUF (``gguf-split`` layout:
+  ``OUT-00001-of-00003.gguf`` … with ``split.no``/``split.count``/``split.tensors.count``), which
+  llama.cpp loads from part 1.
 
 :func:`write_header_only` writes a GGUF with metadata and no tensors, for classification tests; it
 never needs llama.cpp, so tests may call it in-process.
@@ -185,8 +188,11 @@ def write_mamba_gguf(path: Path, *, seed: int = 1234) -> Path:
     return path
 
 
-def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Path:
-    """Write a tiny llama GGUF (F32) that llama.cpp loads and runs (see the module docstring)."""
+def write_llama_gguf(
+    path: Path, *, kind: str = "chat", seed: int = 1234, split_max_tensors: int = 0
+) -> Path:
+    """Write a tiny llama GGUF (F32) that llama.cpp loads and runs (see the module docstring;
+    split into parts of at most ``split_max_tensors`` tensors when that is set)."""
     import gguf
     import numpy as np
 
@@ -194,8 +200,8 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
     tokens, scores, types = _vocab()
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"pendra-tiny-{kind}")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
+    writer.add_name(f"pendra-tiny-{kind.removesuffix('-split')}")
     # Tool descriptions tokenize letter by letter in this vocabulary: the tools model gets room.
     writer.add_context_length(4096 if kind == "tools" else N_CTX)
     writer.add_embedding_length(N_EMBD)
@@ -220,7 +226,7 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
         writer.add_causal_attention(False)
     else:
         writer.add_eos_token_id(4)  # <|im_end|>
-        if kind in ("chat", "isolation", "abort"):
+        if kind in ("chat", "chat-split", "isolation", "abort"):
             writer.add_chat_template(CHATML_TEMPLATE)
         elif kind == "tools":
             writer.add_chat_template(TOOLS_TEMPLATE)
@@ -288,7 +294,7 @@ def _isolation_tensors(writer: Any, rng: Any, n_vocab: int, head_dim: int) -> No
         writer.add_tensor(f"blk.{i}.attn_output.weight", out if i == 0 else np.zeros_like(out))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         for name, shape in (("gate", (N_FF, N_EMBD)), ("up", (N_FF, N_EMBD)),
-                            ("down", (N_EMBD, N_FF))):  # fmt: skip
+                            ("down", (N_EMBD, N_FF))):
             writer.add_tensor(f"blk.{i}.ffn_{name}.weight", np.zeros(shape, dtype=np.float32))
 
 
@@ -324,11 +330,22 @@ def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    kinds = ("chat", "chat-notemplate", "tools", "embed", "isolation", "abort", "mamba")
+    kinds = (
+        "chat", "chat-notemplate", "tools", "embed", "isolation", "abort", "mamba", "chat-split"
+    )
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: model_factory.py {'|'.join(kinds)} OUT.gguf", file=sys.stderr)
         return 2
     out = Path(argv[1])
+    if argv[0] == "chat-split":
+        import tempfile
+
+        # Written in a private folder, then moved: a reader never sees some parts only.
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp_dir:
+            write_llama_gguf(Path(tmp_dir) / out.name, kind="chat-split", split_max_tensors=8)
+            for part in sorted(Path(tmp_dir).iterdir()):
+                part.replace(out.parent / part.name)
+        return 0
     tmp = out.with_name(f".{out.name}.tmp")
     if argv[0] == "mamba":
         write_mamba_gguf(tmp)
