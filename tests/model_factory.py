@@ -294,7 +294,7 @@ def _isolation_tensors(writer: Any, rng: Any, n_vocab: int, head_dim: int) -> No
         writer.add_tensor(f"blk.{i}.attn_output.weight", out if i == 0 else np.zeros_like(out))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         for name, shape in (("gate", (N_FF, N_EMBD)), ("up", (N_FF, N_EMBD)),
-                            ("down", (N_EMBD, N_FF))):
+                            ("down", (N_EMBD, N_FF))):  # fmt: skip
             writer.add_tensor(f"blk.{i}.ffn_{name}.weight", np.zeros(shape, dtype=np.float32))
 
 
@@ -331,7 +331,14 @@ def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
 
 def main(argv: list[str]) -> int:
     kinds = (
-        "chat", "chat-notemplate", "tools", "embed", "isolation", "abort", "mamba", "chat-split"
+        "chat",
+        "chat-notemplate",
+        "tools",
+        "embed",
+        "isolation",
+        "abort",
+        "mamba",
+        "chat-split",
     )
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: model_factory.py {'|'.join(kinds)} OUT.gguf", file=sys.stderr)
