@@ -359,6 +359,16 @@ async def test_the_second_turn_reports_cached_tokens(backend: PendraBackend) -> 
     assert cached < second["usage"]["prompt_tokens"]
 
 
+async def test_prompt_caching_can_be_turned_off(make_backend: MakeBackend) -> None:
+    backend = await make_backend(batched=True, PREFIX_CACHE=0)
+    turn1 = user("one two three four five six seven eight")
+    first = await backend.chat({"model": "tiny", "messages": turn1, "max_tokens": 5})
+    turn2 = [*turn1, first["choices"][0]["message"], {"role": "user", "content": "nine?"}]
+    second = await backend.chat({"model": "tiny", "messages": turn2, "max_tokens": 5})
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert loaded(backend, "tiny")["kv_tokens_cached"] == 0
+
+
 async def test_warm_caches_give_way_to_new_requests(make_backend: MakeBackend) -> None:
     """A pool of two requests' worth: six different long prompts, two at a time, all served."""
     import asyncio
