@@ -172,3 +172,23 @@ def test_gguf_that_aborts_llama_cpp(
         assert status.returncode == 0 and "tiny" in status.stdout
     finally:
         stack.close()
+
+
+def test_runner_gets_the_scrubbed_environment(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
+) -> None:
+    """A runner is a child of the worker like any other: no secret from the worker's
+    environment reaches it, and its command line names only a file descriptor."""
+    env = {**clean_env, "HF_TOKEN": "hf_secret_runner_test", "BILLING_API_KEY": "sk-secret-x"}
+    stack = start_runner_stack(tmp_path, env, {"tiny": tiny_chat_gguf})
+    try:
+        stack.client.chat.completions.create(model="tiny", messages=_user("x"), max_tokens=1)
+        pid = stack.runner_pid("tiny")
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"hf_secret_runner_test" not in environ and b"sk-secret-x" not in environ
+        assert b"HF_TOKEN=" not in environ and b"BILLING_API_KEY=" not in environ
+        assert b"PENDRA_HOME=" in environ  # the rest of the environment is there
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:5] == [b"-m", b"worker.backends.pendra.runner", b"--fd", cmdline[4]]
+    finally:
+        stack.close()

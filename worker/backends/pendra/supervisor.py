@@ -281,7 +281,7 @@ class ProcessRunner(Runner):
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # Ctrl-C in the worker's terminal is the worker's to handle
+                **_own_process_group(),
             )
         except OSError as exc:
             ours.close()
@@ -536,6 +536,19 @@ class _LoopSink:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _own_process_group() -> dict[str, Any]:
+    """Popen arguments putting the runner in its own process group, in the worker's session.
+
+    Ctrl-C in the worker's terminal goes to the terminal's foreground process group: the worker
+    handles it (it drains) and then stops its runners itself. The same session (not a new one)
+    keeps the runner in the worker's scheduling group where the kernel groups CPU time by session
+    (``sched_autogroup``), so a model competes for the CPU as part of the worker.
+    """
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10 only
+
+
 def _package_root() -> str:
     """The directory holding the ``worker`` package: the runner imports ours, never a ``worker``
     folder that happens to be in the current directory."""
