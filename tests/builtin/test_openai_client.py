@@ -220,6 +220,61 @@ def test_n_choices_and_sampling_fields(stack: RunnerStack) -> None:
     assert [c.index for c in answer.choices] == [0, 1]
 
 
+def test_stop_strings_and_seeds(stack: RunnerStack) -> None:
+    """``stop`` ends the answer before the string; a ``seed`` gives the same sampled answer.
+    Answers are compared only when computed the same way: after a warm-up request, every one
+    takes its prompt from the cache (see ``warm`` in conftest.py)."""
+    greedy = dict(model="tiny", messages=_user("tell me a story"), temperature=0,
+                  logit_bias={"2": -100, "4": -100})  # fmt: skip
+    stack.client.chat.completions.create(**greedy, max_tokens=1)
+    full = stack.client.chat.completions.create(**greedy, max_tokens=40).choices[0].message
+    text = full.content or ""
+    assert len(text) > 6
+    stop = text[4:6]
+    cut = text[: text.find(stop)]
+    ended = stack.client.chat.completions.create(**greedy, max_tokens=40, stop=[stop])
+    assert ended.choices[0].message.content == cut
+    assert ended.choices[0].finish_reason == "stop"
+    streamed = stack.client.chat.completions.create(**greedy, max_tokens=40, stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == cut
+
+    sampled = dict(model="tiny", messages=_user("say something"), temperature=1.0, seed=1234)
+    stack.client.chat.completions.create(**sampled, max_tokens=1)
+    answers = {
+        stack.client.chat.completions.create(**sampled, max_tokens=16).choices[0].message.content
+        for _ in range(2)
+    }
+    assert len(answers) == 1
+
+
+def test_parallel_tool_calls(stack: RunnerStack) -> None:
+    """``required`` with parallel calls allowed: every call is valid for its function; with
+    ``parallel_tool_calls: false`` exactly one call comes back."""
+    answered = 0
+    for seed in range(3):
+        answer = stack.client.chat.completions.create(
+            model="tools", messages=_user("Weather in Oslo and Rome?"), tools=[WEATHER],
+            tool_choice="required", seed=seed, temperature=1.0, max_tokens=600,
+        )  # fmt: skip
+        choice = answer.choices[0]
+        if choice.finish_reason == "length":
+            continue  # the grammar lets a random model add calls until the budget runs out
+        answered += 1
+        assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+        ids = [call.id for call in choice.message.tool_calls]
+        assert len(set(ids)) == len(ids)
+        for call in choice.message.tool_calls:
+            assert call.function.name == "get_weather"
+            jsonschema.validate(json.loads(call.function.arguments), SCHEMA)
+    assert answered, "every seed ran out of tokens"
+    single = stack.client.chat.completions.create(
+        model="tools", messages=_user("Weather?"), tools=[WEATHER], tool_choice="required",
+        parallel_tool_calls=False, seed=1, max_tokens=300,
+    )  # fmt: skip
+    assert single.choices[0].finish_reason == "tool_calls"
+    assert len(single.choices[0].message.tool_calls or []) == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
