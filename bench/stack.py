@@ -134,6 +134,14 @@ def _spawn(args: list[str], env: dict[str, str], logs: Path, name: str) -> Proc:
     return Proc(popen, out, err)
 
 
+def _exit_on_sigterm() -> None:
+    """A SIGTERM to the bench (a timeout, ``kill``) unwinds it like an error, so its ``finally``
+    blocks stop the processes it started instead of leaving them running."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # only the main thread may set a handler
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def start_stack(
     *,
     models: dict[str, Path] | None = None,
@@ -146,6 +154,7 @@ def start_stack(
     models dir) and the external backends in ``endpoints`` (kind -> URL). ``profile_dir`` runs
     both processes under cProfile; each writes ``sandbox.prof`` / ``worker.prof`` there when it
     exits on SIGTERM."""
+    _exit_on_sigterm()
     home = Path(tempfile.mkdtemp(prefix="pendra-bench-"))
     logs = home / "bench-logs"
     logs.mkdir()
