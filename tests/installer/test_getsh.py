@@ -448,7 +448,6 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     assert f"Upgrading pendra-worker from {ROOT}" in second.stderr
     assert "the cpu build is already installed; keeping it" in second.stderr
     assert "Building llama.cpp" not in second.stderr
-    assert rerun_s < 90, f"re-run took {rerun_s:.0f} s"
     assert config.read_text() == 'log_level = "debug"\n'
     (backup,) = pendra_home.glob("worker.key.*.bak")
     assert read_key_file(backup) == first_key and read_key_file(stored) == second_key
