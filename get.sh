@@ -178,14 +178,14 @@ EOF
     rm -rf "$home_dir/run"
     local item
     if [ "$purge" = 1 ]; then
-      for item in config.toml worker.key logs cache; do
+      for item in config.yaml config.toml config.toml.migrated .config.lock worker.key logs cache; do
         if [ -e "$home_dir/$item" ]; then
           rm -rf "${home_dir:?}/$item"
           removed+=("$home_dir/$item")
         fi
       done
     else
-      for item in config.toml worker.key logs cache; do
+      for item in config.yaml config.toml config.toml.migrated worker.key logs cache; do
         if [ -e "$home_dir/$item" ]; then kept+=("$home_dir/$item"); fi
       done
     fi
@@ -481,10 +481,10 @@ EOF
     return 0
   fi
   if [ "$no_ui" = 1 ]; then
-    local key_path
-    key_path="$("$vpy" -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
+    local key_state
+    key_state="$("$vpy" -c 'from worker.settings import load_settings; k = load_settings().key_location(); print("present" if k.present else "missing")' 2>>"$log")" ||
       die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
-    [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
+    [ "$key_state" = present ] || die "installed, but not started: the worker has no key yet." \
       "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd service install"
     step "Starting the worker headless"
     local rc=0

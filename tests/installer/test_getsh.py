@@ -167,8 +167,9 @@ def test_install_rerun_uninstall(tmp_path: Path, local_api: str) -> None:
     assert link.resolve() == (venv / "bin" / "pendra").resolve()
     version = _run([str(link), "--version"], env, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("pendra-worker ")
-    stored = pendra_home / "worker.key"
+    stored = pendra_home / "config.yaml"  # gpu_worker_private_key, as Pendra's docs keep it
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert f"gpu_worker_private_key: {key_text}" in stored.read_text()
     assert key_text not in first.stdout + first.stderr  # never echoed
     assert key_text not in (pendra_home / "logs" / "install.log").read_text()
 
@@ -180,8 +181,9 @@ def test_install_rerun_uninstall(tmp_path: Path, local_api: str) -> None:
     assert checks["worker_key"]["status"] == "ok"
 
     # The user's own files, which a re-run must not touch.
-    config = pendra_home / "config.toml"
-    config.write_text('log_level = "debug"\n')
+    config = stored
+    with config.open("a") as handle:
+        handle.write("# my own line\nlog_level: debug\n")
     models = pendra_home / "models"
     models.mkdir()
     (models / "mine.gguf").write_bytes(b"GGUF" + b"\0" * 64)
@@ -197,7 +199,6 @@ def test_install_rerun_uninstall(tmp_path: Path, local_api: str) -> None:
     assert "the cpu build is already installed; keeping it" in second.stderr
     assert "Building llama.cpp" not in second.stderr
     assert rerun_s < 90, f"re-run took {rerun_s:.0f} s"
-    assert config.read_text() == 'log_level = "debug"\n'
     assert stored.read_bytes() == key_before and stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert _run([str(link), "--version"], env2, timeout=60).returncode == 0
 
@@ -207,7 +208,7 @@ def test_install_rerun_uninstall(tmp_path: Path, local_api: str) -> None:
     assert removed.returncode == 0, removed.stderr
     assert not venv.exists() and not link.exists() and not link.is_symlink()
     left = _tree(pendra_home)
-    assert {"config.toml", "worker.key", "models", "models/mine.gguf"} <= left
+    assert {"config.yaml", "models", "models/mine.gguf"} <= left
     assert not any(p.startswith(("venv", "run")) for p in left)
     assert "Kept:" in removed.stderr and "--remove-models" in removed.stderr
 

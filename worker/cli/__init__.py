@@ -77,9 +77,17 @@ def _launch_ui(args: argparse.Namespace) -> int:
     return int(run(attach=getattr(args, "attach", False)) or 0)
 
 
+def _print_settings_warning(message: str) -> None:
+    print(f"pendra: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.no_ui:  # the headless worker logs them (stderr and its log file) instead
+        from worker.settings import report_warnings_to
+
+        report_warnings_to(_print_settings_warning)
     try:
         if args.no_ui:
             if args.command:

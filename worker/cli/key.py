@@ -1,4 +1,9 @@
-"""``pendra key set``: store the worker key (0600) without it ever touching argv or the screen."""
+"""``pendra key set``: store the worker key (0600) without it ever touching argv or the screen.
+
+The key goes where the worker reads it (:meth:`worker.settings.Settings.key_location`): the key file
+when one is in use (``key_file`` / ``PENDRA_WORKER_KEY_FILE``, or an existing ``worker.key``), else
+``gpu_worker_private_key`` in config.yaml, as Pendra's documentation keeps it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from worker.errors import ConfigError
 
 ORDER = 70
-MAX_KEY_INPUT = 4096  # a key is 52 characters; anything much longer is not a key
+MAX_KEY_INPUT = 4096  # a key is 44-88 characters; anything much longer is not a key
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,9 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "set",
         help="read the key from stdin (or --file) and store it, mode 0600",
         description=(
-            "Read the worker key from stdin or --file, check it, and store it at "
-            "$PENDRA_HOME/worker.key with mode 0600. The key is never echoed or logged, and never "
-            "taken as a command-line argument (other users can read those)."
+            "Read the worker private key (the base64 key from the Pendra console, or a pdk_ key) "
+            "from stdin or --file, check it, and store it where the worker reads it: the key "
+            "file when one is in use, else gpu_worker_private_key in $PENDRA_HOME/config.yaml; "
+            "either way with mode 0600. The key is never echoed or logged, and never taken as a "
+            "command-line argument (other users can read those)."
         ),
     )
     set_parser.add_argument(
@@ -53,18 +60,13 @@ def _read_source(args: argparse.Namespace) -> str:
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from worker.keys import parse_key, write_key_file
+    from worker.keys import parse_key, store_key
     from worker.settings import load_settings
 
     settings = load_settings()
     key = parse_key(_read_source(args))
-    target = settings.default_key_file
-    write_key_file(target, key)
-    print(f"Stored the worker key at {target} (mode 0600); worker id {key.worker_id}.")
-    if settings.key_file is not None and settings.key_file != target:
-        print(
-            f"Note: PENDRA_WORKER_KEY_FILE / key_file points at {settings.key_file}, which the "
-            "worker reads instead of this file.",
-            file=sys.stderr,
-        )
+    where, notes = store_key(settings, key)
+    print(f"Stored the worker key in {where} (mode 0600); key {key.key_id}.")
+    for note in notes:
+        print(f"Note: {note}", file=sys.stderr)
     return 0

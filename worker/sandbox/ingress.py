@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_TIMEOUT_S = 600.0  # a first request may have to load a model
 NEXT_FRAME_TIMEOUT_S = 300.0
+QUEUE_TIMEOUT_S = 300.0
+"""How long a request waits for a free slot on a worker that serves its model (backpressure)."""
+BUSY_RETRY_S = 0.25
+"""After a ``worker_busy`` answer, the longest wait for a freed slot before trying again."""
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 HUB_KEY = web.AppKey("hub", WorkerHub)
 API_KEY = web.AppKey("api_key", str)
@@ -64,10 +68,12 @@ async def require_api_key(
     return await handler(request)
 
 
-def _pick(request: web.Request, model: str) -> Any:
-    """The worker for ``model``, or the error response: 503 when known but unserved, else 404."""
+async def _pick(request: web.Request, model: str, deadline: float) -> Any:
+    """The worker for ``model`` once one has room, or the error response: 503 when known but
+    unserved (or every worker stayed full until ``deadline``), else 404."""
     hub = request.app[HUB_KEY]
-    worker = hub.pick(model)
+    loop = asyncio.get_running_loop()
+    worker = await hub.wait_for_room(model, max(0.0, deadline - loop.time()))
     if worker is not None:
         return worker
     if not hub.workers:
@@ -75,7 +81,14 @@ def _pick(request: web.Request, model: str) -> Any:
             503,
             "no_worker",
             "No worker is connected to this sandbox; start one with `pendra --no-ui` "
-            "(PENDRA_API_URL pointing here).",
+            "(APP_SERVER_WS_URL pointing here).",
+        )
+    if hub.candidates(model):
+        return openai_error(
+            503,
+            "worker_busy",
+            f"Every worker serving {model!r} stayed at its max_concurrent limit for "
+            f"{QUEUE_TIMEOUT_S:.0f} s; retry later.",
         )
     known = model in request.app[KNOWN_MODELS] or any(w.serves(model) for w in hub.workers.values())
     if known:
@@ -111,11 +124,7 @@ def _from_response(frame: Response) -> web.Response:
     return web.json_response(frame.body, status=frame.status)
 
 
-async def _relay_unary(channel: Channel) -> web.Response:
-    try:
-        frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        return openai_error(504, "timeout", "The worker did not answer in time.")
+def _relay_unary(frame: Any) -> web.Response:
     if isinstance(frame, Response):
         return _from_response(frame)
     if isinstance(frame, ErrorFrame):
@@ -128,20 +137,16 @@ def _sse_error(frame: ErrorFrame) -> bytes:
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
-async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamResponse:
-    try:
-        frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        return openai_error(504, "timeout", "The worker did not start answering in time.")
-    if isinstance(frame, ErrorFrame):
-        return _from_error(frame)
-    if isinstance(frame, Response):  # a worker may answer a stream request in one piece
-        return _from_response(frame)
+async def _relay_stream(
+    request: web.Request, channel: Channel, frame: Any, headers: dict[str, str]
+) -> web.StreamResponse:
     if not isinstance(frame, ResponseStart):
-        return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
+        response = _relay_unary(frame)  # an error, or a stream answered in one piece
+        response.headers.update(headers)
+        return response
     response = web.StreamResponse(
         status=frame.status,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers},
     )
     await response.prepare(request)
     try:
@@ -176,21 +181,48 @@ async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamRes
 async def _dispatch(
     request: web.Request, kind: RequestKind, body: dict[str, Any], **extra: Any
 ) -> web.StreamResponse:
-    worker = _pick(request, body["model"])
-    if isinstance(worker, web.Response):
-        return worker
     stream = kind == "chat" and bool(body.get("stream"))
-    frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
-    try:
-        channel = await worker.open(frame)
-    except Exception:
-        return openai_error(503, "worker_unavailable", "The worker went away; retry.")
-    try:
-        if stream:
-            return await _relay_stream(request, channel)
-        return await _relay_unary(channel)
-    finally:
-        await channel.close()
+    deadline = asyncio.get_running_loop().time() + QUEUE_TIMEOUT_S
+    while True:
+        worker = await _pick(request, body["model"], deadline)
+        if isinstance(worker, web.Response):
+            return worker
+        frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
+        try:
+            channel = await worker.open(frame)
+        except Exception:
+            return openai_error(503, "worker_unavailable", "The worker went away; retry.")
+        try:
+            try:
+                first = await channel.next(FIRST_FRAME_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return openai_error(504, "timeout", "The worker did not start answering in time.")
+            if isinstance(first, ErrorFrame) and first.code == "worker_busy":
+                # Its slots were still finishing requests this side has already let go (a
+                # cancelled stream): try again once a slot frees, within the same deadline.
+                channel.finished = True
+                await request.app[HUB_KEY].wait_for_change(BUSY_RETRY_S)
+                continue
+            headers = _worker_headers(worker)
+            if stream:
+                return await _relay_stream(request, channel, first, headers)
+            response = _relay_unary(first)
+            response.headers.update(headers)
+            return response
+        finally:
+            await channel.close()
+
+
+def _worker_headers(worker: Any) -> dict[str, str]:
+    """Name the worker that answered (``X-Worker-Id``, ``X-Worker-Name``), as Pendra's API does."""
+    headers = {"X-Worker-Id": worker.worker_id}
+    if worker.hello.worker_name:
+        headers["X-Worker-Name"] = _header_safe(worker.hello.worker_name)
+    return headers
+
+
+def _header_safe(text: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
