@@ -67,6 +67,13 @@ class KeyProblem(PendraError):
     code = "worker_key_invalid"
     exit_code = 4
 
+    def one_line(self) -> str:
+        """Message and hint as one sentence pair, for a status line."""
+        if not self.hint:
+            return self.message
+        hint = self.hint[0].upper() + self.hint[1:]
+        return f"{self.message} {hint}{'' if hint.endswith('.') else '.'}"
+
 
 @dataclass(frozen=True)
 class WorkerKey:

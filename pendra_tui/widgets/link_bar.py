@@ -1,4 +1,4 @@
-"""The one-line bar at the top of the dashboard: link state, uptime, version."""
+"""The one-line bar at the top of the dashboard: which worker, link state, uptime, version."""
 
 from __future__ import annotations
 
@@ -18,14 +18,26 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
 """Glyph and colour per link state; glyphs keep the state readable without colour."""
 
 
-def link_text(state: str, uptime_s: float | None, version: str | None) -> Text:
-    """The bar's content (pure, so it is unit-tested)."""
+def link_text(
+    state: str,
+    uptime_s: float | None,
+    version: str | None,
+    name: str | None = None,
+    worker_id: str | None = None,
+) -> Text:
+    """The bar's content (pure, so it is unit-tested). The worker's name comes first and its id
+    last: on a narrow terminal the id is what gets cut."""
     glyph, colour = STATE_STYLES.get(state, ("?", "yellow"))
-    text = Text.assemble(("Pendra worker  ", "bold"), (f"{glyph} {state}", f"bold {colour}"))
+    text = Text("Pendra worker ", style="bold")
+    if name:
+        text.append(f"{name} ", style="bold")
+    text.append(f" {glyph} {state}", style=f"bold {colour}")
     if uptime_s is not None:
         text.append(f"   up {format_duration(uptime_s)}")
     if version:
         text.append(f"   v{version}", style="dim")
+    if worker_id and state != "not running":
+        text.append(f"   {worker_id}", style="dim")
     if state == "not running":
         text.append("   start it with pendra --no-ui · retrying", style="italic")
     return text
@@ -40,11 +52,15 @@ class LinkBar(Static):
     """Seconds since the worker started; ``None`` while unknown."""
     version: reactive[str | None] = reactive(None)
     """The worker's version string."""
+    worker_name: reactive[str | None] = reactive(None)
+    """``worker_name``: what the console calls this worker."""
+    worker_id: reactive[str | None] = reactive(None)
+    """``worker_id``: the worker's stable id."""
     error: reactive[str | None] = reactive(None)
     """Why the worker is not reachable (shown while ``state`` is "not running")."""
 
     def render(self) -> Text:
-        return link_text(self.state, self.uptime_s, self.version)
+        return link_text(self.state, self.uptime_s, self.version, self.worker_name, self.worker_id)
 
     def watch_state(self, state: str) -> None:
         for name in STATE_STYLES:
