@@ -74,6 +74,8 @@ def _launch_ui(args: argparse.Namespace) -> int:
         )
         return 2
     run = next(iter(found)).load()
+    if getattr(args, "setup", False):
+        return int(run(setup=True) or 0)
     return int(run(attach=getattr(args, "attach", False)) or 0)
 
 
