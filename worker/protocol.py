@@ -59,7 +59,7 @@ class FrameError(Exception):
 
 class _Frame(BaseModel):
     # Unknown keys are ignored so either end can add fields without breaking the other.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     def dump(self) -> str:
         return self.model_dump_json(exclude_none=True)

@@ -25,7 +25,6 @@ The contract (README "Configuration"):
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -685,6 +684,8 @@ def find_spec(name: str) -> tuple[SettingSpec | None, str | None]:
 def nearest_key(name: str) -> str | None:
     keys = [spec.key for spec in SETTINGS]
     lowered = {key.lower(): key for key in keys}
+    import difflib  # only when a key is unknown
+
     match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[match[0]] if match else None
 

@@ -6,8 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from worker import __version__
 from worker.catalogue import cache
@@ -21,6 +20,9 @@ from worker.catalogue.refs import ModelRef, parse_ref
 from worker.catalogue.schema import CatalogueModel, CatalogueVariant
 from worker.errors import ModelNotFound
 from worker.settings import Settings
+
+if TYPE_CHECKING:  # httpx is imported when a catalogue is fetched, not with the worker
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,8 @@ class CatalogueClient:
         )
 
     async def _fetch(self) -> bytes:
+        import httpx
+
         headers = {"Accept": "application/json", "User-Agent": f"pendra-worker/{__version__}"}
         try:
             async with (
@@ -130,7 +134,7 @@ class CatalogueClient:
             reason = str(exc) or type(exc).__name__
             raise CatalogueError(
                 f"Cannot fetch the catalogue from {self.url}: {reason}.",
-                hint="check the network and PENDRA_API_URL",
+                hint="check the network and APP_SERVER_WS_URL (the control plane)",
             ) from None
 
     def _from_cache(self, *, reason: str) -> Catalogue | None:

@@ -29,7 +29,6 @@ from worker.catalogue.refs import ModelRef, parse_ref
 from worker.catalogue.schema import CatalogueModel, CatalogueVariant
 from worker.errors import BadRequest, InstallError, ModelNotFound, PendraError
 from worker.events import EventBus
-from worker.installs.builtin import install_into_store, installed_files, remove_from_store
 from worker.installs.rate import RateMeter
 from worker.settings import Settings
 
@@ -253,6 +252,8 @@ class InstallManager:
         try:
             self._progress(job, "starting", 0, variant.size_bytes)
             if job.backend == BUILTIN:
+                from worker.installs.builtin import install_into_store  # the download machinery
+
                 result = await install_into_store(
                     self.settings.models_dir,
                     ref,
@@ -357,6 +358,8 @@ class InstallManager:
             return None
 
     def _installed_where(self, ref: ModelRef, variant: CatalogueVariant | None) -> str:
+        from worker.installs.builtin import installed_files
+
         if installed_files(self.settings.models_dir, ref):
             return BUILTIN
         if variant is not None:
@@ -376,6 +379,8 @@ class InstallManager:
         if backend is not None and backend.capabilities.uninstall:
             await backend.uninstall(str(ref))  # refuses a model that is serving
             return [str(ref)]
+        from worker.installs.builtin import remove_from_store
+
         url = variant.gguf_url if variant else None
         removed = await asyncio.to_thread(remove_from_store, self.settings.models_dir, ref, url)
         return [p.name for p in removed]
