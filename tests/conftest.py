@@ -19,6 +19,12 @@ _LEAKY_VARS = (
     "PENDRA_API_URL",
     "PENDRA_WORKER_KEY",
     "PENDRA_WORKER_KEY_FILE",
+    "APP_SERVER_WS_URL",
+    "GPU_WORKER_PRIVATE_KEY",
+    "WORKER_ID",
+    "WORKER_NAME",
+    "MODELS",
+    "MAX_CONCURRENT",
     "OPENAI_API_KEY",
     *(f"{kind.upper()}_ENDPOINT" for kind in BACKEND_KINDS),
 )
