@@ -140,6 +140,11 @@ class KeyStore(Protocol):
         """Write the key 0600, atomically, where the worker reads it; return where."""
         ...
 
+    def keep_environment_key(self) -> Path | None:
+        """A key that only the environment gives (``GPU_WORKER_PRIVATE_KEY``) is stored too, so
+        the worker has it in a shell without the variable; returns where, or None."""
+        ...
+
 
 class KeyVerifier(Protocol):
     def check_format(self, key: str) -> str | None:
@@ -361,6 +366,23 @@ class SettingsKeyStore(_Adapter):
         from worker.keys import parse_key, store_key
 
         path, _notes = store_key(self._settings, parse_key(key))
+        self._live.reload()
+        return path
+
+    def keep_environment_key(self) -> Path | None:
+        from dataclasses import replace
+
+        from worker.keys import parse_key, store_key
+
+        settings = self._settings
+        location = settings.key_location()
+        if location.kind != "inline" or not location.from_environment or not settings.private_key:
+            return None
+        # Stored as if the variable were not set: where this home keeps its key.
+        sources = {k: v for k, v in settings.sources.items() if k != "private_key"}
+        path, _notes = store_key(
+            replace(settings, private_key=None, sources=sources), parse_key(settings.private_key)
+        )
         self._live.reload()
         return path
 

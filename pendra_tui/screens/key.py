@@ -121,10 +121,13 @@ class KeyScreen(SetupStep):
             return
         try:
             services.config.save_identity(server_url, worker_name)
-            path = services.keys.store(key) if key else None
+            path = services.keys.store(key) if key else services.keys.keep_environment_key()
         except (OSError, PendraError) as exc:
             self._status(f"Could not save: {exc}", "error")
             return
+        if path is not None and verdict is None:
+            self.app.setup.key_path = path
+            self.app.setup.key_note = "stored from the environment"
         if path is not None and verdict is not None:
             self.app.setup.key_path = path
             if verdict.accepted is None:

@@ -427,3 +427,21 @@ async def test_dashboard_actions_go_to_the_worker() -> None:
         await pilot.press("q")
     assert app.return_code == 0
     assert ("drain",) in worker.calls and len([c for c in worker.calls if c == ("drain",)]) == 1
+
+
+async def test_a_key_given_only_by_the_environment_is_stored_by_setup(
+    pendra_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set up with GPU_WORKER_PRIVATE_KEY in the environment: the worker must have the key in a
+    shell without it too, so Continue stores it (0600) like a pasted one."""
+    monkeypatch.setenv("GPU_WORKER_PRIVATE_KEY", FAKE_KEY)
+    app = build_app(make_services(), start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        assert "GPU_WORKER_PRIVATE_KEY" in text_of(app, "#key-status")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+    assert app.setup.key_note == "stored from the environment"
+    monkeypatch.delenv("GPU_WORKER_PRIVATE_KEY")
+    assert load_settings().private_key == FAKE_KEY
+    assert stat.S_IMODE((pendra_home / "config.yaml").stat().st_mode) == 0o600

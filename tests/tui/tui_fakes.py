@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -304,7 +304,9 @@ def make_services(
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own). The
     worker name defaults to a fixed one instead of this machine's host name (snapshots)."""
-    settings = load_settings({"WORKER_NAME": FAKE_WORKER_NAME, **os.environ})
+    settings = load_settings()
+    if "worker_name" not in settings.sources:  # the host name: not the same on every machine
+        settings = dataclasses.replace(settings, worker_name=FAKE_WORKER_NAME)
     worker = worker or FakeWorker(None)
     return Services(
         worker=worker,
