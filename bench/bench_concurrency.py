@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         intro=(
             f"`{model.name}`, {threads} thread(s), {args.tokens} tokens per stream, greedy, "
             f"best of {args.rounds} alternating rounds per level; worker `builtin.parallel` and "
-            f"`max_concurrent` = {top}, {SLOT_CONTEXT} tokens of context per sequence on both sides. Raw: one "
-            f"`llama_batch` with N sequences per step."
+            f"`max_concurrent` = {top}, {SLOT_CONTEXT} tokens of context per sequence on both "
+            f"sides. Raw: one `llama_batch` with N sequences per step."
         ),
         columns=("full path", "raw batched"),
     )
