@@ -134,6 +134,7 @@ class Settings:
     drain_timeout_s: float = 30.0
     allow_insecure_link: bool = False
     ca_file: Path | None = None
+    private_inference: bool = True
     sources: Mapping[str, str] = field(default_factory=dict)
     """Per attribute, where its value came from ("default" when absent)."""
     warnings: tuple[str, ...] = ()
@@ -661,6 +662,14 @@ _EXTRA_SPECS: tuple[SettingSpec, ...] = (
         "PENDRA_CA_FILE",
         parse_path,
         "extra CA bundle for a control plane behind a private CA",
+    ),
+    SettingSpec(
+        "private_inference",
+        "private_inference.enabled",
+        "PENDRA_PRIVATE_INFERENCE",
+        parse_bool,
+        "private inference: open sealed requests with the workload key beside the worker key",
+        "true",
     ),
 )
 

@@ -173,6 +173,7 @@ class DashboardScreen(Screen[None]):
                 bar.worker_name = model.worker_name
                 bar.worker_id = model.worker_id
                 bar.error = None if model.reachable else model.error
+                bar.private = model.private
                 self._tick_uptime()
             if "backends" in panels:
                 self.query_one(BackendsTable).show(model.backends)

@@ -119,22 +119,32 @@ async def test_registration_carries_the_worker_id_and_name(sandbox: Sandbox) -> 
 async def test_workers_sharing_a_key_stay_apart_and_no_key_takes_over_another(
     sandbox: Sandbox,
 ) -> None:
+    from link_fakes import worker_settings
+
+    from worker.runtime import Worker
+
     one = await start_worker(sandbox, FakeBackend(), env={"WORKER_ID": "wrk-a"})
     two = await start_worker(sandbox, FakeBackend(), env={"WORKER_ID": "wrk-b"})
-    intruder_key = generate_key()
-    sandbox.hub.accepted_keys.add(intruder_key.public_key)
-    intruder = await start_worker(
-        sandbox, FakeBackend(), key=intruder_key, env={"WORKER_ID": "wrk-a"}
-    )
     try:
-        await wait_for(lambda: len(sandbox.hub.workers) == 3, what="three workers")
-        slots = {(w.key_id, w.worker_id) for w in sandbox.hub.workers.values()}
-        assert slots == {
+        await wait_for(lambda: len(sandbox.hub.workers) == 2, what="two workers")
+        assert {(w.key_id, w.worker_id) for w in sandbox.hub.workers.values()} == {
             (sandbox.key.key_id, "wrk-a"),
             (sandbox.key.key_id, "wrk-b"),
-            (intruder_key.key_id, "wrk-a"),
         }
+        # Another key claiming wrk-a is refused; wrk-a keeps its one connection.
+        intruder_key = generate_key()
+        sandbox.hub.accepted_keys.add(intruder_key.public_key)
+        intruder = Worker(
+            worker_settings(sandbox.url, WORKER_ID="wrk-a"), intruder_key, backends=[FakeBackend()]
+        )
+        assert intruder.link is None
+        await intruder.start()
+        assert intruder.link is not None
+        await wait_for(lambda: intruder.link.backoff.attempt >= 1, what="a refused attempt")  # type: ignore[union-attr]
+        await intruder.stop()
+        assert sandbox.hub.workers["wrk-a"].key_id == sandbox.key.key_id
         assert one.worker.link is not None and one.worker.link.connections == 1
+        assert intruder.link.connections == 0  # type: ignore[union-attr]  # refused, retried
     finally:
-        for running in (intruder, two, one):
+        for running in (two, one):
             await running.stop()

@@ -348,6 +348,13 @@ def running_status(
             "uptime_s": 8040.0,
             "worker_id": "wrk-5f3a9c21d7e4",
             "worker_name": FAKE_WORKER_NAME,
+            "private_inference": {
+                "enabled": True,
+                "fingerprint": "3f9a1c2b7d4e5f60" + "0" * 48,
+                "in_flight": 0,
+                "served": 1204,
+                "failed": 0,
+            },
         },
         "backends": [
             {

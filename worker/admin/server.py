@@ -33,7 +33,7 @@ from worker.admin.socket_file import (
     prepare_run_dir,
 )
 from worker.admin.target import AdminTarget
-from worker.errors import BadRequest, PendraError
+from worker.errors import BadRequest, NotSupported, PendraError
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,7 @@ class AdminServer:
             ("POST", wire.PATH_UNINSTALL, self._uninstall),
             ("POST", wire.PATH_REFRESH_BACKENDS, self._refresh_backends),
             ("POST", wire.PATH_DRAIN, self._drain),
+            ("POST", wire.PATH_ROTATE_WORKLOAD_KEY, self._rotate_workload_key),
         ]
         return [(method, _path_pattern(path), handler) for method, path, handler in table]
 
@@ -287,6 +288,12 @@ class AdminServer:
     async def _drain(self, request: Request) -> Any:
         result = await _resolve(self.target.drain())
         return result if result is not None else {"state": "draining"}
+
+    async def _rotate_workload_key(self, request: Request) -> Any:
+        rotate = getattr(self.target, "rotate_workload_key", None)
+        if rotate is None:
+            raise NotSupported("This worker has no workload key to rotate.")
+        return await _resolve(rotate())
 
     async def _events(self, request: Request) -> Any:
         """Routed here; answered by :meth:`_stream_events`, which owns the connection."""

@@ -2,14 +2,14 @@
 
 Each worker dials in over WebSocket; the hub sends a challenge, checks the signed transcript
 against the public keys it accepts, takes the hello and welcomes the worker. A worker is known by
-the ``worker_id`` of its hello (its key's fingerprint when it sends none), within its key: several
-workers may share a key, and no key can take over another key's worker. After that the hub keeps
-the worker's advertised models and load, and relays request frames out and response frames back
-into per-request channels that the OpenAI ingress reads. It sends a worker at most the
-``max_concurrency`` requests its hello declared; more wait for a free slot (backpressure), and a
-worker that still answers ``worker_busy`` gets the request again when a slot frees. A frame it
-cannot use is answered with an error frame; a worker that disconnects fails its open requests at
-once.
+the ``worker_id`` of its hello (its key's fingerprint when it sends none): several workers may
+share a key, each with its own id, and an id connected with one key is refused to any other.
+After that the hub keeps the worker's advertised models and load, and relays request frames
+out and response frames back into per-request channels that the OpenAI ingress reads. It sends a
+worker at most the ``max_concurrency`` requests its hello declared; more wait for a free slot
+(backpressure), and a worker that still answers ``worker_busy`` gets the request again when a
+slot frees. A frame it cannot use is answered with an error frame; a worker that disconnects
+fails its open requests at once.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ from worker.protocol import (
     Request,
     StatusPush,
     Welcome,
+    WorkloadKeys,
     audience,
     auth_transcript,
     parse_worker_frame,
     split_chunk_frame,
 )
+from worker.sandbox.private_relay import register_keys
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,6 @@ class WorkerConnection:
         self.ws = ws
         self.worker_id = worker_id
         self.key_id = key_id or worker_id
-        self.slot = f"{self.key_id}/{worker_id}"
-        """The hub's key for this worker: its id within its key."""
         self.hello = hello
         self.capacity = max(1, hello.max_concurrency)
         self._on_release = on_release
@@ -119,6 +119,8 @@ class WorkerConnection:
         self._background: set[asyncio.Future[None]] = set()
         self.frames_rejected = 0
         self.reported_errors: deque[ErrorFrame] = deque(maxlen=100)
+        self.workload_keys: dict[str, str] = {}
+        """kid → public key (base64) of the private-inference keys this worker registered."""
 
     @property
     def in_flight(self) -> int:
@@ -189,6 +191,7 @@ class WorkerConnection:
             "in_flight": self.in_flight,
             "max_concurrency": self.capacity,
             "draining": self.draining,
+            "workload_keys": sorted(self.workload_keys),
             "load": self.load.model_dump(),
             "hardware": self.hello.hardware.model_dump(),
         }
@@ -210,7 +213,7 @@ class WorkerHub:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_frame_bytes = max_frame_bytes
         self.workers: dict[str, WorkerConnection] = {}
-        """Connected workers by slot (``key id/worker id``)."""
+        """Connected workers by ``worker_id``."""
         self._room = asyncio.Condition()
         self._notifiers: set[asyncio.Task[None]] = set()
         self._nonces: dict[str, tuple[str, float]] = {}
@@ -218,12 +221,17 @@ class WorkerHub:
         self.auth_failures = 0
 
     # -- routing ---------------------------------------------------------------------------------
-    def candidates(self, model: str) -> list[WorkerConnection]:
-        return [w for w in self.workers.values() if w.serves(model) and not w.draining]
+    def candidates(self, model: str, worker_id: str | None = None) -> list[WorkerConnection]:
+        """Workers that serve ``model`` and are not draining (only ``worker_id``, when given)."""
+        return [
+            w
+            for w in self.workers.values()
+            if w.serves(model) and not w.draining and worker_id in (None, w.worker_id)
+        ]
 
-    def pick(self, model: str) -> WorkerConnection | None:
+    def pick(self, model: str, worker_id: str | None = None) -> WorkerConnection | None:
         """The least-loaded worker serving ``model`` that has room (None when none has)."""
-        found = [w for w in self.candidates(model) if w.has_room]
+        found = [w for w in self.candidates(model, worker_id) if w.has_room]
         return (
             min(found, key=lambda w: (w.in_flight / w.capacity, w.load.in_flight))
             if found
@@ -250,16 +258,18 @@ class WorkerHub:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._room.wait(), timeout=timeout_s)
 
-    async def wait_for_room(self, model: str, timeout_s: float) -> WorkerConnection | None:
-        """A worker serving ``model`` with a free slot, waiting up to ``timeout_s`` while every
-        such worker is full. None at once when no worker serves it (the caller says why), or
-        when the wait runs out."""
+    async def wait_for_room(
+        self, model: str, timeout_s: float, *, worker_id: str | None = None
+    ) -> WorkerConnection | None:
+        """A worker serving ``model`` with a free slot (``worker_id`` only, when given), waiting
+        up to ``timeout_s`` while every such worker is full. None at once when no worker serves
+        it (the caller says why), or when the wait runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self._room:
             while True:
-                worker = self.pick(model)
-                if worker is not None or not self.candidates(model):
+                worker = self.pick(model, worker_id)
+                if worker is not None or not self.candidates(model, worker_id):
                     return worker
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -297,8 +307,8 @@ class WorkerHub:
             self._sockets.discard(ws)
             if connection is not None:
                 connection.fail_all("the worker disconnected")
-                if self.workers.get(connection.slot) is connection:
-                    del self.workers[connection.slot]
+                if self.workers.get(connection.worker_id) is connection:
+                    del self.workers[connection.worker_id]
                 self.room_changed()
                 log.info("worker %s disconnected", connection.worker_id)
             await ws.close()
@@ -351,11 +361,23 @@ class WorkerHub:
             return None
         key_id = worker_id_for(auth.public_key)
         worker_id = hello.worker_id or key_id
+        previous = self.workers.get(worker_id)
+        if previous is not None and previous.key_id != key_id:
+            # Only the key that holds an id may replace its connection: no key takes over
+            # another key's worker. The newcomer retries (with backoff) like any refused link.
+            log.warning("refused worker %s: that id is connected with another key", worker_id)
+            await self._refuse(
+                ws,
+                "worker_id_taken",
+                f"worker id {worker_id} is already connected with another key; give this worker "
+                "its own worker_id",
+                CLOSE_PROTOCOL_ERROR,
+            )
+            return None
         connection = WorkerConnection(
             ws, worker_id, hello, key_id=key_id, on_release=self.room_changed
         )
-        previous = self.workers.get(connection.slot)
-        self.workers[connection.slot] = connection
+        self.workers[worker_id] = connection
         if previous is not None:  # the same worker reconnected before its old socket timed out
             previous.fail_all("the worker reconnected")
             with contextlib.suppress(Exception):
@@ -433,6 +455,8 @@ class WorkerHub:
         elif isinstance(frame, StatusPush):
             connection.models = {m.id: m for m in frame.models}
             self.room_changed()  # a waiting request may now have a worker for its model
+        elif isinstance(frame, WorkloadKeys):
+            await connection.send(register_keys(connection, frame))
         elif isinstance(frame, Draining):
             connection.draining = True
             self.room_changed()
