@@ -35,10 +35,11 @@ FOOTPRINT_NOTE = (
     "Pendra documents its own daemon (a static Go binary) at under 50 MB resident; this "
     "worker's goal is 60 MB with the built-in backend on. What keeps it there: llama.cpp and "
     "numpy load with the first model, httpx with the first catalogue fetch, the install "
-    "machinery with the first install, pynvml only where libnvidia-ml exists; protocol and "
-    "catalogue validators are built on first use; the admin API runs on a small asyncio HTTP "
-    "layer, not aiohttp.web. Most of what remains is aiohttp's client and WebSocket, the "
-    "interpreter, OpenSSL with cryptography's Ed25519, and pydantic."
+    "machinery with the first install, pyhpke with the first sealed request, pynvml only where "
+    "libnvidia-ml exists; protocol and catalogue validators are built on first use; the admin "
+    "API runs on a small asyncio HTTP layer, not aiohttp.web; `pendra --no-ui` builds no CLI "
+    "parser. Most of what remains is aiohttp's client and WebSocket, the interpreter, OpenSSL "
+    "with cryptography's Ed25519, and pydantic."
 )
 
 
