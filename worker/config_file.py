@@ -266,8 +266,14 @@ def config_lock(path: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path.with_name(".config.lock"), os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path.with_name(".config.lock"), os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    except OSError as exc:  # a read-only home, a mount owned by someone else …
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint=f"check that {path.parent} is writable by this user",
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

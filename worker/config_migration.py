@@ -103,9 +103,10 @@ def read_home_config(home: Path) -> tuple[dict[str, Any], list[str]]:
             text = render_migrated(converted, _dt.datetime.now())
             write_atomic(yaml_path, text.encode("utf-8"), mode=PRIVATE_MODE)
             os.replace(toml_path, home / MIGRATED_NAME)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc.message
         return converted, [
-            f"could not move {toml_path} to {yaml_path} ({exc.strerror or exc}); reading the old "
+            f"could not move {toml_path} to {yaml_path} ({reason or exc}); reading the old "
             "file as it is"
         ]
     return read_config(yaml_path), [

@@ -11,14 +11,11 @@ names the key, not the machine.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import replace
 
 from worker.errors import ConfigError
 from worker.settings import Settings, with_values
-
-log = logging.getLogger(__name__)
 
 WORKER_ID_PREFIX = "wrk-"
 

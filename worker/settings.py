@@ -905,10 +905,6 @@ def with_values(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, sources=sources, **changes)
 
 
-def spec_names(specs: Sequence[SettingSpec] = SETTINGS) -> list[str]:
-    return [spec.key for spec in specs]
-
-
 def prepare_value(spec: SettingSpec, raw: Any) -> tuple[Any, str | None]:
     """Check ``raw`` for ``spec`` as the loader would and return what to write to config.yaml
     (and a note, e.g. for a clamped value). Raises :class:`ConfigError` naming the key."""
