@@ -148,3 +148,41 @@ async def test_workers_sharing_a_key_stay_apart_and_no_key_takes_over_another(
     finally:
         for running in (two, one):
             await running.stop()
+
+
+async def test_a_request_waiting_for_a_slot_survives_a_link_drop(sandbox: Sandbox) -> None:
+    """Queued behind a long stream when the link drops: it waits for the worker to come back
+    (instead of failing with no_worker) and is served on the new connection."""
+    from worker.link.backoff import Backoff
+
+    backend = FakeBackend(words=10_000, delay_s=0.01)
+    running = await start_worker(sandbox, backend, env={"MAX_CONCURRENT": "1"})
+    assert running.worker.link is not None
+    running.worker.link.backoff = Backoff(base_s=0.05, cap_s=0.2)
+    headers = {"Authorization": f"Bearer {sandbox.api_key}"}
+    body = {"model": FAKE_MODEL, "messages": [{"role": "user", "content": "q"}], "max_tokens": 3}
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            long = await http.send(
+                http.build_request(
+                    "POST",
+                    sandbox.url + "/v1/chat/completions",
+                    headers=headers,
+                    json={**body, "stream": True, "max_tokens": 10_000},
+                ),
+                stream=True,
+            )
+            assert long.status_code == 200
+            queued = asyncio.create_task(
+                http.post(sandbox.url + "/v1/chat/completions", headers=headers, json=body)
+            )
+            connection = next(iter(sandbox.hub.workers.values()))
+            await wait_for(lambda: sandbox.hub.waiting == 1, what="the request to wait for a slot")
+            await connection.ws.close(code=1011, message=b"test drop")  # the link drops
+            reply = await asyncio.wait_for(queued, 20)
+            await long.aclose()
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"].startswith("q-0")
+        assert running.worker.link.connections == 2
+    finally:
+        await running.stop()

@@ -64,6 +64,8 @@ CHANNEL_FRAMES = 4096
 HANDSHAKE_TIMEOUT_S = 15.0
 NONCE_TTL_S = 120.0
 MAX_PENDING_NONCES = 1024
+RECONNECT_GRACE_S = 10.0
+"""How long a request waiting for a free slot keeps waiting after its workers disconnect."""
 _ids = itertools.count(1)
 
 
@@ -216,6 +218,8 @@ class WorkerHub:
         """Connected workers by ``worker_id``."""
         self._room = asyncio.Condition()
         self._notifiers: set[asyncio.Task[None]] = set()
+        self.waiting = 0
+        """Requests waiting for a free slot right now."""
         self._nonces: dict[str, tuple[str, float]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self.auth_failures = 0
@@ -263,19 +267,39 @@ class WorkerHub:
     ) -> WorkerConnection | None:
         """A worker serving ``model`` with a free slot (``worker_id`` only, when given), waiting
         up to ``timeout_s`` while every such worker is full. None at once when no worker serves
-        it (the caller says why), or when the wait runs out."""
+        it (the caller says why), or when the wait runs out. A request already waiting keeps its
+        place for :data:`RECONNECT_GRACE_S` when the workers serving its model go away: a link
+        that drops is usually back within a second."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        gone_since: float | None = None
         async with self._room:
+            first = True
             while True:
                 worker = self.pick(model, worker_id)
-                if worker is not None or not self.candidates(model, worker_id):
+                if worker is not None:
                     return worker
-                remaining = deadline - loop.time()
+                now = loop.time()
+                if self.candidates(model, worker_id):
+                    gone_since = None
+                elif first:
+                    return None
+                else:
+                    gone_since = now if gone_since is None else gone_since
+                    if now - gone_since >= RECONNECT_GRACE_S:
+                        return None
+                first = False
+                remaining = deadline - now
+                if gone_since is not None:
+                    remaining = min(remaining, gone_since + RECONNECT_GRACE_S - now)
                 if remaining <= 0:
                     return None
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), timeout=remaining)
+                self.waiting += 1
+                try:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), timeout=remaining)
+                finally:
+                    self.waiting -= 1
 
     def models(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
