@@ -28,6 +28,7 @@ import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from worker.atomic_files import write_atomic
+from worker.atomic_files import fsync_dir, write_atomic
 from worker.errors import PendraError
 
 if TYPE_CHECKING:
@@ -344,13 +345,95 @@ def write_key_file(path: Path, key: WorkerKey) -> None:
     write_atomic(path, (key.text + "\n").encode("utf-8"), mode=0o600)
 
 
-def store_key(settings: Settings, key: WorkerKey) -> tuple[Path, list[str]]:
-    """Write ``key`` where this worker reads its key; returns the file and notes for the user.
+@dataclass(frozen=True)
+class StoredKey:
+    """What storing a key did: whether it changed, and where a replaced key went."""
+
+    path: Path
+    changed: bool
+    backup: Path | None = None
+    previous_worker_id: str | None = None
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _backup_path(path: Path, now: datetime) -> Path:
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    candidate = path.with_name(f"{path.name}.{stamp}.bak")
+    number = 1
+    while candidate.exists() or candidate.is_symlink():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{stamp}-{number}.bak")
+    return candidate
+
+
+def _write_backup(path: Path, data: bytes, now: datetime) -> Path:
+    """Copy ``data`` to a new 0600 file beside ``path``; never overwrites anything."""
+    while True:
+        backup = _backup_path(path, now)
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # taken between the check and the open: pick the next name
+        break
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(path.parent)
+    return backup
+
+
+def store_key_file(path: Path, key: WorkerKey, *, now: datetime | None = None) -> StoredKey:
+    """Store ``key`` at ``path`` (0600). Whatever else is there is backed up first, never lost.
+
+    The same key again rewrites the file (which also tightens a loose mode) and reports no change;
+    a different key, or content that is not a key, is copied to ``<name>.<UTC time>.bak`` (0600)
+    before the new key replaces it.
+    """
+    try:
+        with path.open("rb") as handle:
+            old = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        old = None
+    except IsADirectoryError:
+        raise KeyProblem(
+            f"{path} is a directory, not a worker key file.",
+            hint="move it away, then store the key again",
+        ) from None
+    except OSError as exc:
+        raise KeyProblem(f"cannot read the stored worker key {path}: {exc.strerror}") from None
+    if old is None:
+        write_key_file(path, key)
+        return StoredKey(path, changed=True)
+    try:
+        previous: WorkerKey | None = parse_key(old.decode("utf-8"))
+    except (KeyProblem, UnicodeDecodeError):
+        previous = None
+    if previous is not None and previous.seed == key.seed:
+        write_key_file(path, key)
+        return StoredKey(path, changed=False)
+    backup = _write_backup(path, old, now or datetime.now(timezone.utc))
+    write_key_file(path, key)
+    return StoredKey(
+        path,
+        changed=True,
+        backup=backup,
+        previous_worker_id=previous.worker_id if previous is not None else None,
+    )
+
+
+def store_key(
+    settings: Settings, key: WorkerKey, *, now: datetime | None = None
+) -> tuple[StoredKey, list[str]]:
+    """Store ``key`` where this worker reads its key; what happened, and notes for the user.
 
     That is the key file when one is in use (``key_file`` / ``PENDRA_WORKER_KEY_FILE``, or an
-    existing ``worker.key``), else ``gpu_worker_private_key`` in config.yaml (0600).
+    existing ``worker.key``), else ``gpu_worker_private_key`` in config.yaml (0600). A different
+    key already there is backed up first (``worker.key.<UTC time>.bak``, 0600), never lost.
     """
-    from worker.config_file import update_config
+    from worker.config_file import read_config, update_config
 
     location = settings.key_location()
     notes: list[str] = []
@@ -364,12 +447,44 @@ def store_key(settings: Settings, key: WorkerKey) -> tuple[Path, list[str]]:
         or (location.path is not None and location.path.exists())
     )
     if keeps_file and location.path is not None:
-        write_key_file(location.path, key)
-        return location.path, notes
-    notes.extend(update_config(settings.config_file, {"gpu_worker_private_key": key.text}))
-    if settings.default_key_file.exists() and settings.key_file is None:
-        notes.append(
-            f"{settings.default_key_file} is no longer read (the key in config.yaml wins); "
-            "remove it when you no longer need it"
+        stored = store_key_file(location.path, key, now=now)
+    else:
+        path = settings.config_file
+        old = read_config(path).get("gpu_worker_private_key")
+        try:
+            previous: WorkerKey | None = parse_key(old) if isinstance(old, str) else None
+        except KeyProblem:
+            previous = None
+        backup = None
+        if old and (previous is None or previous.seed != key.seed):
+            text = old if isinstance(old, str) else str(old)
+            backup = _write_backup(
+                settings.default_key_file,
+                (text + "\n").encode("utf-8"),
+                now or datetime.now(timezone.utc),
+            )
+        notes.extend(update_config(path, {"gpu_worker_private_key": key.text}))
+        stored = StoredKey(
+            path,
+            changed=previous is None or previous.seed != key.seed,
+            backup=backup,
+            previous_worker_id=previous.key_id if previous is not None and backup else None,
         )
-    return settings.config_file, notes
+        if settings.default_key_file.exists() and settings.key_file is None:
+            notes.append(
+                f"{settings.default_key_file} is no longer read (the key in config.yaml wins); "
+                "remove it when you no longer need it"
+            )
+    return stored, notes
+
+
+def backup_note(stored: StoredKey) -> str | None:
+    """What a person should know about the key a store replaced (None when none was)."""
+    if stored.backup is None:
+        return None
+    what = (
+        f"The previous key ({stored.previous_worker_id})"
+        if stored.previous_worker_id
+        else "What was stored there (not a valid key)"
+    )
+    return f"{what} is saved in {stored.backup} (mode 0600); delete it once you no longer need it."

@@ -96,6 +96,55 @@ def test_key_set_updates_a_key_file_in_use(
     assert not (pendra_home / "config.yaml").exists()
 
 
+def test_key_set_backs_up_a_different_key_and_says_where(
+    clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
+) -> None:
+    config = pendra_home / "config.yaml"
+    first, second = generate_key(console_form=True), generate_key(console_form=True)
+    source = tmp_path / "first.key"
+    source.write_text(first.text + "\n")
+    assert _pendra(["key", "set", "--file", str(source)], clean_env).returncode == 0
+
+    same = _pendra(["key", "set", "--file", str(source)], clean_env)
+    assert same.returncode == 0 and "already holds this key" in same.stdout
+    assert list(pendra_home.glob("worker.key.*")) == []  # the same key: no backup
+
+    source.write_text(second.text + "\n")
+    replaced = _pendra(["key", "set", "--file", str(source)], clean_env)
+    assert replaced.returncode == 0, replaced.stderr
+    (backup,) = pendra_home.glob("worker.key.*.bak")
+    assert read_key_file(backup) == first  # readable by the loader: 0600 and intact
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert _configured(pendra_home) == second
+    assert str(backup) in replaced.stdout and first.key_id in replaced.stdout
+    assert first.text not in replaced.stdout + replaced.stderr
+    assert second.text not in replaced.stdout + replaced.stderr
+
+    # A damaged key in config.yaml (hand-edited): kept too, never silently lost, and replaceable.
+    text = config.read_text().replace(second.text, "my-notes-not-a-key")
+    config.write_text(text)
+    again = _pendra(["key", "set", "--file", str(source)], clean_env)
+    assert again.returncode == 0, again.stderr
+    backups = sorted(pendra_home.glob("worker.key.*.bak"))
+    assert len(backups) == 2 and "not a valid key" in again.stdout
+    assert any(b.read_text() == "my-notes-not-a-key\n" for b in backups)
+    assert _configured(pendra_home) == second
+
+
+def test_key_set_backs_up_a_key_file_in_use_too(
+    clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
+) -> None:
+    stored = pendra_home / "worker.key"
+    first, second = generate_key(), generate_key()
+    stored.write_text(first.text + "\n")
+    stored.chmod(0o600)
+    replaced = _pendra(["key", "set"], clean_env, stdin=second.text)
+    assert replaced.returncode == 0, replaced.stderr
+    (backup,) = pendra_home.glob("worker.key.*.bak")
+    assert read_key_file(backup) == first and read_key_file(stored) == second
+    assert not (pendra_home / "config.yaml").exists()
+
+
 def test_sandbox_key_out_is_reused_across_restarts(
     clean_env: dict[str, str], tmp_path: Path
 ) -> None:

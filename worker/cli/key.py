@@ -79,13 +79,19 @@ def _read_source(args: argparse.Namespace) -> str:
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from worker.keys import parse_key, store_key
+    from worker.keys import backup_note, parse_key, store_key
     from worker.settings import load_settings
 
     settings = load_settings()
     key = parse_key(_read_source(args))
-    where, notes = store_key(settings, key)
-    print(f"Stored the worker key in {where} (mode 0600); key {key.key_id}.")
+    stored, notes = store_key(settings, key)
+    if not stored.changed:
+        print(f"{stored.path} already holds this key ({key.key_id}); it is 0600.")
+    else:
+        print(f"Stored the worker key in {stored.path} (mode 0600); key {key.key_id}.")
+    replaced = backup_note(stored)
+    if replaced:
+        print(replaced)
     for note in notes:
         print(f"Note: {note}", file=sys.stderr)
     return 0
