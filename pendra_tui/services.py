@@ -365,9 +365,9 @@ class SettingsKeyStore(_Adapter):
     def store(self, key: str) -> Path:
         from worker.keys import parse_key, store_key
 
-        path, _notes = store_key(self._settings, parse_key(key))
+        stored, _notes = store_key(self._settings, parse_key(key))
         self._live.reload()
-        return path
+        return stored.path
 
     def keep_environment_key(self) -> Path | None:
         from dataclasses import replace
@@ -380,11 +380,11 @@ class SettingsKeyStore(_Adapter):
             return None
         # Stored as if the variable were not set: where this home keeps its key.
         sources = {k: v for k, v in settings.sources.items() if k != "private_key"}
-        path, _notes = store_key(
+        stored, _notes = store_key(
             replace(settings, private_key=None, sources=sources), parse_key(settings.private_key)
         )
         self._live.reload()
-        return path
+        return stored.path
 
 
 class ConfigFileSettings(_Adapter):

@@ -244,10 +244,18 @@ def test_bad_value_names_key_and_source(pendra_home: Path) -> None:
     assert "builtin.max_loaded_models" in str(err.value) and str(path) in str(err.value)
 
 
-def test_a_malformed_key_is_refused_without_echoing_it(pendra_home: Path) -> None:
+def test_a_malformed_key_is_refused_where_it_is_used_without_echoing_it(
+    pendra_home: Path,
+) -> None:
+    """Loading settings still works (so `pendra key set` can replace a damaged key); the worker,
+    loading the key, refuses it with exit 4 and the forms a key has."""
+    from worker.keys import KeyProblem, load_configured_key
+
     text = generate_key(console_form=True).text
-    with pytest.raises(ConfigError) as err:
-        load_settings(env(pendra_home, GPU_WORKER_PRIVATE_KEY=text[:-6]))
+    settings = load_settings(env(pendra_home, GPU_WORKER_PRIVATE_KEY=text[:-6]))
+    with pytest.raises(KeyProblem) as err:
+        load_configured_key(settings)
+    assert err.value.exit_code == 4
     assert "GPU_WORKER_PRIVATE_KEY" in str(err.value) and "base64" in str(err.value)
     assert text[:-6] not in str(err.value)
 

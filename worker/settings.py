@@ -336,13 +336,24 @@ def parse_gpu_layers(raw: Any) -> int | None:
 
 
 def parse_private_key(raw: Any) -> str:
-    """The key text, checked for form (never echoed in the error)."""
-    from worker.keys import KeyProblem, parse_key
-
+    """The key text (whitespace removed). Its form is checked where the key is used
+    (:func:`worker.keys.load_configured_key`, exit 4) rather than here, so a damaged key in
+    config.yaml never stops ``pendra key set`` or ``pendra setup`` from replacing it."""
     if not isinstance(raw, str):
         raise ValueError("it must be the key text (base64), not a list or mapping")
+    text = "".join(raw.split())
+    if not text:
+        raise ValueError("the key is empty")
+    return text
+
+
+def check_private_key(text: str) -> str:
+    """The key text in the form it will be stored; ``ValueError`` saying which forms a key has
+    (never echoing it)."""
+    from worker.keys import KeyProblem, parse_key
+
     try:
-        return parse_key(raw).text
+        return parse_key(text).text
     except KeyProblem as exc:
         raise ValueError(f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
 
@@ -910,6 +921,8 @@ def prepare_value(spec: SettingSpec, raw: Any) -> tuple[Any, str | None]:
     (and a note, e.g. for a clamped value). Raises :class:`ConfigError` naming the key."""
     try:
         value = spec.parse(raw)
+        if spec.attr == "private_key":
+            value = check_private_key(value)
     except ValueError as exc:
         raise ConfigError(f"Invalid {spec.key}: {exc}") from None
     note = None

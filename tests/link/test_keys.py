@@ -209,18 +209,19 @@ def test_a_key_in_a_config_file_others_can_read_is_refused(pendra_home: Path) ->
 
 def test_store_key_goes_where_the_worker_reads_it(pendra_home: Path, tmp_path: Path) -> None:
     key = generate_key(console_form=True)
-    where, notes = store_key(load_settings(_home_env(pendra_home)), key)
-    assert where == pendra_home / "config.yaml" and notes == []
+    stored, notes = store_key(load_settings(_home_env(pendra_home)), key)
+    where = stored.path
+    assert where == pendra_home / "config.yaml" and notes == [] and stored.changed
     assert stat.S_IMODE(where.stat().st_mode) == 0o600
     assert load_configured_key(load_settings(_home_env(pendra_home))) == key
 
     # a key file in use (named in the environment) is updated in place instead
     key_file = tmp_path / "k" / "worker.key"
     second = generate_key()
-    where, _ = store_key(
+    stored, _ = store_key(
         load_settings(_home_env(pendra_home, PENDRA_WORKER_KEY_FILE=str(key_file))), second
     )
-    assert where == key_file and read_key_file(key_file) == second
+    assert stored.path == key_file and read_key_file(key_file) == second
 
     # a key in the environment wins, and storing says so
     _where, notes = store_key(
@@ -233,7 +234,8 @@ def test_an_existing_worker_key_file_stays_the_place(pendra_home: Path) -> None:
     old = generate_key()
     write_key_file(pendra_home / "worker.key", old)
     new = generate_key(console_form=True)
-    where, _ = store_key(load_settings(_home_env(pendra_home)), new)
-    assert where == pendra_home / "worker.key"
+    stored, _ = store_key(load_settings(_home_env(pendra_home)), new)
+    where = stored.path
+    assert where == pendra_home / "worker.key" and stored.backup is not None
     assert read_key_file(where) == new and read_key_file(where).text == new.text
     assert not (pendra_home / "config.yaml").exists()

@@ -301,7 +301,7 @@ def run_plain(
 ) -> int:
     from worker.config_file import update_config
     from worker.identity import ensure_worker_id
-    from worker.keys import store_key
+    from worker.keys import backup_note, store_key
     from worker.settings import load_settings
 
     location = settings.key_location()
@@ -340,8 +340,8 @@ def run_plain(
     notes = update_config(settings.config_file, file_edits(answers))
     saved = load_settings()
     if answers.key is not None:
-        _where, key_notes = store_key(saved, answers.key)
-        notes.extend(key_notes)
+        stored, key_notes = store_key(saved, answers.key)
+        notes.extend([*key_notes, *filter(None, [backup_note(stored)])])
         saved = load_settings()
     saved, id_note = ensure_worker_id(saved)
     _summary(saved, answers, note, out)
