@@ -758,9 +758,17 @@ def _from_env(
         present = [n for n in names if env.get(n, "").strip()]
     if not present:
         return False, None, None
-    if len(present) > 1 and env[present[0]].strip() != env[present[1]].strip():
+    if len(present) > 1 and not _same_setting(spec, env[present[0]], env[present[1]]):
         warnings.append(f"{present[1]} is ignored because {present[0]} is set too")
     return True, env[present[0]], f"environment variable {present[0]}"
+
+
+def _same_setting(spec: SettingSpec, first: Any, second: Any) -> bool:
+    """Whether two spellings say the same (``wss://h`` and ``https://h`` do)."""
+    try:
+        return bool(spec.parse(first) == spec.parse(second))
+    except ValueError:
+        return str(first).strip() == str(second).strip()
 
 
 def _unknown_keys(data: Mapping[str, Any], path: Path) -> list[str]:
