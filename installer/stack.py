@@ -57,7 +57,10 @@ NETWORKS = ("bridge", "host")
 HOST_ALIAS = "host.docker.internal"
 
 # The worker's settings the container gets in its environment (none of them secret).
-ENV_API_URL = "PENDRA_API_URL"
+ENV_API_URL = "APP_SERVER_WS_URL"
+# Every name the control plane's URL goes by: the stack sets it from the resolved settings (a
+# loopback URL rewritten for the container), so the shell's own value never passes through as-is.
+API_URL_ENV = frozenset({ENV_API_URL, "PENDRA_API_URL"})
 ENV_KEY_FILE = "PENDRA_WORKER_KEY_FILE"
 ENV_MODELS_DIR = "PENDRA_MODELS_DIR"
 ENV_HOME = "PENDRA_HOME"
@@ -239,7 +242,7 @@ def passthrough_environment(settings: Any, environ: Mapping[str, str]) -> dict[s
         if not match:
             continue
         name = match.group(1)
-        if name in HOST_PATH_ENV or name == ENV_API_URL or _SECRET_ENV.search(name):
+        if name in HOST_PATH_ENV or name in API_URL_ENV or _SECRET_ENV.search(name):
             continue
         if environ.get(name, "").strip():
             env[name] = environ[name]

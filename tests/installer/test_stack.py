@@ -66,7 +66,7 @@ def test_cpu_compose_on_a_bridge_as_a_host_user(tmp_path: Path) -> None:
     assert worker["environment"] == {
         "PENDRA_MODELS_DIR": "/models",
         "PENDRA_WORKER_KEY_FILE": "/run/secrets/pendra_worker_key",
-        "PENDRA_API_URL": "https://api.example",
+        "APP_SERVER_WS_URL": "https://api.example",
     }
     assert doc["secrets"] == {"pendra_worker_key": {"file": f"{tmp_path}/stack/worker.key"}}
     assert worker["secrets"] == [{"source": "pendra_worker_key", "target": "pendra_worker_key"}]
@@ -190,6 +190,11 @@ def test_settings_from_the_shell_pass_through_but_not_paths_or_secrets(pendra_ho
         "PENDRA_API_URL": "http://127.0.0.1:9",
     }
     passed = passthrough_environment(load_settings(env), env)
+    assert passed == {"PENDRA_THREADS": "1", "PENDRA_LOG_LEVEL": "debug"}
+    # The documented name neither: the stack sets the URL itself, rewritten for the container.
+    documented = {**env, "APP_SERVER_WS_URL": "ws://127.0.0.1:9"}
+    del documented["PENDRA_API_URL"]
+    passed = passthrough_environment(load_settings(documented), documented)
     assert passed == {"PENDRA_THREADS": "1", "PENDRA_LOG_LEVEL": "debug"}
 
 
