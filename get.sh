@@ -55,7 +55,7 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
       --docker         install, then run the worker in Docker (`pendra stack up`; needs Docker,
                        which get.sh never installs)
       --no-start       install only; start nothing
-      --key-file FILE  store the worker key from FILE (kept 0600 in ~/.pendra/worker.key)
+      --key-file FILE  store the worker key from FILE (kept 0600, in ~/.pendra/config.yaml)
       --version V      install pendra-worker version V
       --uninstall      remove the venv, the `pendra` link and this installation's service
                        (keeps config, key and models); lists what goes and asks first
@@ -297,6 +297,16 @@ EOF
       fi
     fi
 
+    local running_pid=""
+    if [ "$worker_ok" = 1 ]; then
+      # A worker running for this home outside any service (a terminal's `pendra --no-ui`, or the
+      # one the app started detached) would go on running from a deleted venv.
+      running_pid="$(vpy_run -c 'import asyncio
+from worker.admin.client import AdminClient
+from worker.settings import load_settings
+print(asyncio.run(AdminClient(load_settings().admin_socket, timeout_s=3).ping())["pid"])' 2>/dev/null || true)"
+    fi
+    [ -n "$running_pid" ] && going+=("the running worker (pid $running_pid): it finishes its in-flight requests, then exits")
     if [ "$worker_ok" = 1 ]; then
       if [ "$(id -u)" = 0 ]; then
         going+=("this installation's pendra service, user and system, if installed (another installation's stays)")
@@ -323,7 +333,7 @@ EOF
       kept+=("the Docker volumes pendra-models and pendra-home (docker volume rm pendra-models pendra-home)")
     fi
     local purgeable=()
-    for item in config.toml config.yaml worker.key workload.key sandbox logs cache; do
+    for item in config.yaml config.toml config.toml.migrated .config.lock worker.key workload.key sandbox logs cache; do
       [ -e "$home_dir/$item" ] && purgeable+=("$home_dir/$item")
     done
     for item in "$home_dir"/worker.key.*.bak; do
@@ -366,6 +376,13 @@ EOF
         rc=0
         pendra_cli stack down || rc=$?
         [ "$rc" = 0 ] || warn "removing the Docker containers failed (exit $rc); continuing (see: docker ps)"
+      fi
+      if [ -n "$running_pid" ]; then
+        # After the services: a worker the service manager ran is gone already (exit 3 here).
+        rc=0
+        pendra_cli stop || rc=$?
+        [ "$rc" = 0 ] || [ "$rc" = 3 ] ||
+          warn "the worker (pid $running_pid) did not stop (exit $rc); continuing (stop it: kill -TERM $running_pid)"
       fi
     fi
     if [ ${#model_files[@]} -gt 0 ]; then
@@ -763,10 +780,10 @@ os.execvp(sys.argv[1], sys.argv[1:])'
     return 0
   fi
   if [ "$no_ui" = 1 ]; then
-    local key_path
-    key_path="$(vpy_run -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
+    local key_state
+    key_state="$(vpy_run -c 'from worker.settings import load_settings; k = load_settings().key_location(); print("present" if k.present else "missing")' 2>>"$log")" ||
       die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
-    [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
+    [ "$key_state" = present ] || die "installed, but not started: the worker has no key yet." \
       "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd $([ "$docker" = 1 ] && echo "stack up" || echo "service install")"
     if [ "$docker" = 1 ]; then
       step "Starting the worker in Docker"

@@ -65,10 +65,13 @@ def error_body(error: PendraError) -> dict[str, Any]:
 
 
 def _error_classes() -> dict[str, type[PendraError]]:
+    # Breadth first, in definition order: when several classes share a code, the most general
+    # one (``BadRequest`` for ``invalid_request_error``) is the class a caller catches, whichever
+    # modules happen to be imported.
     found: dict[str, type[PendraError]] = {}
     pending: list[type[PendraError]] = [PendraError]
     while pending:
-        cls = pending.pop()
+        cls = pending.pop(0)
         found.setdefault(cls.code, cls)
         pending.extend(cls.__subclasses__())
     return found
