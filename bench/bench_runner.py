@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     model = chat_model(args.model)
     threads = cli_args.threads_or_default(args.threads)
     profile_dir = Path(tempfile.mkdtemp(prefix="pendra-bench-prof-")) if args.profile else None
-    common = {"PENDRA_THREADS": str(threads), "PENDRA_PARALLEL": str(max(4, args.streams))}
+    slots = str(max(4, args.streams))
+    # MAX_CONCURRENT: the worker's in-flight cap (default 1) lets the concurrent streams through.
+    common = {"PENDRA_THREADS": str(threads), "PENDRA_PARALLEL": slots, "MAX_CONCURRENT": slots}
     stacks: dict[str, Stack] = {}
     single: dict[str, list[float]] = {"process": [], "none": []}
     aggregate: dict[str, list[float]] = {"process": [], "none": []}

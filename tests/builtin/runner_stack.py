@@ -130,6 +130,10 @@ def start_runner_stack(
     env = worker_env(base_env, api_url, key_file, models_dir)
     env["PENDRA_HOME"] = str(tmp_path / "home")  # one worker per home: a stack gets its own
     env.update({f"PENDRA_{k.upper()}": str(v) for k, v in settings.items()})
+    # These tests are about the built-in backend's own admission (slots, queues, 429s): the
+    # worker's in-flight cap across backends (max_concurrent, default 1) is lifted out of the way
+    # unless the test sets it.
+    env.setdefault("MAX_CONCURRENT", "64")
     worker = spawn(["--no-ui"], env, logs, "worker")
     stack = RunnerStack(sandbox, worker, env, api_url, models_dir, Path(env["PENDRA_HOME"]))
     try:
