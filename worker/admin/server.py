@@ -166,6 +166,9 @@ class AdminServer:
         app.router.add_post(wire.PATH_UNINSTALL, self._uninstall)
         app.router.add_post(wire.PATH_REFRESH_BACKENDS, self._refresh_backends)
         app.router.add_post(wire.PATH_DRAIN, self._drain)
+        app.router.add_get(wire.PATH_HISTORY, self._history)
+        app.router.add_get(wire.PATH_REQUESTS, self._requests)
+        app.router.add_post(wire.PATH_LINK_RETRY, self._retry_link)
         return app
 
     @web.middleware
@@ -243,6 +246,29 @@ class AdminServer:
     async def _drain(self, request: web.Request) -> web.Response:
         result = await _resolve(self.target.drain())
         return _json_response(result if result is not None else {"state": "draining"})
+
+    async def _history(self, request: web.Request) -> web.Response:
+        history = getattr(self.target, "history_doc", None)
+        if history is None:
+            return _json_response({"interval_s": None, "window_s": None, "samples": []})
+        return _json_response(await _resolve(history()))
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        raw = request.query.get("limit", "200")
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise BadRequest(f"limit must be a whole number, not {raw!r}") from None
+        limit = max(0, min(limit, wire.MAX_REQUESTS_LISTED))
+        recent = getattr(self.target, "recent_requests", None)
+        listed = await _resolve(recent(limit)) if recent is not None and limit else []
+        return _json_response({"requests": list(listed)})
+
+    async def _retry_link(self, request: web.Request) -> web.Response:
+        retry = getattr(self.target, "retry_link", None)
+        if retry is None:
+            raise BadRequest("This worker cannot be told to reconnect.")
+        return _json_response(await _resolve(retry()))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         kinds = wire.parse_kinds(request.query.get("kinds"))
