@@ -7,15 +7,21 @@ Quitting never stops the worker: the app is only a client of its admin API.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import partial
 from typing import ClassVar, Literal
 
-from textual.app import App
+from textual import events
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from pendra_tui.screens.setup_step import SetupStep
 from pendra_tui.services import Services
 from pendra_tui.setup_state import STEPS, SetupState
+
+KEY_NAMES = {"question_mark": "?", "slash": "/", "escape": "esc"}
+"""Binding key names as the key a person presses."""
 
 Start = Literal["auto", "setup", "dashboard", "prereqs", "key", "catalogue", "backends", "review"]
 """The first screen: "auto" decides by whether a key is stored; a step name starts there."""
@@ -32,8 +38,10 @@ class PendraApp(App[int]):
     ]
     """Below 100 columns the panels stack instead of sitting side by side."""
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f2", "toggle_theme", "Light/dark", show=False)
+        Binding("f2", "toggle_theme", "Light/dark", show=False),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=False),
     ]
+    """ctrl+c quits like everywhere else in a terminal (an Input that has focus copies first)."""
 
     def __init__(
         self, services: Services, *, start: Start = "auto", deterministic: bool = False
@@ -51,6 +59,7 @@ class PendraApp(App[int]):
             self.animation_level = "none"
 
     def on_mount(self) -> None:
+        self._check_size(self.size.width, self.size.height)
         first = self.start
         if first == "auto":
             first = "dashboard" if self.services.keys.has_key() else "setup"
@@ -94,6 +103,38 @@ class PendraApp(App[int]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    # -- the minimum size ------------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int, height: int) -> None:
+        """Below 80×24 cover the screen with a message instead of dropping panels silently."""
+        from pendra_tui.screens.too_small import TooSmallScreen, is_too_small
+
+        covered = isinstance(self.screen, TooSmallScreen) if self.screen_stack else False
+        if is_too_small(width, height) and not covered:
+            self.push_screen(TooSmallScreen())
+        elif covered and not is_too_small(width, height):
+            self.pop_screen()
+
+    # -- the command palette ---------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The screen's own actions first (what its keys do, by name), then Textual's."""
+        seen: set[str] = set()
+        for binding in screen.BINDINGS:
+            if not isinstance(binding, Binding) or not binding.description:
+                continue
+            if binding.action in seen or screen.check_action(binding.action, ()) is False:
+                continue
+            seen.add(binding.action)
+            key = binding.key_display or binding.key.split(",")[0]
+            yield SystemCommand(
+                binding.description,
+                f"{binding.description} (key: {KEY_NAMES.get(key, key)})",
+                partial(screen.run_action, binding.action),
+            )
+        yield from super().get_system_commands(screen)
 
 
 def build_app(

@@ -89,6 +89,10 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def time(self) -> float:
+        """Unix time: the ages of request records."""
+        ...
+
 
 class WorkerClient(Protocol):
     """The admin API of the running worker (``worker.admin.client.AdminClient``).
@@ -118,6 +122,18 @@ class WorkerClient(Protocol):
     async def drain(self) -> dict[str, Any]: ...
 
     async def logs(self, tail: int = 200) -> list[str]: ...
+
+    async def history(self) -> dict[str, Any]:
+        """The metrics history: ``{"interval_s", "window_s", "samples"}``."""
+        ...
+
+    async def recent_requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Request records, newest first (metadata only)."""
+        ...
+
+    async def retry_link(self) -> dict[str, Any]:
+        """Reconnect to the control plane now instead of at the end of the backoff wait."""
+        ...
 
 
 class CatalogueSource(Protocol):
@@ -163,6 +179,15 @@ class WorkerLauncher(Protocol):
         """Start the headless worker; returns a one-line summary of what was done."""
         ...
 
+    def restart_plan(self) -> str:
+        """What :meth:`restart` will do, as the end of "This will …"."""
+        ...
+
+    async def restart(self) -> str:
+        """Start a worker that stopped (drained, crashed): its service when one is installed,
+        else ``pendra --no-ui`` in the background; returns a one-line summary."""
+        ...
+
 
 @dataclass
 class Services:
@@ -186,6 +211,9 @@ class Services:
 class MonotonicClock:
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
 
 class AdminWorkerClient:
@@ -233,6 +261,15 @@ class AdminWorkerClient:
 
     async def logs(self, tail: int = 200) -> list[str]:
         return await self._get().logs(tail)
+
+    async def history(self) -> dict[str, Any]:
+        return await self._get().history()
+
+    async def recent_requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        return await self._get().recent_requests(limit)
+
+    async def retry_link(self) -> dict[str, Any]:
+        return await self._get().retry_link()
 
 
 class LiveCatalogue:
@@ -522,6 +559,47 @@ class ProcessLauncher:
             f"worker started in the background (pid {process.pid}), logging to "
             f"{self.log_file}{note}"
         )
+
+    def _installed_service(self) -> Any | None:
+        """The service manager when a ``pendra`` unit is installed, else ``None``."""
+        manager = self._service_manager()
+        if manager is None:
+            return None
+        try:
+            return manager if Path(manager.unit_path).exists() else None
+        except Exception:  # a manager without a unit path: treat as not installed
+            return None
+
+    def restart_plan(self) -> str:
+        manager = self._installed_service()
+        if manager is not None:
+            return f"start the installed {getattr(manager, 'name', 'service')} service again"
+        return f"start `pendra --no-ui` in the background, logging to {self.log_file}"
+
+    async def restart(self) -> str:
+        from worker.errors import PendraError
+
+        running = await self._running_pid()
+        if running is not None:
+            return f"a worker is already running (pid {running})"
+        manager = self._installed_service()
+        if manager is not None:
+            from installer.service import current_spec
+
+            try:
+                spec = current_spec(self._settings.home, system=False)
+                report = await asyncio.to_thread(manager.install, spec)
+                return f"service started again ({report.unit_path})"
+            except (PendraError, OSError) as exc:
+                reason = getattr(exc, "message", None) or str(exc)
+                raise PendraError(
+                    f"the service did not start: {reason}",
+                    hint="see `pendra service status` and `pendra logs`",
+                ) from None
+        process, offset = await asyncio.to_thread(self._spawn)
+        self.process = process
+        await self._wait_ready(process, offset)
+        return f"worker started in the background (pid {process.pid}), logging to {self.log_file}"
 
     async def _running_pid(self) -> int | None:
         """The pid of a worker already answering on this PENDRA_HOME's admin socket."""

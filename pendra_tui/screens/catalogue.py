@@ -51,10 +51,12 @@ class CatalogueScreen(SetupStep):
         Binding("ctrl+f", "focus_filter", "Filter"),
     ]
 
-    def __init__(self, *, pick: bool = False) -> None:
+    def __init__(self, *, pick: bool = False, available: list[str] | None = None) -> None:
         super().__init__()
         self.pick = pick
         """True when opened from the dashboard: returns the refs instead of going on."""
+        self.available = available
+        """Backends that can install here (``None``: take them from the setup choices)."""
         self._rows: list[CatalogueRow] = []
         self._shown: list[CatalogueRow] = []
         self._selected: list[str] = []
