@@ -23,13 +23,14 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, keys: list[tuple[str, str]]) -> None:
         super().__init__()
-        self._keys = keys
+        self.keys = keys
+        """(key, what it does) pairs, in order."""
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 3))
         table.add_column(style="bold")
         table.add_column()
-        for key, description in self._keys:
+        for key, description in self.keys:
             table.add_row(key, description)
         with Vertical(id="help-box", classes="dialog"):
             yield Static("[b]Keys[/b]", classes="dialog-title")

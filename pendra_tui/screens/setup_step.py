@@ -48,6 +48,7 @@ class SetupStep(Screen[Any]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "next", "Continue"),
         Binding("escape", "back", "Back"),
+        Binding("q", "app.quit", "Quit"),
     ]
 
     def compose(self) -> ComposeResult:

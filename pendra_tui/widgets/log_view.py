@@ -136,6 +136,12 @@ class LogView(ScrollView, can_focus=True):
     def on_resize(self, _event: events.Resize) -> None:
         if self._width() != self._built_width:
             self._rebuild()
+        elif self.follow:
+            self._scroll_to_end()
+        if self.follow:
+            # The size (so the bottom) settles with this refresh: shown for the first time, a
+            # hidden tab's log must open at its newest line.
+            self.call_after_refresh(self._scroll_to_end)
 
     # -- rendering ---------------------------------------------------------------------------------
     def _width(self) -> int:

@@ -271,7 +271,7 @@ async def test_dashboard_follows_events() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: worker.live is not None)
-        await wait_for(pilot, lambda: len(screen.model.gpus[0].util_history) == 41)
+        await wait_for(pilot, lambda: len(screen.model.metrics.samples) == 150)
         worker.push(
             {
                 "kind": "install",
@@ -298,34 +298,164 @@ async def test_dashboard_follows_events() -> None:
         await wait_for(pilot, lambda: screen.model.requests.in_flight == 5)
         row = screen.query_one("#install-qwen3_32b-pendra")
         await wait_for(pilot, lambda: "ETA 3m 18s" in str(row.query_one(".install-line").render()))
-        from textual.widgets import Log, ProgressBar
+        from textual.widgets import ProgressBar
+
+        from pendra_tui.widgets.log_view import LogView
 
         assert row.query_one(ProgressBar).percentage == pytest.approx(0.5)
-        assert screen.query_one(Log).lines[-1] == "INFO    pendra.installs: qwen3:32b 50%"
+        assert screen.query_one(LogView).lines[-1] == "INFO    pendra.installs: qwen3:32b 50%"
         worker.push({"kind": "gpu", "gpus": []})
-        await wait_for(pilot, lambda: screen.query_one("#no-gpu").display)
+        await wait_for(pilot, lambda: screen.query_one("#host").display)
+        assert not screen.query_one("#gpus").display
+
+
+async def test_log_pane_follows_the_tail_until_the_user_scrolls_up() -> None:
+    """Bug: on attach the log opened at its oldest line and new lines arrived out of sight."""
+    from pendra_tui.widgets.log_view import LogView
+
+    lines = [f"2026-01-01 00:00:{n % 60:02d} INFO    pendra.test: line {n}" for n in range(300)]
+    worker = tui_fakes.dashboard_worker(logs=lines)
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        await pilot.press("5")
+        log = app.screen.query_one(LogView)
+        await wait_for(pilot, lambda: log.max_scroll_y > 0 and log.scroll_y == log.max_scroll_y)
+        assert log.follow
+        worker.push({"kind": "log", "level": "info", "logger": "x", "message": "newest"})
+        await wait_for(pilot, lambda: log.lines[-1].endswith("newest"))
+        await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y)
+        await pilot.press("pageup")
+        await wait_for(pilot, lambda: not log.follow)
+        held = log.scroll_y
+        worker.push({"kind": "log", "level": "warning", "logger": "x", "message": "later"})
+        await wait_for(pilot, lambda: log.lines[-1].endswith("later"))
+        await pilot.pause()
+        assert log.scroll_y == held and log.scroll_y < log.max_scroll_y
+        assert "paused" in str(app.screen.query_one("#log-status", Static).render())
+        await pilot.press("f")
+        await wait_for(pilot, lambda: log.follow and log.scroll_y == log.max_scroll_y)
+        # level filter, search and wrap
+        await pilot.press("l", "l")  # debug → info → warning
+        await wait_for(pilot, lambda: log.min_level == "warning")
+        assert log.shown_count == 1  # "later" is the only warning
+        await pilot.press("l", "l", "slash", *"NEWEST")  # error, then every level; search
+        await wait_for(pilot, lambda: log.query == "NEWEST" and log.shown_count == 1)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: log.query == "" and app.screen.focused is log)
+        await pilot.press("w")
+        assert log.wrap
+
+
+async def test_tables_sort_and_filter_with_the_same_keys() -> None:
+    from pendra_tui.widgets.models_table import ModelsTable
+    from pendra_tui.widgets.requests_table import RequestsTable
+
+    worker = tui_fakes.dashboard_worker()
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        models = app.screen.query_one(ModelsTable)
+        await wait_for(pilot, lambda: models.row_count == 7)
+        models.focus()
+        assert models.row_keys_shown[0] == "pendra/qwen3:8b"  # loaded first
+        await pilot.press("s")  # the next column: memory? no — model, backend, …: "memory"
+        await wait_for(pilot, lambda: models.sort_column == "memory")
+        assert models.sort_reversed and models.row_keys_shown[0] == "pendra/qwen3:8b"
+        await pilot.press("S")
+        await wait_for(pilot, lambda: not models.sort_reversed)
+        assert models.row_keys_shown[0] == "pendra/gemma3:270m"  # unknown sizes stay last
+        await pilot.press("slash", *"ollama")
+        await wait_for(pilot, lambda: len(models.row_keys_shown) == 3)
+        await pilot.press("enter")
+        assert app.screen.focused is models
+        await pilot.press("2")
+        requests = app.screen.query_one(RequestsTable)
+        await wait_for(pilot, lambda: requests.row_count == 9)
+        assert requests.row_keys_shown[:2] == ["r9", "r8"]  # newest first
+        await pilot.click(requests, offset=(60, 0))  # a header click sorts by that column
+        await pilot.pause()
+        assert requests.sort_column != "age"
+
+
+async def test_drain_says_what_happens_then_the_worker_is_started_again() -> None:
+    """Bug: "drain" said the worker goes offline, but the process exits and the dashboard could
+    not start it again; the panels kept showing stale data."""
+    worker = tui_fakes.dashboard_worker()
+    services = make_services(worker=worker)
+    app = build_app(services, start="dashboard", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: worker.live is not None)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "process exits" in str(app.screen.query_one(".dialog Static:last-of-type").render())
+        await pilot.press("y")
+        await wait_for(pilot, lambda: ("drain",) in worker.calls)
+        worker.push({"kind": "state", "state": "draining"})
+        await wait_for(pilot, lambda: screen.query_one(LinkBar).state == "draining")
+        worker.doc = None  # the worker exits once drained
+        worker.push({"kind": "__close__"})
+        bar = screen.query_one(LinkBar)
+        await wait_for(pilot, lambda: bar.state == "not running")
+        assert screen.has_class("-unreachable")
+        assert "stopped after draining" in str(bar.render())
+        assert "(stale" in str(screen.query_one("#throughput").border_title)
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: getattr(services.launcher, "restarted", 0) == 1, 8)
+        await wait_for(pilot, lambda: bar.state == "connected", timeout=8)
+        assert not screen.has_class("-unreachable")
 
 
 async def test_dashboard_shows_not_running_then_reconnects() -> None:
+    from pendra_tui.widgets.log_view import LogView
+
     worker = FakeWorker(None)
     app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
     async with app.run_test(size=(100, 30)) as pilot:
         bar = app.screen.query_one(LinkBar)
         await wait_for(pilot, lambda: bar.state == "not running")
-        assert "No Pendra worker is running" in (bar.error or "")
-        from textual.widgets import Log
-
+        assert "No Pendra worker is running" in (app.screen.model.error or "")
         await wait_for(
             pilot,
-            lambda: any("No Pendra worker" in line for line in app.screen.query_one(Log).lines),
+            lambda: any("No Pendra worker" in line for line in app.screen.query_one(LogView).lines),
         )
         assert app.screen.has_class("-unreachable")
         worker.doc = tui_fakes.running_status()  # the worker starts
-        await wait_for(pilot, lambda: bar.state == "connected", timeout=8)
+        await pilot.press("r")  # try now instead of after the backoff
+        await wait_for(pilot, lambda: bar.state == "connected", timeout=3)
         assert not app.screen.has_class("-unreachable")
         worker.push({"kind": "__close__"})  # the worker goes away again
         worker.doc = None
         await wait_for(pilot, lambda: bar.state == "not running", timeout=8)
+
+
+async def test_offline_link_shows_the_reason_the_countdown_and_r_retries() -> None:
+    worker = tui_fakes.dashboard_worker()
+    clock = tui_fakes.FakeClock()
+    app = build_app(
+        make_services(worker=worker, clock=clock), start="dashboard", deterministic=True
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        worker.push(
+            {
+                "kind": "state",
+                "state": "offline",
+                "link": {"reason": "cannot reach wss://api.pendra.ai: refused", "retry_in_s": 38.7},
+            }
+        )
+        bar = app.screen.query_one(LinkBar)
+        await wait_for(pilot, lambda: bar.state == "offline")
+        assert "cannot reach wss://api.pendra.ai: refused" in str(bar.render())
+        assert "retry in 38s" in str(bar.render())
+        clock.advance(10)
+        app.screen._tick()
+        assert "retry in 28s" in str(bar.render())
+        await pilot.press("r")
+        await wait_for(pilot, lambda: ("retry_link",) in worker.calls)
 
 
 async def test_dashboard_actions_go_to_the_worker() -> None:
@@ -341,15 +471,16 @@ async def test_dashboard_actions_go_to_the_worker() -> None:
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
         assert ("drain",) not in worker.calls
-        await pilot.press("d")
+
+        # u removes the model under the cursor (qwen3:8b sorts first), after a question
+        await pilot.press("u")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(pilot, lambda: ("drain",) in worker.calls)
-
-        await pilot.press("u")
-        await wait_for(pilot, lambda: isinstance(app.screen, UninstallScreen))
-        await pilot.press("down", "enter")
         await wait_for(pilot, lambda: ("uninstall", "qwen3:8b", "pendra") in worker.calls)
+        # elsewhere it asks which one
+        await pilot.press("3", "u")
+        await wait_for(pilot, lambda: isinstance(app.screen, UninstallScreen))
+        await pilot.press("escape")
 
         await pilot.press("i")
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
@@ -364,6 +495,8 @@ async def test_dashboard_actions_go_to_the_worker() -> None:
 
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        drain = dict(app.screen.keys)["d"]
+        assert "finishes those in flight" in drain and "exits" in drain
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
 
@@ -372,4 +505,43 @@ async def test_dashboard_actions_go_to_the_worker() -> None:
         assert app.theme != theme
         await pilot.press("q")
     assert app.return_code == 0
-    assert ("drain",) in worker.calls and len([c for c in worker.calls if c == ("drain",)]) == 1
+
+
+async def test_the_command_palette_lists_the_app_actions() -> None:
+    from pendra_tui.app import PendraApp
+
+    worker = tui_fakes.dashboard_worker()
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        titles = [command.title for command in PendraApp.get_system_commands(app, app.screen)]
+        for action in ("Install", "Refresh", "Drain", "Filter", "Models", "Log", "Help"):
+            assert action in titles
+        assert "Start worker" not in titles  # it is running
+        await pilot.press("ctrl+p", *"drain")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+
+
+@pytest.mark.parametrize("key", ["q", "ctrl+c"])
+async def test_q_and_ctrl_c_quit_the_setup_too(key: str) -> None:
+    """Bug: q did nothing in setup, and ctrl+c only said "press ctrl+q"."""
+    app = build_app(make_services(), deterministic=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PrereqScreen))
+        await pilot.press(key)
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_too_small_a_terminal_says_so_and_goes_away_when_resized() -> None:
+    from pendra_tui.screens.too_small import TooSmallScreen
+
+    worker = tui_fakes.dashboard_worker()
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(70, 20)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, TooSmallScreen))
+        assert "need 80×24, have 70×20" in str(app.screen.query_one("#too-small").render())
+        await pilot.resize_terminal(100, 30)
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))

@@ -20,11 +20,9 @@ from pendra_tui.catalogue_rows import (
 )
 from pendra_tui.dashboard_model import (
     FINISHED_INSTALLS_KEPT,
-    GPU_HISTORY,
     BackendView,
     DashboardModel,
     capability_summary,
-    sparkline_window,
 )
 from pendra_tui.formatting import (
     format_bytes,
@@ -43,13 +41,7 @@ from pendra_tui.screens.prereqs import blocked_text, check_text
 from pendra_tui.screens.review import review_text
 from pendra_tui.services import BackendCandidate, CatalogueData, Check, FileKeyStore
 from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
-from pendra_tui.widgets.backends_table import COLUMNS as BACKEND_COLUMNS
-from pendra_tui.widgets.backends_table import (
-    backend_cells,
-    column_widths,
-    fit_columns,
-    shown_backends,
-)
+from pendra_tui.widgets.backends_table import BackendsTable, backend_cells, shown_backends
 from pendra_tui.widgets.gpu_panel import (
     gpu_title,
     load_level,
@@ -59,7 +51,8 @@ from pendra_tui.widgets.gpu_panel import (
 )
 from pendra_tui.widgets.installs_panel import install_line, row_id
 from pendra_tui.widgets.key_input import clean_key
-from pendra_tui.widgets.link_bar import link_text
+from pendra_tui.widgets.link_bar import LinkInfo, link_text
+from pendra_tui.widgets.sortable_table import fit_columns
 from worker.errors import ConfigError
 from worker.settings import EndpointMode, load_settings
 
@@ -148,10 +141,13 @@ def _status() -> dict:
 def test_apply_status_fills_every_panel() -> None:
     model = DashboardModel()
     changed = model.apply_status(_status(), now=100.0)
-    assert changed == {"link", "backends", "gpus", "installs", "requests"}
+    assert changed == {"link", "backends", "gpus", "host", "installs", "requests", "models"}
     assert model.reachable and model.state == "connected" and model.version == "0.1.0"
     assert [b.name for b in model.backends] == ["pendra", "ollama", "speaches"]
-    assert model.backends[0].model_ids == ["gemma3:270m", "qwen3:8b"]
+    assert model.backends[0].model_ids == ["gemma3:270m", "qwen3:8b", "phi4-mini:3.8b"]
+    assert [m.id for m in model.backends[0].loaded] == ["qwen3:8b", "gemma3:270m"]
+    assert model.backends[0].unusable[0]["file"] == "llama-2-7b.Q4_0.bin"
+    assert model.requests.cancelled == 3 and model.host and model.host.cpu_count == 16
     assert sorted(model.gpus) == [0, 1]
     assert model.gpus[1].memory_percent == pytest.approx(100 * 32.5 / 80)
     assert model.installs[("qwen3:32b", "pendra")].job_id == "job-1"
@@ -202,40 +198,25 @@ def test_backends_and_models_events_resync_when_they_carry_no_list() -> None:
             "backends": [{"name": "pendra", "status": "ready", "capabilities": {}, "models": []}],
         },
         1.0,
-    ) == {"backends"}
+    ) == {"backends", "models"}
     assert [b.name for b in model.backends] == ["pendra"]
     assert model.apply_event(
         {"kind": "models", "backend": "pendra", "models": ["a", {"id": "b"}]}, 1.0
-    ) == {"backends"}
+    ) == {"backends", "models"}
     assert model.backends[0].model_ids == ["a", "b"]
     assert model.apply_event({"kind": "models", "backend": "ollama", "models": []}, 1.0) == {
         "resync"
     }
 
 
-def test_gpu_history_is_bounded_and_gpus_can_disappear() -> None:
+def test_gpus_can_disappear_and_unreadable_values_stay_unknown() -> None:
     model = DashboardModel()
-    for step in range(GPU_HISTORY + 50):
-        model.apply_event(
-            {
-                "kind": "gpu",
-                "gpus": [
-                    {
-                        "index": 0,
-                        "name": "A",
-                        "utilization": step % 100,
-                        "memory_used": 1,
-                        "memory_total": 2,
-                    }
-                ],
-            },
-            0.0,
-        )
-    assert len(model.gpus[0].util_history) == GPU_HISTORY
-    assert model.gpus[0].mem_history[-1] == 50.0
+    reading = {"index": 0, "name": "A", "utilization": 40, "memory_used": 1, "memory_total": 2}
+    assert model.apply_event({"kind": "gpu", "gpus": [reading]}, 0.0) == {"gpus"}
+    assert model.gpus[0].memory_percent == 50.0
     model.apply_event({"kind": "gpu", "gpus": []}, 0.0)
     assert model.gpus == {}
-    # Unreadable values stay None (shown as —) and do not break the history.
+    # Unreadable values stay None (shown as —).
     model.apply_event(
         {
             "kind": "gpu",
@@ -251,7 +232,7 @@ def test_gpu_history_is_bounded_and_gpus_can_disappear() -> None:
         },
         0.0,
     )
-    assert model.gpus[3].utilization is None and list(model.gpus[3].util_history) == [0.0]
+    assert model.gpus[3].utilization is None and model.gpus[3].memory_percent is None
 
 
 def test_finished_installs_are_trimmed_to_the_newest() -> None:
@@ -277,11 +258,7 @@ def test_unreachable_keeps_data_and_stops_uptime() -> None:
     assert model.backends  # last known data stays on screen, dimmed
 
 
-def test_sparkline_window_and_helpers() -> None:
-    assert sparkline_window([1, 2, 3, 4], 2) == [3, 4]
-    assert sparkline_window([7], 10) == [7, 7]
-    assert sparkline_window([], 10) == []
-    assert sparkline_window([1, 2], 0) == []
+def test_small_dashboard_helpers() -> None:
     assert capability_summary({"chat": True, "transcription": True, "install": True}) == (
         "chat speech"
     )
@@ -296,28 +273,29 @@ def test_sparkline_window_and_helpers() -> None:
 def test_widget_text_functions() -> None:
     model = DashboardModel()
     model.apply_status(_status(), now=0.0)
-    assert backend_cells(model.backends[0]) == (
-        "pendra (built-in)",
-        "ready",
-        "in-process",
-        "2",
-        "chat embed",
-    )
-    assert backend_cells(model.backends[2])[2] == "http://localhost:8000"
+    assert backend_cells(model.backends[0]) == {
+        "backend": "pendra (built-in)",
+        "status": "ready",
+        "endpoint": "in-process",
+        "models": "3",
+        "capabilities": "chat embed",
+        "detail": "",
+    }
+    assert backend_cells(model.backends[2])["endpoint"] == "http://localhost:8000"
     line = install_line(model.installs[("qwen3:32b", "pendra")]).plain
     assert line == "qwen3:32b → pendra  downloading\n7.9/19.8 GB  48.2 MB/s  ETA 4m 06s"
     assert install_line(model.installs[("gemma3:27b", "ollama")]).plain.endswith("0 B / ?  —")
     assert row_id(model.installs[("gemma3:27b", "ollama")]) == "install-gemma3_27b-ollama"
     assert gpu_title(model.gpus[0]).plain == "GPU 0 H100 80GB HBM3  53°C  210 W"
-    assert util_label(model.gpus[0]) == "util  35%"
+    assert util_label(model.gpus[0]) == "util   35%"
     assert mem_label(model.gpus[1]) == "mem 32/80 GiB"
     model.gpus[1].memory_total = None
     assert mem_label(model.gpus[1]) == "mem 32.5 GiB/—"
-    assert link_text("connected", 8040, "0.1.0").plain == (
-        "Pendra worker  ● connected   up 2h 14m   v0.1.0"
-    )
+    connected = LinkInfo("connected", 8040, "0.1.0")
+    assert link_text(connected).plain == "Pendra worker  ● connected  ·  up 2h 14m  ·  v0.1.0"
+    stopped = link_text(LinkInfo("not running", drained=True)).plain
     assert (
-        "✗ not running   start it with pendra --no-ui" in link_text("not running", None, None).plain
+        stopped == "Pendra worker  ✗ not running  ·  stopped after draining  ·  R start it  r retry"
     )
 
 
@@ -521,18 +499,20 @@ def test_dashboard_shows_only_backends_the_worker_has() -> None:
     ]
     shown, note = shown_backends(backends)
     assert [b.name for b in shown] == ["pendra", "ollama", "vllm"]
-    assert note == "2 not found · 1 off"
+    assert note == "2 unreachable (not found) · 1 disabled"
     assert shown_backends(backends[:2]) == (backends[:2], "")
 
 
 def test_backend_columns_give_way_least_telling_first() -> None:
-    rows = [backend_cells(BackendView("ollama", "http://localhost:11434", "ready", {}, []))]
-    widths = column_widths(rows)
+    cells = backend_cells(BackendView("ollama", "http://localhost:11434", "ready", {}, []))
+    columns = BackendsTable.COLUMNS
+    widths = {c.key: max(len(c.label) + 2, len(cells[c.key])) for c in columns}
     assert widths["endpoint"] == len("http://localhost:11434")
     everything = sum(w + 2 for w in widths.values())
-    assert fit_columns(widths, everything) == list(BACKEND_COLUMNS)
-    assert fit_columns(widths, everything - 1) == ["backend", "status", "endpoint", "models"]
-    assert fit_columns(widths, 30) == ["backend", "status"]
+    keys = [c.key for c in columns]
+    assert fit_columns(columns, widths, everything) == keys
+    assert fit_columns(columns, widths, everything - 1) == keys[:-1]
+    assert fit_columns(columns, widths, 30) == ["backend", "status"]
 
 
 def test_events_as_the_real_worker_sends_them() -> None:
