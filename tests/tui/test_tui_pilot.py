@@ -153,7 +153,7 @@ async def test_catalogue_filter_task_and_multi_select_survive_back_and_forth() -
         assert table.row_count == 7
         await pilot.press("space", "down", "down", "space")  # qwen3:8b and gemma3:270m
         assert app.setup.selected == ["qwen3:8b", "gemma3:270m"]
-        await pilot.press("ctrl+f", *"gemma")
+        await pilot.press("slash", *"gemma")  # / filters, as everywhere
         await wait_for(pilot, lambda: table.row_count == 2)
         await pilot.press("enter")  # from the filter into the table
         assert app.focused is table
@@ -170,7 +170,44 @@ async def test_catalogue_filter_task_and_multi_select_survive_back_and_forth() -
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
         assert app.setup.selected == ["qwen3:8b", "gemma3:270m", "gemma3:27b"]
-        assert app.screen.query_one("#catalogue", DataTable).get_cell("qwen3:8b", "✓") == "●"
+        assert app.screen.query_one("#catalogue", DataTable).get_cell("qwen3:8b", "sel") == "●"
+
+
+async def test_models_whose_backend_is_not_running_cannot_be_chosen() -> None:
+    """Bug: models needing Ollama/LM Studio/Speaches showed as "CPU only" and were selectable
+    when none of those ran."""
+    app = build_app(make_services(found=[]), start="catalogue", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one("#catalogue", DataTable)
+        await wait_for(pilot, lambda: app.setup.candidates == [] and table.row_count == 7)
+        await wait_for(pilot, lambda: "needs" in str(table.get_cell("flux-schnell:12b", "fit")))
+        assert str(table.get_cell("flux-schnell:12b", "fit")) == "✗ needs Ollama"
+        assert str(table.get_cell("whisper:large-v3-turbo", "fit")) == "✗ needs Speaches"
+        assert str(table.get_cell("qwen3:8b", "fit")) == "✓ fits GPU"
+        await pilot.press("slash", *"flux", "enter", "space")
+        await pilot.pause()
+        assert app.setup.selected == []
+        await pilot.press("escape")  # clears nothing: the filter is not focused; goes back
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+
+
+async def test_install_dialog_shows_full_names_and_the_fit_at_80_columns() -> None:
+    """Bug: on first open at 80×24 every Gemma row read "gemma" and the fit column was cut."""
+    worker = tui_fakes.dashboard_worker()
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        table = app.screen.query_one("#catalogue", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 7)
+        await pilot.pause()
+        widths = {
+            column.key.value: column.get_render_width(table) for column in table.columns.values()
+        }
+        assert "fit" in widths and "model" in widths
+        assert widths["model"] >= len("whisper:large-v3-turbo") + 2
+        assert sum(widths.values()) <= table.scrollable_content_region.width
 
 
 async def test_catalogue_offline_error_still_lets_the_user_go_on() -> None:
@@ -190,6 +227,7 @@ async def test_backends_toggle_verify_endpoint_and_save(pendra_home: Path) -> No
         await wait_for(pilot, lambda: app.setup.candidates is not None)
         table = app.screen.query_one("#backend-table", DataTable)
         assert table.get_cell("ollama", "status") == "ready"
+        assert table.get_cell("vllm", "status") == "unreachable"  # the word `pendra status` uses
         assert "Found: ollama, speaches" in text_of(app, "#backends-status")
         await pilot.press("down", "down")  # lmstudio
         await pilot.press("space")
