@@ -122,6 +122,7 @@ class PendraApp(App[int]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The screen's own actions first (what its keys do, by name), then Textual's."""
         seen: set[str] = set()
+        explained: dict[str, str] = getattr(screen, "ACTION_HELP", {})
         for binding in screen.BINDINGS:
             if not isinstance(binding, Binding) or not binding.description:
                 continue
@@ -129,9 +130,10 @@ class PendraApp(App[int]):
                 continue
             seen.add(binding.action)
             key = binding.key_display or binding.key.split(",")[0]
+            what = explained.get(binding.action.split("(")[0], binding.description)
             yield SystemCommand(
                 binding.description,
-                f"{binding.description} (key: {KEY_NAMES.get(key, key)})",
+                f"{what} (key: {KEY_NAMES.get(key, key)})",
                 partial(screen.run_action, binding.action),
             )
         yield from super().get_system_commands(screen)

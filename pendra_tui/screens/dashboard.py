@@ -89,6 +89,20 @@ HELP: tuple[tuple[str, str], ...] = (
 )
 """What ``?`` shows: every key with what it does, in words."""
 
+ACTION_HELP: dict[str, str] = {
+    "install": "Install models from the catalogue",
+    "uninstall": "Remove the model under the cursor, or pick one",
+    "refresh": "Reconnect now and rediscover the backends",
+    "start_worker": "Start the worker again (its service when one is installed)",
+    "cancel_install": "Cancel the running install",
+    "drain": "Stop taking requests, finish those in flight, then the worker exits",
+    "filter": "Filter the table, or search the log",
+    "zoom": "Plots: last 5 or last 15 minutes",
+    "help": "Every key and what it does",
+    "quit": "Leave the dashboard; the worker keeps running",
+}
+"""What the command palette says under each action's name."""
+
 
 class DashboardScreen(Screen[None]):
     """Link state, throughput, GPUs or host, models, requests, backends, installs and logs."""
@@ -96,10 +110,10 @@ class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("i", "install", "Install"),
         Binding("u", "uninstall", "Uninstall", show=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding("R", "start_worker", "Start worker"),
         Binding("c", "cancel_install", "Cancel install", show=False),
-        Binding("d", "drain", "Drain"),
+        Binding("d", "drain", "Drain", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("z", "zoom", "Plots 5m/15m", show=False),
         Binding("1", "tab('models')", "Models", show=False),
@@ -110,7 +124,8 @@ class DashboardScreen(Screen[None]):
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
-    """Dashboard keys; ``?`` explains them all."""
+    """Dashboard keys; ``?`` explains them all. The footer keeps to what fits 80 columns next to
+    the focused view's own keys: r and d are in the link bar's hints, ``?`` and the palette."""
 
     def __init__(self, pending_installs: list[tuple[str, str | None]] | None = None) -> None:
         super().__init__()
@@ -278,7 +293,9 @@ class DashboardScreen(Screen[None]):
     # -- drawing -----------------------------------------------------------------------------------
     async def _redraw(self, panels: set[Panel]) -> None:
         model = self.model
-        self.set_class(not model.reachable, "-unreachable")
+        if self.has_class("-unreachable") == model.reachable:
+            self.set_class(not model.reachable, "-unreachable")
+            self.refresh_bindings()  # R (start) and d (drain) swap places
         with self.app.batch_update():
             if "link" in panels:
                 self._draw_link()
@@ -377,7 +394,7 @@ class DashboardScreen(Screen[None]):
 
     def _set_titles(self) -> None:
         window = f"last {self.window_s / 60:.0f} min"
-        stale = "  (stale: worker not running)" if not self.model.reachable else ""
+        stale = " · stale" if not self.model.reachable else ""
         self.query_one("#throughput").border_title = f"Throughput · {window}{stale}"
         self.query_one("#gpus").border_title = f"GPUs · {window}{stale}"
         self.query_one("#host").border_title = f"Host · no GPU · {window}{stale}"

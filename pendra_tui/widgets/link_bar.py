@@ -19,7 +19,8 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
 }
 """Glyph and colour per link state; glyphs keep the state readable without colour."""
 
-SEPARATOR = ("  ·  ", "dim")
+WIDE_SEPARATOR = "  ·  "
+NARROW_SEPARATOR = " · "
 
 
 @dataclass(frozen=True)
@@ -38,46 +39,58 @@ class LinkInfo:
     in_flight: int = 0
 
 
+def _parts(info: LinkInfo) -> tuple[list[Text], Text | None]:
+    """The bar's pieces after the state, and the reason (the one piece that may be cut)."""
+    parts: list[Text] = []
+    reason = None
+    if info.state == "not running":
+        if info.drained:
+            parts.append(Text("stopped after draining", style="italic"))
+        parts.append(Text.assemble(("R", "bold"), " start it  ", ("r", "bold"), " retry"))
+    elif info.state == "draining":
+        parts.append(Text(f"finishing {info.in_flight} in flight, then it exits"))
+    elif info.state in ("offline", "connecting") and (info.reason or info.retry_in_s is not None):
+        if info.reason:
+            reason = Text(info.reason, style="italic")
+        if info.retry_in_s is not None:
+            retry = f"retry in {format_duration(info.retry_in_s)}  "
+            parts.append(Text.assemble(retry, ("r", "bold"), " now"))
+    else:
+        if info.uptime_s is not None:
+            parts.append(Text(f"up {format_duration(info.uptime_s)}"))
+        if info.version:
+            parts.append(Text(f"v{info.version}", style="dim"))
+    return parts, reason
+
+
 def link_text(info: LinkInfo, width: int = 200) -> Text:
-    """The bar's content (pure). The reason is cut to the width left, never the keys."""
+    """The bar's content (pure). When it does not fit, the separators narrow, then the reason
+    is cut — never the keys."""
     glyph, colour = STATE_STYLES.get(info.state, ("?", "yellow"))
     head = Text.assemble(
         ("Pendra worker", "bold"), "  ", (f"{glyph} {info.state}", f"bold {colour}")
     )
-    tail = Text()
-    if info.state == "not running":
-        if info.drained:
-            tail.append_text(Text.assemble(SEPARATOR, ("stopped after draining", "italic")))
-        tail.append_text(
-            Text.assemble(SEPARATOR, ("R", "bold"), " start it  ", ("r", "bold"), " retry")
-        )
-    elif info.state == "draining":
-        tail.append_text(
-            Text.assemble(SEPARATOR, f"finishing {info.in_flight} in flight, then it exits")
-        )
-    elif info.state in ("offline", "connecting") and (info.reason or info.retry_in_s is not None):
-        if info.retry_in_s is not None:
-            tail.append_text(
-                Text.assemble(
-                    SEPARATOR,
-                    f"retry in {format_duration(info.retry_in_s)}  ",
-                    ("r", "bold"),
-                    " now",
-                )
-            )
-    else:
-        if info.uptime_s is not None:
-            tail.append_text(Text.assemble(SEPARATOR, f"up {format_duration(info.uptime_s)}"))
-        if info.version:
-            tail.append_text(Text.assemble(SEPARATOR, (f"v{info.version}", "dim")))
-    reason = info.reason if info.state in ("offline", "connecting") else None
-    if reason:
-        room = width - head.cell_len - tail.cell_len - len(SEPARATOR[0])
-        if room >= 12:
-            cut = reason if len(reason) <= room else reason[: room - 1] + "…"
-            head.append_text(Text.assemble(SEPARATOR, (cut, "italic")))
-    head.append_text(tail)
-    return head
+    parts, reason = _parts(info)
+
+    def joined(separator: str, reason_text: Text | None) -> Text:
+        text = head.copy()
+        for part in ([reason_text] if reason_text is not None else []) + parts:
+            text.append(separator, style="dim")
+            text.append_text(part)
+        return text
+
+    for separator in (WIDE_SEPARATOR, NARROW_SEPARATOR):
+        text = joined(separator, reason)
+        if text.cell_len <= width:
+            return text
+    without = joined(NARROW_SEPARATOR, None)
+    room = width - without.cell_len - len(NARROW_SEPARATOR)
+    if reason is None or room < 12:
+        return without
+    cut = reason.copy()
+    cut.truncate(room - 1)
+    cut.append("…", style="italic")
+    return joined(NARROW_SEPARATOR, cut)
 
 
 class LinkBar(Static):

@@ -42,7 +42,7 @@ class LogView(ScrollView, can_focus=True):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f,end", "follow", "Follow"),
+        Binding("f,end", "follow", "Follow", key_display="f"),
         Binding("w", "toggle_wrap", "Wrap"),
         Binding("l", "next_level", "Level"),
     ]

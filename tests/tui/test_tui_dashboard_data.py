@@ -284,7 +284,7 @@ def test_link_bar_says_why_it_is_offline_and_when_it_retries() -> None:
     assert (
         len(narrow) <= 72
         and narrow.endswith("retry in 38s  r now")
-        and "cannot reach wss:/…" in narrow
+        and "cannot reach wss://api… · retry" in narrow
     )
     assert "cannot" not in link_text(info, width=50).plain  # no room: the keys stay
     draining = link_text(LinkInfo("draining", in_flight=3)).plain
