@@ -137,6 +137,7 @@ class DashboardScreen(Screen[None]):
         """How far back the plots reach (``z`` switches)."""
         self._retry_now = asyncio.Event()
         self._next_attempt_at: float | None = None
+        self._drawn_reachable: bool | None = None
         self._rows_by_key: dict[str, Any] = {}
         """The models table's rows by key (for the detail line and uninstall)."""
 
@@ -293,7 +294,8 @@ class DashboardScreen(Screen[None]):
     # -- drawing -----------------------------------------------------------------------------------
     async def _redraw(self, panels: set[Panel]) -> None:
         model = self.model
-        if self.has_class("-unreachable") == model.reachable:
+        if self._drawn_reachable is not model.reachable:
+            self._drawn_reachable = model.reachable
             self.set_class(not model.reachable, "-unreachable")
             self.refresh_bindings()  # R (start) and d (drain) swap places
         with self.app.batch_update():

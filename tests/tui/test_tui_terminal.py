@@ -97,11 +97,13 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
         started = term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command)
         assert started.returncode == 0, started.stderr
         screen = term.wait_screen(
-            lambda text: "● connected" in text and "Backends" in text, "the connected dashboard"
+            lambda text: "● connected" in text and "3 Backends" in text, "the connected dashboard"
         )
-        assert "Pendra worker" in screen
-        assert "pendra (built-in)" in screen
+        assert "Pendra worker" in screen and "Throughput" in screen
+        assert "Host · no GPU" in screen  # this box has no GPU: CPU, RAM, the worker process
         assert "Traceback" not in screen
+        term.run("send-keys", "-t", "app", "3")
+        screen = term.wait_screen(lambda text: "pendra (built-in)" in text, "the backends view")
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
 
