@@ -32,9 +32,9 @@ class BackendChoicesTable(SortableTable):
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("on", "on"),
         Column("backend", "backend"),
-        Column("endpoint", "endpoint", drop=2),
+        Column("endpoint", "endpoint", drop=1),
         Column("status", "status"),
-        Column("detail", "detail", drop=1),
+        Column("detail", "detail", drop=2),
     )
 
 
@@ -143,7 +143,7 @@ class BackendsScreen(SetupStep):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle", "On/off"),
         Binding("e", "edit", "Endpoint"),
-        Binding("r", "rediscover", "Rediscover"),
+        Binding("r", "rediscover", "Rescan"),
     ]
 
     def body(self) -> ComposeResult:

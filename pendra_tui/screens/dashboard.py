@@ -166,7 +166,7 @@ class DashboardScreen(Screen[None]):
                 yield Input(placeholder="search the log…", id="filter-log", classes="filter")
                 yield LogView(id="log")
                 yield Static(id="log-status", classes="pane-status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         for widget in self.query(".filter").results(Input):

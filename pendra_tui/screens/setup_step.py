@@ -60,7 +60,7 @@ class SetupStep(Screen[Any]):
         with Horizontal(id="nav"):
             yield Button("← Back", id="back")
             yield Button(self.CONTINUE_LABEL, id="next", variant="primary")
-        yield Footer()
+        yield Footer(compact=True)
 
     def body(self) -> ComposeResult:
         """The step's own widgets."""
