@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widget import Widget
 
 from pendra_tui.plotting import BRAILLE_BASE, Point, braille_area, bucket_series, nice_ceiling
@@ -16,7 +17,9 @@ class Plot(Widget):
     """A braille area plot filling its size; ``points`` are ``(ts, value)`` oldest first.
 
     With ``maximum=None`` the scale is the next round number above the highest value shown.
-    ``gradient`` colours the upper rows as warnings (utilisation, memory); otherwise one colour.
+    ``gradient`` colours columns by how high they reach (warning above half the scale, error
+    above 80 %: utilisation, memory); otherwise one colour. Drawn with the line API from strips
+    cached until the data or the size changes: plots redraw every 2 s, so they must be cheap.
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {"plot--bar", "plot--mid", "plot--high", "plot--axis"}
@@ -56,6 +59,7 @@ class Plot(Widget):
         self.gradient = gradient
         self.shown_maximum = maximum or 1.0
         """The scale of the last rendering (what the labels quote as the plot's top)."""
+        self._strips: list[Strip] | None = None
 
     def columns(self) -> list[float | None]:
         """The values of the current window, one per dot column of the current width."""
@@ -65,9 +69,40 @@ class Plot(Widget):
         end = self.end_ts if self.end_ts is not None else self.points[-1][0]
         return bucket_series(self.points, end, self.window_s, width * 2)
 
-    def render(self) -> Text:
-        height = max(1, self.size.height)
-        width = self.size.width
+    def _invalidate(self) -> None:
+        self._strips = None
+        self.refresh()
+
+    def watch_points(self) -> None:
+        self._invalidate()
+
+    def watch_end_ts(self) -> None:
+        self._invalidate()
+
+    def watch_window_s(self) -> None:
+        self._invalidate()
+
+    def on_resize(self) -> None:
+        self._invalidate()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips = None  # the theme changed: colours with it
+
+    def rows_text(self) -> list[str]:
+        """The plot as plain text rows (what the strips show, without colour)."""
+        return [strip.text for strip in self._build()]
+
+    def render_line(self, y: int) -> Strip:
+        strips = self._build()
+        if 0 <= y < len(strips):
+            return strips[y]
+        return Strip.blank(self.size.width, self.rich_style)
+
+    def _build(self) -> list[Strip]:
+        if self._strips is not None:
+            return self._strips
+        width, height = self.size.width, max(1, self.size.height)
         values = self.columns()
         if self.maximum is not None:
             top = self.maximum
@@ -76,21 +111,32 @@ class Plot(Widget):
         self.shown_maximum = top
         rows = braille_area(values, height, top) if values else []
         blank = chr(BRAILLE_BASE)
-        cell_styles = self._cell_styles(values, top, width)
-        axis = self.get_component_rich_style("plot--axis")
-        text = Text(no_wrap=True, overflow="crop")
+        base = self.rich_style
+        cell_styles = [base + style for style in self._cell_styles(values, top, width)]
+        axis = base + self.get_component_rich_style("plot--axis")
+        strips = []
         for index in range(height):
             row = rows[index] if index < len(rows) else ""
             row = row.rjust(width, blank)[:width]
             bottom = index == height - 1
+            segments: list[Segment] = []
+            run, run_style = "", None
             for column, char in enumerate(row):
                 if char == blank and bottom:
-                    text.append("⣀", axis)  # a faint baseline: an idle plot reads as "0"
+                    char, style = "⣀", axis  # a faint baseline: an idle plot reads as "0"
                 else:
-                    text.append(char, cell_styles[column])
-            if not bottom:
-                text.append("\n")
-        return text
+                    style = cell_styles[column]
+                if style is run_style:
+                    run += char
+                else:
+                    if run:
+                        segments.append(Segment(run, run_style))
+                    run, run_style = char, style
+            if run:
+                segments.append(Segment(run, run_style))
+            strips.append(Strip(segments, width))
+        self._strips = strips
+        return strips
 
     def _cell_styles(self, values: list[float | None], top: float, width: int) -> list[Style]:
         """One style per character cell: the bar colour, or for a gradient plot the colour of

@@ -311,3 +311,25 @@ def test_panel_texts() -> None:
 def test_below_80x24_the_app_says_so() -> None:
     assert is_too_small(79, 40) and is_too_small(120, 23) and not is_too_small(80, 24)
     assert too_small_text(60, 20).startswith("terminal too small (need 80×24, have 60×20)")
+
+
+async def test_the_plot_widget_draws_the_window_right_aligned_in_time() -> None:
+    from textual.app import App, ComposeResult
+
+    from pendra_tui.widgets.plot import Plot
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Plot(maximum=4.0, id="p")
+
+    app = One()
+    async with app.run_test(size=(4, 1)) as pilot:
+        plot = app.query_one(Plot)
+        plot.window_s = 8.0  # 8 dot columns: one second each
+        plot.points = ((100.0, 4.0), (101.0, 2.0), (107.0, 1.0))
+        await pilot.pause()
+        # 99-100 s: no data; then 4 dots, 2 dots carried over the gap, 1 dot at 107 s
+        assert plot.rows_text() == ["⢸⣤⣤⣄"]
+        plot.points = ()
+        await pilot.pause()
+        assert plot.rows_text() == ["⣀⣀⣀⣀"]  # nothing yet: just the baseline
