@@ -37,7 +37,7 @@ from pendra_tui.formatting import (
     verdict_label,
 )
 from pendra_tui.reconnect import backoff_delay
-from pendra_tui.screens.prereqs import blocked_text, check_text
+from pendra_tui.screens.prereqs import blocked_text, check_line, check_text, checks_summary
 from pendra_tui.screens.review import review_text
 from pendra_tui.services import BackendCandidate, CatalogueData, Check, FileKeyStore
 from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
@@ -371,11 +371,29 @@ def test_blocking_checks_and_their_text() -> None:
     assert [c.id for c in failing] == ["disk"]
     assert "Free disk for models" in (blocked_text(failing) or "")
     assert blocked_text([]) is None
-    text = check_text(failing[0]).plain
+    from rich.console import Console
+
+    def plain(renderable: object, width: int = 60) -> str:
+        console = Console(width=width, record=True, color_system=None)
+        console.print(renderable)
+        return console.export_text()
+
+    text = plain(check_text(failing[0]))
     assert text.startswith("✗ Free disk for models  required")
     assert "fix: free at least 10 GB" in text
-    ok = check_text(Check("x", "Fine", "ok", True, "all good", "never shown")).plain
+    # wrapped lines keep their indent under the text they continue
+    narrow = plain(check_text(failing[0]), width=40).splitlines()
+    assert all(line.startswith("  ") for line in narrow[1:] if line.strip())
+    ok = plain(check_text(Check("x", "Fine", "ok", True, "all good", "never shown")))
     assert "fix" not in ok
+    ordered = [check_line(c).key for c in tui_fakes.FAILING_CHECKS]
+    assert ordered == ["python", "disk", "memory", "gpu"]  # the table sorts them: see below
+    from pendra_tui.widgets.sortable_table import sort_rows
+
+    rows = sort_rows([check_line(c) for c in tui_fakes.FAILING_CHECKS], "mark", False)
+    assert [r.key for r in rows] == ["disk", "gpu", "python", "memory"]
+    summary = checks_summary(tui_fakes.FAILING_CHECKS).plain
+    assert summary.startswith("1 failed · 1 warning · 2 passed")
 
 
 def test_usable_backends_and_install_plan() -> None:

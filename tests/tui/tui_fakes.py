@@ -229,6 +229,54 @@ FAILING_CHECKS = [
 ]
 
 
+MANY_CHECKS = [
+    Check("os", "Operating system", "ok", True, "Debian GNU/Linux 12 (bookworm), x86_64"),
+    Check("python", "Python", "ok", True, "Python 3.11.7"),
+    Check(
+        "config", "Configuration", "ok", True, "defaults (~/.pendra/config.yaml not created yet)"
+    ),
+    Check(
+        "worker_key",
+        "Worker key",
+        "warn",
+        False,
+        "no worker key at ~/.pendra/worker.key yet: the worker cannot connect until it has one.",
+        "paste it on the next step (or `pendra key set`)",
+    ),
+    Check(
+        "llama_cpp", "Built-in backend (llama.cpp)", "ok", False, "llama-cpp-python 0.3.36, CUDA"
+    ),
+    Check("gpu", "GPU", "ok", False, "NVIDIA H100 80GB HBM3, driver 550.54, CUDA 12.4"),
+    Check("docker_engine", "Docker Engine", "ok", False, "docker client 28.2.2"),
+    Check(
+        "docker_daemon",
+        "Docker daemon",
+        "warn",
+        False,
+        "the daemon is not running (only needed for backends in containers; the built-in "
+        "backend works without it).",
+        "sudo systemctl start docker",
+    ),
+    Check("docker_compose", "Docker Compose v2", "ok", False, "Docker Compose version v2.29.1"),
+    Check("nvidia_container_toolkit", "NVIDIA Container Toolkit", "ok", False, "1.16.1"),
+    Check(
+        "disk",
+        "Disk space for models",
+        "fail",
+        True,
+        "3.1 GiB free for ~/.pendra/models (measured at /home): at least 10 GiB is needed for "
+        "the smallest useful models.",
+        "free some space, or set PENDRA_MODELS_DIR to a bigger disk (for example "
+        "PENDRA_MODELS_DIR=/data/pendra-models) and press r",
+    ),
+    Check("service_manager", "Service manager", "ok", False, "systemd 252, user lingering on"),
+    Check(
+        "control_plane", "Control plane reachable", "ok", False, "api.pendra.ai answered in 84 ms"
+    ),
+]
+"""Thirteen checks like this installer runs, the failing one among the last."""
+
+
 class FakeChecks:
     def __init__(self, checks: list[Check]) -> None:
         self.checks = list(checks)

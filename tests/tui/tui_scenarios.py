@@ -290,6 +290,12 @@ SCENARIOS: list[Scenario] = [
         _checks_done,
     ),
     Scenario(
+        "prereqs-many",
+        "Thirteen checks: the failing one first with its fix, then the warnings, one line each.",
+        _app("prereqs", checks=tui_fakes.MANY_CHECKS),
+        _checks_done,
+    ),
+    Scenario(
         "key-invalid", "A malformed key: the error says what is wrong.", _app("key"), _key_invalid
     ),
     Scenario("key-masked", "A pasted key shown as bullets only.", _app("key"), _key_masked),
