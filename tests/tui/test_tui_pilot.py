@@ -46,6 +46,15 @@ def text_of(app, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
 
 
+def rendered(app, selector: str, width: int = 78) -> str:
+    """What a Static holding a Rich renderable (a table) shows, as plain text."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, color_system=None)
+    console.print(app.screen.query_one(selector, Static).content)
+    return console.export_text()
+
+
 async def paste(pilot: Pilot, text: str) -> None:
     """Put text in the focused input as a terminal paste does (one Paste event)."""
     from textual import events
@@ -89,6 +98,22 @@ async def test_required_check_failure_blocks_continue_until_fixed() -> None:
         assert services.checks.runs == 2
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+
+
+async def test_the_failing_check_comes_first_and_is_explained_at_80x24() -> None:
+    """Bug: the first screen showed 5 of 13 checks and not the one that failed."""
+    from pendra_tui.screens.prereqs import ChecksTable
+
+    app = build_app(make_services(checks=tui_fakes.MANY_CHECKS), deterministic=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.setup.checks is not None)
+        table = app.screen.query_one(ChecksTable)
+        await wait_for(pilot, lambda: table.row_count == 13)
+        assert table.row_keys_shown[:3] == ["disk", "worker_key", "docker_daemon"]
+        assert table.cursor_row == 0
+        assert "PENDRA_MODELS_DIR" in rendered(app, "#check-detail")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "pendra key set" in rendered(app, "#check-detail"))
 
 
 async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -> None:
