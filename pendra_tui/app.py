@@ -55,6 +55,8 @@ class PendraApp(App[int]):
         """Snapshots and screenshots: no cursor blink, no animations."""
         self.setup = SetupState()
         """What the setup flow collected so far."""
+        self.resumed_at: str | None = None
+        """The step an unfinished setup was picked up at, if it was."""
         if deterministic:
             self.animation_level = "none"
 
@@ -62,11 +64,36 @@ class PendraApp(App[int]):
         self._check_size(self.size.width, self.size.height)
         first = self.start
         if first == "auto":
-            first = "dashboard" if self.services.keys.has_key() else "setup"
+            first = self._resume() or ("dashboard" if self.services.keys.has_key() else "setup")
         if first == "dashboard":
             self.open_dashboard()
         else:
             self.goto_step(first if first in STEPS else STEPS[0])
+
+    def _resume(self) -> str | None:
+        """The step of a setup left unfinished (its choices restored), or ``None``."""
+        store = self.services.progress
+        progress = store.resumable() if store is not None else None
+        if progress is None:
+            return None
+        if self.services.keys.has_key() and STEPS.index(progress.step) <= STEPS.index("key"):
+            return None  # the key was set up some other way (`pendra key set`) since
+        progress.restore(self.setup)
+        self.resumed_at = progress.step
+        return str(progress.step)
+
+    async def action_quit(self) -> None:
+        """Quit; an unfinished setup keeps the choices made on the current step too."""
+        if isinstance(self.screen, SetupStep) and self.services.progress is not None:
+            step = self.screen.STEP
+            if step and not getattr(self.screen, "pick", False):
+                self.services.progress.save(self.setup, step)
+        self.exit(0)
+
+    def setup_finished(self) -> None:
+        """The worker was started (or found running): nothing left to resume."""
+        if self.services.progress is not None:
+            self.services.progress.clear()
 
     def make_step(self, step: str) -> Screen[object]:
         from pendra_tui.screens.backends import BackendsScreen
@@ -87,6 +114,8 @@ class PendraApp(App[int]):
     def goto_step(self, step: str) -> None:
         """Show setup step ``step``, replacing the current step screen."""
         screen = self.make_step(step)
+        if self.services.progress is not None:
+            self.services.progress.save(self.setup, step)
         if isinstance(self.screen, SetupStep) and not getattr(self.screen, "pick", False):
             self.switch_screen(screen)
         else:

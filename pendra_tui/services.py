@@ -170,6 +170,18 @@ class BackendProbe(Protocol):
     def save(self, endpoints: Mapping[str, str], builtin_enabled: bool) -> Path: ...
 
 
+class SetupProgressStore(Protocol):
+    """Where an unfinished setup stopped (``pendra_tui.setup_progress``)."""
+
+    def save(self, state: Any, step: str) -> None: ...
+
+    def resumable(self) -> Any:
+        """The saved ``Progress`` when there is an unfinished setup to resume, else ``None``."""
+        ...
+
+    def clear(self) -> None: ...
+
+
 class WorkerLauncher(Protocol):
     def plan(self) -> list[str]:
         """What :meth:`start` will do, one line each, for the Review screen."""
@@ -203,6 +215,8 @@ class Services:
     clock: Clock = field(default_factory=lambda: MonotonicClock())
     backend_kinds: Sequence[str] = ()
     """External kinds the Backends screen offers (``worker.settings.BACKEND_KINDS``)."""
+    progress: SetupProgressStore | None = None
+    """Where an unfinished setup stopped; ``None``: setup always starts at the beginning."""
 
 
 # -- real implementations ----------------------------------------------------------------------
@@ -663,6 +677,7 @@ class ProcessLauncher:
 
 def real_services(settings: Settings) -> Services:
     """The services ``pendra`` runs with."""
+    from pendra_tui.setup_progress import FileSetupProgress
     from worker.settings import BACKEND_KINDS
 
     return Services(
@@ -675,4 +690,5 @@ def real_services(settings: Settings) -> Services:
         launcher=ProcessLauncher(settings),
         clock=MonotonicClock(),
         backend_kinds=BACKEND_KINDS,
+        progress=FileSetupProgress(settings.home, settings.admin_socket),
     )

@@ -237,6 +237,7 @@ class DashboardScreen(Screen[None]):
     @on(StatusLoaded)
     async def _on_status(self, message: StatusLoaded) -> None:
         await self._redraw(self.model.apply_status(message.doc, self._now))
+        self.app.setup_finished()  # a worker runs: an old unfinished setup is moot
 
     @on(HistoryLoaded)
     async def _on_history(self, message: HistoryLoaded) -> None:

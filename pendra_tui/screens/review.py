@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -50,6 +52,26 @@ class ReviewScreen(SetupStep):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#next").focus()
+        state = self.app.setup
+        if (state.selected and state.catalogue is None) or state.candidates is None:
+            self._prepare()
+
+    @work(exclusive=True, group="prepare", exit_on_error=False)
+    async def _prepare(self) -> None:
+        """A resumed setup skipped the steps that load the catalogue and find the backends:
+        load them here, so the plan says where each chosen model goes."""
+        from worker.errors import PendraError
+
+        state = self.app.setup
+        services = self.app.services
+        if state.selected and state.catalogue is None:
+            with contextlib.suppress(PendraError, OSError):
+                state.catalogue = await services.catalogue.load()
+        if state.candidates is None:
+            with contextlib.suppress(PendraError, OSError, ImportError):
+                found = await services.backends.discover()
+                state.candidates = [c for c in found if c.kind != "pendra"]
+        self.query_one("#review", Static).update(review_text(state, services.launcher.plan()))
 
     async def proceed(self) -> None:
         self.query_one("#next").disabled = True
@@ -72,4 +94,5 @@ class ReviewScreen(SetupStep):
             self.query_one("#next").disabled = False
             return
         self.notify(summary, title="Worker started")
+        self.app.setup_finished()
         self.app.open_dashboard([(ref, backend) for ref, backend in planned])

@@ -54,6 +54,7 @@ class SetupStep(Screen[Any]):
     def compose(self) -> ComposeResult:
         yield Static(step_indicator(self.STEP), id="steps", classes="steps-wide")
         yield Static(compact_step_indicator(self.STEP), id="steps-compact", classes="steps-narrow")
+        yield Static("", id="resumed-note")
         with Vertical(id="step-body"):
             yield from self.body()
         yield Static("", id="blocked")
@@ -68,6 +69,16 @@ class SetupStep(Screen[Any]):
 
     def on_mount(self) -> None:
         self.query_one("#back", Button).display = STEPS.index(self.STEP) > 0 if self.STEP else True
+        note = self.query_one("#resumed-note", Static)
+        resumed = getattr(self.app, "resumed_at", None) == self.STEP and not getattr(
+            self, "pick", False
+        )
+        note.display = resumed
+        if resumed:
+            note.update(
+                "Picked up where you left the setup last time, with the choices made then "
+                "(esc goes back a step)."
+            )
         self.refresh_blocked()
 
     # -- subclasses ----------------------------------------------------------------------------

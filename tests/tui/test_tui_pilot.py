@@ -6,6 +6,7 @@ config.toml); waits are bounded predicates, never bare sleeps.
 
 from __future__ import annotations
 
+import json
 import stat
 import time
 from collections.abc import Callable
@@ -72,6 +73,41 @@ async def test_unconfigured_opens_setup_and_configured_opens_dashboard(pendra_ho
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
         await wait_for(pilot, lambda: app.screen.model.state == "connected")
+
+
+async def test_an_abandoned_setup_is_resumed_where_it_was_left(pendra_home: Path) -> None:
+    """Bug: quitting after the key step lost the choices; the next `pendra` opened a "not
+    running" dashboard instead of the setup."""
+    app = build_app(make_services(), start="catalogue", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.setup.catalogue is not None)
+        await pilot.press("space", "ctrl+n")  # qwen3:8b chosen; on to the backends
+        await wait_for(pilot, lambda: isinstance(app.screen, BackendsScreen))
+        await wait_for(pilot, lambda: app.setup.candidates is not None)
+        await pilot.press("down", "down", "space")  # lmstudio off
+        await pilot.press("q")  # walk away
+    (pendra_home / "worker.key").write_text(FAKE_KEY + "\n")  # stored by the key step
+    saved = json.loads((pendra_home / "setup-progress.json").read_text())
+    assert saved["step"] == "backends" and FAKE_KEY not in json.dumps(saved)
+    assert stat.S_IMODE((pendra_home / "setup-progress.json").stat().st_mode) == 0o600
+
+    services = make_services()
+    app = build_app(services, deterministic=True)  # `pendra` again
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BackendsScreen))
+        assert app.setup.selected == ["qwen3:8b"]
+        assert app.resumed_at == "backends"
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        assert "qwen3:8b → pendra" in text_of(app, "#review")
+        await pilot.press("ctrl+n")  # Start: the setup is done
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+    assert not (pendra_home / "setup-progress.json").exists()
+    assert load_settings().backend("lmstudio").mode is EndpointMode.DISABLED
+
+    app = build_app(make_services(worker=tui_fakes.dashboard_worker()), deterministic=True)
+    async with app.run_test() as pilot:  # and from now on `pendra` is the dashboard
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
 
 
 async def test_attach_always_opens_the_dashboard() -> None:
@@ -463,7 +499,7 @@ async def test_drain_says_what_happens_then_the_worker_is_started_again() -> Non
         await wait_for(pilot, lambda: bar.state == "not running")
         assert screen.has_class("-unreachable")
         assert "stopped after draining" in str(bar.render())
-        assert "(stale" in str(screen.query_one("#throughput").border_title)
+        assert str(screen.query_one("#throughput").border_title).endswith("· stale")
         await pilot.press("R")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")

@@ -374,6 +374,8 @@ def make_services(
     clock: FakeClock | None = None,
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
+    from pendra_tui.setup_progress import FileSetupProgress
+
     settings = load_settings()
     worker = worker or FakeWorker(None)
     return Services(
@@ -386,6 +388,7 @@ def make_services(
         launcher=FakeLauncher(worker, running_status()),
         clock=clock or FakeClock(),
         backend_kinds=BACKEND_KINDS,
+        progress=FileSetupProgress(settings.home, settings.admin_socket),
     )
 
 

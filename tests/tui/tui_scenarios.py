@@ -89,6 +89,20 @@ async def _review(pilot: Pilot) -> None:
     await settle(pilot, lambda: pilot.app.screen.query_one("#review") is not None)
 
 
+def _resumed_app() -> PendraApp:
+    """`pendra` after a setup left at the Backends step, a model chosen, LM Studio switched off."""
+    import os
+    from pathlib import Path
+
+    from pendra_tui.setup_progress import FILE_NAME, Progress
+
+    home = Path(os.environ["PENDRA_HOME"])
+    progress = Progress("backends", ["qwen3:8b"], {"lmstudio": "off"}, True, 0.0)
+    (home / FILE_NAME).write_text(progress.as_json())
+    (home / "worker.key").write_text(FAKE_KEY + "\n")
+    return build_app(make_services(), deterministic=True)
+
+
 def _review_app() -> PendraApp:
     from pathlib import Path
 
@@ -333,6 +347,12 @@ SCENARIOS: list[Scenario] = [
         "backends-none",
         "No external backend found: the built-in one still serves.",
         _app("backends", found=[]),
+        _backends_loaded,
+    ),
+    Scenario(
+        "setup-resumed",
+        "An unfinished setup is picked up at the step it was left, with its choices.",
+        _resumed_app,
         _backends_loaded,
     ),
     Scenario(
