@@ -96,6 +96,21 @@ def catalogue_row(row: CatalogueRow, selected: bool, available: list[str] | None
     )
 
 
+def catalogue_error(reason: str, *, pick: bool) -> str:
+    """What to do when the catalogue cannot be loaded, for where the user is (pure): in setup,
+    go on and install later; in the dashboard's install dialog, try again or install by name."""
+    head = f"[red]The catalogue could not be loaded:[/] {escape(reason)}\n"
+    if pick:
+        return head + (
+            "Press esc, then i to try again once the control plane answers (the bar at the top "
+            "says whether it does), or install by name: `pendra models install REF`."
+        )
+    return head + (
+        "You can go on: install models later from the dashboard (key i) or with "
+        "`pendra models install REF`."
+    )
+
+
 class CatalogueTable(SortableTable):
     """Variants: the ref people type first, then what decides the choice; on a narrow terminal
     the backends, parameters and task give way before the fit verdict does."""
@@ -198,11 +213,7 @@ class CatalogueScreen(SetupStep):
         try:
             data = await self.app.services.catalogue.load()
         except (PendraError, OSError) as exc:
-            self._load_error = (
-                f"[red]The catalogue could not be loaded:[/] {escape(str(exc))}\n"
-                "You can continue and install models later from the dashboard (i) or with "
-                "`pendra models install REF`."
-            )
+            self._load_error = catalogue_error(str(exc), pick=self.pick)
             self._update_status()
             return
         self._loaded(data)

@@ -271,6 +271,21 @@ async def test_install_dialog_shows_full_names_and_the_fit_at_80_columns() -> No
         assert sum(widths.values()) <= table.scrollable_content_region.width
 
 
+async def test_the_install_dialog_does_not_send_the_user_to_itself() -> None:
+    """Bug: the install dialog, opened with i on the dashboard, said "install later from the
+    dashboard (i)" when the catalogue failed to load."""
+    worker = tui_fakes.dashboard_worker()
+    services = make_services(worker=worker, catalogue=tui_fakes.FakeCatalogue(fail=True))
+    app = build_app(services, start="dashboard", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        await wait_for(pilot, lambda: "could not be loaded" in text_of(app, "#catalogue-status"))
+        status = text_of(app, "#catalogue-status")
+        assert "from the dashboard" not in status and "then i to try again" in status
+
+
 async def test_catalogue_offline_error_still_lets_the_user_go_on() -> None:
     services = make_services(catalogue=tui_fakes.FakeCatalogue(fail=True))
     app = build_app(services, start="catalogue", deterministic=True)

@@ -242,6 +242,17 @@ async def _palette(pilot: Pilot) -> None:
     await pilot.pause(0.3)
 
 
+async def _install_dialog_failed(pilot: Pilot) -> None:
+    from pendra_tui.screens.catalogue import CatalogueScreen
+
+    await settle(pilot, lambda: isinstance(pilot.app.screen, CatalogueScreen))
+    await settle(
+        pilot,
+        lambda: "could not be loaded"
+        in str(pilot.app.screen.query_one("#catalogue-status").render()),
+    )
+
+
 async def _install_dialog(pilot: Pilot) -> None:
     from pendra_tui.screens.catalogue import CatalogueScreen
 
@@ -471,6 +482,12 @@ SCENARIOS: list[Scenario] = [
         "The command palette lists the app's own actions.",
         _dashboard_app(gpus=1),
         _dashboard(then=_palette),
+    ),
+    Scenario(
+        "dashboard-install-dialog-offline",
+        "The install dialog when the catalogue cannot be loaded: try again with i, or by name.",
+        _dashboard_app(gpus=1, catalogue=FakeCatalogue(fail=True)),
+        _dashboard("i", then=_install_dialog_failed),
     ),
     Scenario(
         "dashboard-install-dialog",
