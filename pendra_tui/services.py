@@ -149,12 +149,29 @@ class PrerequisiteChecker(Protocol):
 class KeyStore(Protocol):
     def has_key(self) -> bool: ...
 
+    @property
+    def home(self) -> Path:
+        """PENDRA_HOME, where the key and everything else of this worker lives."""
+        ...
+
+    def sandbox_key_file(self) -> Path:
+        """Where a local ``pendra sandbox`` writes the worker key it accepts."""
+        ...
+
+    def read_key_file(self, path: Path) -> str:
+        """A key file's content (raises OSError when it cannot be read)."""
+        ...
+
     def store(self, key: str) -> Path:
         """Write the key 0600, atomically; return where."""
         ...
 
 
 class KeyVerifier(Protocol):
+    def control_plane(self) -> str:
+        """The control plane URL the key is checked against."""
+        ...
+
     def check_format(self, key: str) -> str | None:
         """``None`` when the format is right, else what is wrong with it."""
         ...
@@ -364,6 +381,16 @@ class FileKeyStore:
         except OSError:
             return False
 
+    @property
+    def home(self) -> Path:
+        return self._settings.home
+
+    def sandbox_key_file(self) -> Path:
+        return self._settings.home / "sandbox" / "worker.key"
+
+    def read_key_file(self, path: Path) -> str:
+        return path.read_text(encoding="utf-8").strip()
+
     def store(self, key: str) -> Path:
         path = self._settings.default_key_file
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -386,6 +413,9 @@ class LinkKeyVerifier:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+
+    def control_plane(self) -> str:
+        return str(self._settings.api_url)
 
     def check_format(self, key: str) -> str | None:
         from worker.errors import PendraError

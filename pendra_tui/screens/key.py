@@ -6,6 +6,7 @@ notification, a log line, a title or an error message.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -18,12 +19,50 @@ from textual.widgets import Button, Input, Static
 from pendra_tui.screens.setup_step import SetupStep
 from pendra_tui.widgets.key_input import KeyInput, clean_key
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def is_local(url: str) -> bool:
+    """Whether the control plane runs on this machine (a ``pendra sandbox``) (pure)."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def shown_path(path: Path, pendra_home: Path, user_home: Path) -> str:
+    """``~/.pendra/sandbox/worker.key``, or ``$PENDRA_HOME/…`` for a home set elsewhere (pure)."""
+    if path.is_relative_to(user_home) and pendra_home.is_relative_to(user_home):
+        return "~/" + str(path.relative_to(user_home))
+    if path.is_relative_to(pendra_home):
+        return "$PENDRA_HOME/" + str(path.relative_to(pendra_home))
+    return str(path)
+
+
+def sandbox_hint(url: str, shown: str, exists: bool) -> str:
+    """Where the key comes from when the control plane is a local sandbox (pure)."""
+    if exists:
+        return (
+            f"The control plane ({url}) is a local `pendra sandbox`: it wrote the key it "
+            f"accepts to {shown}. Press ctrl+o to use it."
+        )
+    return (
+        f"The control plane ({url}) is a local `pendra sandbox`: start it "
+        f"(`pendra sandbox`) and it writes the key it accepts to {shown}; then press ctrl+o."
+    )
+
 
 class KeyScreen(SetupStep):
     """Asks for the worker private key from the Pendra dashboard."""
 
     STEP = "key"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "toggle_show", "Show/hide key")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "toggle_show", "Show/hide key"),
+        Binding("ctrl+o", "use_sandbox_key", "Use sandbox key"),
+    ]
 
     def body(self) -> ComposeResult:
         yield Static(
@@ -31,6 +70,7 @@ class KeyScreen(SetupStep):
             "It is stored only on this machine, readable by you alone.",
             classes="explain",
         )
+        yield Static("", id="key-hint", classes="explain")
         with Horizontal(id="key-row"):
             field = KeyInput(placeholder="worker key", password=True, id="key-input")
             field.cursor_blink = not self.app.deterministic
@@ -42,7 +82,49 @@ class KeyScreen(SetupStep):
         super().on_mount()
         if self.app.setup.key_path is not None or self.app.services.keys.has_key():
             self._status("A key is already stored. Leave this empty to keep it.", "ok")
+        self._show_hint()
         self.query_one("#key-input", Input).focus()
+
+    def _control_plane(self) -> str:
+        return self.app.services.verifier.control_plane()
+
+    def _show_hint(self) -> None:
+        """For a local sandbox, say where its key file is (and that ctrl+o reads it)."""
+        hint = self.query_one("#key-hint", Static)
+        url = self._control_plane()
+        local = is_local(url)
+        hint.display = local
+        if local:
+            keys = self.app.services.keys
+            key_file = keys.sandbox_key_file()
+            shown = shown_path(key_file, keys.home, Path.home())
+            hint.update(Text(sandbox_hint(url, shown, key_file.is_file())))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "use_sandbox_key":
+            return is_local(self._control_plane())
+        return True
+
+    def action_use_sandbox_key(self) -> None:
+        """Fill the field from the sandbox's key file (still masked, still checked)."""
+        key_file = self.app.services.keys.sandbox_key_file()
+        try:
+            key = self.app.services.keys.read_key_file(key_file)
+        except OSError as exc:
+            self._status(f"Cannot read {key_file}: {exc.strerror or exc}", "error")
+            return
+        field = self.query_one("#key-input", Input)
+        field.value = clean_key(key)
+        field.focus()
+        self._status("The sandbox's key is in the field; Continue checks and stores it.", "ok")
+
+    @on(Input.Changed, "#key-input")
+    def _editing(self) -> None:
+        """An error about what was typed before goes as soon as the key is edited."""
+        status = self.query_one("#key-status", Static)
+        if status.has_class("-error"):
+            self._status("", "none")
 
     def _status(self, message: str, kind: str) -> None:
         status = self.query_one("#key-status", Static)

@@ -195,6 +195,40 @@ async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
 
 
+async def test_an_old_validation_error_goes_when_the_key_is_edited() -> None:
+    """Bug: the error about a mistyped key stayed under the field while the user fixed it."""
+    app = build_app(make_services(), start="key", deterministic=True)
+    async with app.run_test() as pilot:
+        await pilot.press(*"pk-1234", "enter")
+        await wait_for(pilot, lambda: "not a worker key" in text_of(app, "#key-status"))
+        await pilot.press("backspace")
+        await wait_for(pilot, lambda: text_of(app, "#key-status") == "")
+
+
+async def test_with_a_local_sandbox_the_key_step_says_where_its_key_is(pendra_home: Path) -> None:
+    """Bug: the key step only said "from the Pendra dashboard", also for a local sandbox."""
+    services = make_services(control_plane="http://127.0.0.1:8787")
+    app = build_app(services, start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        hint = text_of(app, "#key-hint")
+        assert "local `pendra sandbox`" in hint and "start it" in hint
+        sandbox_key = pendra_home / "sandbox" / "worker.key"
+        sandbox_key.parent.mkdir()
+        sandbox_key.write_text(FAKE_KEY + "\n")
+        await pilot.press("ctrl+o")
+        field = app.screen.query_one("#key-input", Input)
+        await wait_for(pilot, lambda: field.value == FAKE_KEY)
+        assert field.password  # still masked
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+        assert (pendra_home / "worker.key").read_text() == FAKE_KEY + "\n"
+    app = build_app(make_services(), start="key", deterministic=True)
+    async with app.run_test() as pilot:  # the public control plane: no sandbox hint
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        assert not app.screen.query_one("#key-hint").display
+
+
 async def test_unreachable_control_plane_stores_the_key_with_a_note(pendra_home: Path) -> None:
     app = build_app(make_services(), start="key", deterministic=True)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -498,6 +498,24 @@ def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
     assert sorted(p.name for p in pendra_home.iterdir()) == ["worker.key"]
 
 
+def test_a_local_control_plane_is_recognised() -> None:
+    from pendra_tui.screens.key import is_local, sandbox_hint, shown_path
+
+    assert is_local("http://127.0.0.1:8787") and is_local("http://localhost:8787/")
+    assert is_local("http://[::1]:8787") and is_local("http://127.1.2.3")
+    assert not is_local("https://api.pendra.ai") and not is_local("not a url")
+    key = Path("/home/ada/.pendra/sandbox/worker.key")
+    assert shown_path(key, Path("/home/ada/.pendra"), Path("/home/ada")) == (
+        "~/.pendra/sandbox/worker.key"
+    )
+    elsewhere = Path("/srv/pendra/sandbox/worker.key")
+    assert shown_path(elsewhere, Path("/srv/pendra"), Path("/home/ada")) == (
+        "$PENDRA_HOME/sandbox/worker.key"
+    )
+    hint = sandbox_hint("http://127.0.0.1:8787", "~/.pendra/sandbox/worker.key", True)
+    assert "~/.pendra/sandbox/worker.key" in hint and "ctrl+o" in hint
+
+
 def test_clean_key_strips_pasted_whitespace() -> None:
     assert clean_key("  pwk_test_ab\ncd\r\n\t") == "pwk_test_abcd"
     assert clean_key("\n \n") == ""

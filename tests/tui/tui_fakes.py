@@ -290,8 +290,12 @@ class FakeChecks:
 class FakeVerifier:
     """Format: ``pwk_`` and 34+ characters. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
 
-    def __init__(self) -> None:
+    def __init__(self, control_plane: str = "https://api.pendra.ai") -> None:
         self.verified: list[str] = []
+        self.url = control_plane
+
+    def control_plane(self) -> str:
+        return self.url
 
     def check_format(self, key: str) -> str | None:
         if not key.startswith("pwk_"):
@@ -372,6 +376,7 @@ def make_services(
     found: list[BackendCandidate] | None = None,
     catalogue: FakeCatalogue | None = None,
     clock: FakeClock | None = None,
+    control_plane: str = "https://api.pendra.ai",
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
     from pendra_tui.setup_progress import FileSetupProgress
@@ -383,7 +388,7 @@ def make_services(
         catalogue=catalogue or FakeCatalogue(),
         checks=FakeChecks(PASSING_CHECKS if checks is None else checks),
         keys=FileKeyStore(settings),
-        verifier=FakeVerifier(),
+        verifier=FakeVerifier(control_plane),
         backends=FakeBackendProbe(FOUND_BACKENDS if found is None else found, settings.config_file),
         launcher=FakeLauncher(worker, running_status()),
         clock=clock or FakeClock(),

@@ -57,6 +57,10 @@ async def _key_invalid(pilot: Pilot) -> None:
     )
 
 
+async def _key_shown(pilot: Pilot) -> None:
+    await settle(pilot, lambda: pilot.app.screen.query_one("#key-input", Input).has_focus)
+
+
 async def _key_masked(pilot: Pilot) -> None:
     from textual import events
 
@@ -248,8 +252,9 @@ async def _install_dialog_failed(pilot: Pilot) -> None:
     await settle(pilot, lambda: isinstance(pilot.app.screen, CatalogueScreen))
     await settle(
         pilot,
-        lambda: "could not be loaded"
-        in str(pilot.app.screen.query_one("#catalogue-status").render()),
+        lambda: (
+            "could not be loaded" in str(pilot.app.screen.query_one("#catalogue-status").render())
+        ),
     )
 
 
@@ -324,6 +329,12 @@ SCENARIOS: list[Scenario] = [
         "key-invalid", "A malformed key: the error says what is wrong.", _app("key"), _key_invalid
     ),
     Scenario("key-masked", "A pasted key shown as bullets only.", _app("key"), _key_masked),
+    Scenario(
+        "key-sandbox",
+        "A local sandbox as control plane: where its key file is, ctrl+o to use it.",
+        _app("key", control_plane="http://127.0.0.1:8787"),
+        _key_shown,
+    ),
     Scenario(
         "catalogue",
         "The catalogue: variants, size, quantisation, context, backends, fit.",
