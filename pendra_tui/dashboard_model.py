@@ -149,6 +149,16 @@ class LinkView:
 
 
 @dataclass
+class PrivateInferenceView:
+    """The worker's private inference: on or off, the workload key's fingerprint, requests."""
+
+    enabled: bool = False
+    fingerprint: str | None = None
+    served: int = 0
+    failed: int = 0
+
+
+@dataclass
 class DashboardModel:
     """Everything the dashboard shows. ``reachable`` is False while no worker answers."""
 
@@ -169,6 +179,8 @@ class DashboardModel:
     """Request records by id, oldest first (newer ones are appended)."""
     loaded_at: dict[str, float] = field(default_factory=dict)
     """Clock reading when each backend's ``loaded`` list arrived (idle-unload countdowns)."""
+    private: PrivateInferenceView | None = None
+    """None until a worker that knows private inference has reported it."""
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     error: str | None = None
     """Why the worker is not reachable, for the "worker not running" banner."""
@@ -206,6 +218,8 @@ class DashboardModel:
         self._apply_requests(doc.get("requests") or {})
         self._apply_host(doc.get("host"))
         self.drained = False
+        private = worker.get("private_inference")
+        self.private = parse_private(private) if isinstance(private, Mapping) else None
         return {"link", "backends", "gpus", "host", "installs", "requests", "models"}
 
     def apply_history(self, doc: Mapping[str, Any]) -> set[Panel]:
@@ -276,6 +290,9 @@ class DashboardModel:
         if kind == "log":
             self.logs.append(format_log_line(event))
             return {"logs"}
+        if kind == "private_inference":
+            self.private = parse_private(event)
+            return {"link"}
         return set()
 
     def add_log_lines(self, lines: Iterable[str]) -> set[Panel]:
@@ -401,6 +418,16 @@ def parse_backend(raw: Mapping[str, Any]) -> BackendView:
         loaded=parse_loaded_list(raw.get("loaded")),
         unusable=[u for u in unusable if isinstance(u, dict)] if isinstance(unusable, list) else [],
         detail=str(raw["detail"]) if raw.get("detail") else None,
+    )
+
+
+def parse_private(raw: Mapping[str, Any]) -> PrivateInferenceView:
+    fingerprint = raw.get("fingerprint")
+    return PrivateInferenceView(
+        enabled=bool(raw.get("enabled")),
+        fingerprint=fingerprint if isinstance(fingerprint, str) and fingerprint else None,
+        served=_int(raw.get("served")) or 0,
+        failed=_int(raw.get("failed")) or 0,
     )
 
 

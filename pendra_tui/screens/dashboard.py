@@ -350,6 +350,7 @@ class DashboardScreen(Screen[None]):
             retry_in_s=retry_in,
             drained=model.drained,
             in_flight=model.requests.in_flight,
+            private=model.private,
         )
 
     def _draw_models(self) -> None:

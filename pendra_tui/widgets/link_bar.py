@@ -1,4 +1,5 @@
-"""The one-line bar at the top of the dashboard: link state and why, uptime, version."""
+"""The one-line bar at the top of the dashboard: link state and why, uptime, private inference,
+version."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from pendra_tui.formatting import format_duration
+from pendra_tui.dashboard_model import PrivateInferenceView
+from pendra_tui.formatting import format_count, format_duration
 
 STATE_STYLES: dict[str, tuple[str, str]] = {
     "connected": ("●", "green"),
@@ -18,6 +20,23 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
     "not running": ("✗", "red"),
 }
 """Glyph and colour per link state; glyphs keep the state readable without colour."""
+
+FINGERPRINT_SHOWN = 8
+"""Hex digits of the workload key's fingerprint the bar shows: enough to tell keys apart."""
+
+
+def private_text(view: PrivateInferenceView | None) -> Text:
+    """``private 3f9a1c2b · 12 served``, or ``private off`` (pure, so it is unit-tested)."""
+    if view is None:
+        return Text()
+    if not view.enabled or view.fingerprint is None:
+        return Text.assemble(("private ", "dim"), ("off", "yellow"))
+    return Text.assemble(
+        ("private ", "dim"),
+        (view.fingerprint[:FINGERPRINT_SHOWN], "bold"),
+        (f" · {format_count(view.served)} served", ""),
+    )
+
 
 WIDE_SEPARATOR = "  ·  "
 NARROW_SEPARATOR = " · "
@@ -37,6 +56,8 @@ class LinkInfo:
     drained: bool = False
     """The worker stopped because it was drained from here."""
     in_flight: int = 0
+    private: PrivateInferenceView | None = None
+    """The worker's private inference (``None``: not reported)."""
 
 
 def _parts(info: LinkInfo) -> tuple[list[Text], Text | None]:
@@ -58,6 +79,8 @@ def _parts(info: LinkInfo) -> tuple[list[Text], Text | None]:
     else:
         if info.uptime_s is not None:
             parts.append(Text(f"up {format_duration(info.uptime_s)}"))
+        if info.private is not None:
+            parts.append(private_text(info.private))
         if info.version:
             parts.append(Text(f"v{info.version}", style="dim"))
     return parts, reason

@@ -32,7 +32,7 @@ from worker.admin.socket_file import (
     prepare_run_dir,
 )
 from worker.admin.target import AdminTarget
-from worker.errors import BadRequest, PendraError
+from worker.errors import BadRequest, NotSupported, PendraError
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class AdminServer:
         app.router.add_get(wire.PATH_HISTORY, self._history)
         app.router.add_get(wire.PATH_REQUESTS, self._requests)
         app.router.add_post(wire.PATH_LINK_RETRY, self._retry_link)
+        app.router.add_post(wire.PATH_ROTATE_WORKLOAD_KEY, self._rotate_workload_key)
         return app
 
     @web.middleware
@@ -269,6 +270,12 @@ class AdminServer:
         if retry is None:
             raise BadRequest("This worker cannot be told to reconnect.")
         return _json_response(await _resolve(retry()))
+
+    async def _rotate_workload_key(self, request: web.Request) -> web.Response:
+        rotate = getattr(self.target, "rotate_workload_key", None)
+        if rotate is None:
+            raise NotSupported("This worker has no workload key to rotate.")
+        return _json_response(await _resolve(rotate()))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         kinds = wire.parse_kinds(request.query.get("kinds"))

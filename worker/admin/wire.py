@@ -26,6 +26,7 @@ PATH_DRAIN = f"{API_PREFIX}/drain"
 PATH_HISTORY = f"{API_PREFIX}/history"
 PATH_REQUESTS = f"{API_PREFIX}/requests"
 PATH_LINK_RETRY = f"{API_PREFIX}/link/retry"
+PATH_ROTATE_WORKLOAD_KEY = f"{API_PREFIX}/private-inference/rotate"
 
 NDJSON = "application/x-ndjson"
 KEEPALIVE_KIND = "keepalive"
