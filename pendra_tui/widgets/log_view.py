@@ -193,7 +193,8 @@ class LogView(ScrollView, can_focus=True):
     def _scroll_to_end(self) -> None:
         self._programmatic += 1
         try:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            # force: before its first layout the view may not think it can scroll yet
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         finally:
             self._programmatic -= 1
         self.refresh()
