@@ -60,60 +60,68 @@ class LinkInfo:
     """The worker's private inference (``None``: not reported)."""
 
 
-def _parts(info: LinkInfo) -> tuple[list[Text], Text | None]:
-    """The bar's pieces after the state, and the reason (the one piece that may be cut)."""
-    parts: list[Text] = []
+def _parts(info: LinkInfo) -> tuple[list[tuple[Text, int]], Text | None]:
+    """The bar's pieces after the state, each with how readily it gives way on a narrow terminal
+    (higher goes first; 0 never), and the reason the link is down (cut rather than dropped)."""
+    parts: list[tuple[Text, int]] = []
     reason = None
     if info.state == "not running":
         if info.drained:
-            parts.append(Text("stopped after draining", style="italic"))
-        parts.append(Text.assemble(("R", "bold"), " start it  ", ("r", "bold"), " retry"))
+            parts.append((Text("stopped after draining", style="italic"), 1))
+        parts.append((Text.assemble(("R", "bold"), " start it  ", ("r", "bold"), " retry"), 0))
     elif info.state == "draining":
-        parts.append(Text(f"finishing {info.in_flight} in flight, then it exits"))
+        parts.append((Text(f"finishing {info.in_flight} in flight, then it exits"), 0))
     elif info.state in ("offline", "connecting") and (info.reason or info.retry_in_s is not None):
         if info.reason:
             reason = Text(info.reason, style="italic")
         if info.retry_in_s is not None:
             retry = f"retry in {format_duration(info.retry_in_s)}  "
-            parts.append(Text.assemble(retry, ("r", "bold"), " now"))
+            parts.append((Text.assemble(retry, ("r", "bold"), " now"), 0))
     else:
         if info.uptime_s is not None:
-            parts.append(Text(f"up {format_duration(info.uptime_s)}"))
+            parts.append((Text(f"up {format_duration(info.uptime_s)}"), 2))
         if info.private is not None:
-            parts.append(private_text(info.private))
+            parts.append((private_text(info.private), 1))
         if info.version:
-            parts.append(Text(f"v{info.version}", style="dim"))
+            parts.append((Text(f"v{info.version}", style="dim"), 3))
     return parts, reason
 
 
 def link_text(info: LinkInfo, width: int = 200) -> Text:
-    """The bar's content (pure). When it does not fit, the separators narrow, then the reason
-    is cut — never the keys."""
+    """The bar's content (pure). When it does not fit, the separators narrow, the least telling
+    pieces give way (version, uptime), then the reason is cut — never the keys."""
     glyph, colour = STATE_STYLES.get(info.state, ("?", "yellow"))
     head = Text.assemble(
         ("Pendra worker", "bold"), "  ", (f"{glyph} {info.state}", f"bold {colour}")
     )
     parts, reason = _parts(info)
 
-    def joined(separator: str, reason_text: Text | None) -> Text:
+    def joined(separator: str, reason_text: Text | None, kept: list[tuple[Text, int]]) -> Text:
         text = head.copy()
-        for part in ([reason_text] if reason_text is not None else []) + parts:
+        for part in ([reason_text] if reason_text is not None else []) + [p for p, _ in kept]:
             text.append(separator, style="dim")
             text.append_text(part)
         return text
 
     for separator in (WIDE_SEPARATOR, NARROW_SEPARATOR):
-        text = joined(separator, reason)
+        text = joined(separator, reason, parts)
         if text.cell_len <= width:
             return text
-    without = joined(NARROW_SEPARATOR, None)
+    kept = list(parts)
+    for rank in sorted({rank for _, rank in parts if rank}, reverse=True):
+        if joined(NARROW_SEPARATOR, reason, kept).cell_len <= width:
+            break
+        kept = [(part, r) for part, r in kept if r != rank]
+    without = joined(NARROW_SEPARATOR, None, kept)
     room = width - without.cell_len - len(NARROW_SEPARATOR)
     if reason is None or room < 12:
         return without
+    if joined(NARROW_SEPARATOR, reason, kept).cell_len <= width:
+        return joined(NARROW_SEPARATOR, reason, kept)
     cut = reason.copy()
     cut.truncate(room - 1)
     cut.append("…", style="italic")
-    return joined(NARROW_SEPARATOR, cut)
+    return joined(NARROW_SEPARATOR, cut, kept)
 
 
 class LinkBar(Static):

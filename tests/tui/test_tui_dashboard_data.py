@@ -333,3 +333,15 @@ async def test_the_plot_widget_draws_the_window_right_aligned_in_time() -> None:
         plot.points = ()
         await pilot.pause()
         assert plot.rows_text() == ["⣀⣀⣀⣀"]  # nothing yet: just the baseline
+
+
+def test_a_full_bar_gives_way_least_telling_first_at_80_columns() -> None:
+    from pendra_tui.dashboard_model import PrivateInferenceView
+
+    private = PrivateInferenceView(True, "3f9a1c2b" * 8, 1204, 0)
+    info = LinkInfo("connected", 8040, "0.1.0", private=private)
+    wide = link_text(info, 120).plain
+    assert wide.endswith("up 2h 14m  ·  private 3f9a1c2b · 1,204 served  ·  v0.1.0")
+    narrow = link_text(info, 78).plain
+    assert len(narrow) <= 78
+    assert "private 3f9a1c2b · 1,204 served" in narrow and "v0.1.0" not in narrow
