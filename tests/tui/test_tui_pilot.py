@@ -507,8 +507,12 @@ async def test_tables_sort_and_filter_with_the_same_keys() -> None:
         await wait_for(pilot, lambda: models.row_count == 7)
         models.focus()
         assert models.row_keys_shown[0] == "pendra/qwen3:8b"  # loaded first
-        await pilot.press("s")  # the next column: memory? no — model, backend, …: "memory"
+        await pilot.press("down")
+        assert models.current_key() == "pendra/gemma3:270m"
+        await pilot.press("s")  # from "state" to the next column on screen: memory
         await wait_for(pilot, lambda: models.sort_column == "memory")
+        assert models.current_key() == "pendra/gemma3:270m"  # the cursor stays on its row
+        await pilot.press("up")
         assert models.sort_reversed and models.row_keys_shown[0] == "pendra/qwen3:8b"
         await pilot.press("S")
         await wait_for(pilot, lambda: not models.sort_reversed)
@@ -524,6 +528,10 @@ async def test_tables_sort_and_filter_with_the_same_keys() -> None:
         await pilot.click(requests, offset=(60, 0))  # a header click sorts by that column
         await pilot.pause()
         assert requests.sort_column != "age"
+        await pilot.press("z")  # plots over the last 15 minutes
+        assert str(app.screen.query_one("#throughput").border_title).startswith(
+            "Throughput · last 15 min"
+        )
 
 
 async def test_drain_says_what_happens_then_the_worker_is_started_again() -> None:
