@@ -297,9 +297,9 @@ class CatalogueScreen(SetupStep):
     def _row_chosen(self) -> None:
         self.action_toggle()
 
-    @on(DataTable.HeaderSelected, "#catalogue")
+    @on(SortableTable.Sorted, "#catalogue")
     def _sorted(self) -> None:
-        self.call_after_refresh(self._update_status)
+        self._update_status()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:

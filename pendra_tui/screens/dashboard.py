@@ -307,8 +307,7 @@ class DashboardScreen(Screen[None]):
             if panels & {"gpus", "host"}:
                 await self._draw_hardware()
             if "backends" in panels:
-                note = self.query_one(BackendsTable).show_backends(model.backends)
-                self._pane_status("backends", note)
+                self._draw_backends()
             if panels & {"models", "backends"}:
                 self._draw_models()
             if "recent" in panels:
@@ -376,6 +375,10 @@ class DashboardScreen(Screen[None]):
         line = Text.assemble((summary, "dim"), "  " if summary else "", text)
         self.query_one("#models-detail", Static).update(line)
 
+    def _draw_backends(self) -> None:
+        note = self.query_one(BackendsTable).show_backends(self.model.backends)
+        self._pane_status("backends", note)
+
     def _draw_recent(self) -> None:
         views = list(self.model.recent.values())
         table = self.query_one(RequestsTable)
@@ -418,14 +421,12 @@ class DashboardScreen(Screen[None]):
         if self.query_one(TabbedContent).active == "tab-models":
             self._model_detail()
 
-    @on(SortableTable.HeaderSelected)
-    def _sorted(self) -> None:
-        self.call_after_refresh(self._refresh_pane_statuses)
-
-    def _refresh_pane_statuses(self) -> None:
-        self._draw_recent()
-        note = self.query_one(BackendsTable).show_backends(self.model.backends)
-        self._pane_status("backends", note)
+    @on(SortableTable.Sorted)
+    def _sorted(self, event: SortableTable.Sorted) -> None:
+        if isinstance(event.table, RequestsTable):
+            self._draw_recent()
+        elif isinstance(event.table, BackendsTable):
+            self._draw_backends()
 
     @on(LogView.Changed)
     def _log_changed(self) -> None:
@@ -455,7 +456,7 @@ class DashboardScreen(Screen[None]):
         if pane == "requests":
             self._draw_recent()
         elif pane == "backends":
-            self._pane_status("backends", "")
+            self._draw_backends()
         else:
             self._model_detail()
 
@@ -488,8 +489,6 @@ class DashboardScreen(Screen[None]):
         self.query_one(TabbedContent).active = f"tab-{pane}"
         self._focus_pane()
         self._tick()
-        if pane == "backends":
-            self._refresh_pane_statuses()
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self) -> None:

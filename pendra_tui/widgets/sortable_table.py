@@ -24,6 +24,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual import events, on
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import DataTable
 
 CELL_PADDING = 2
@@ -109,6 +110,17 @@ class SortableTable(DataTable[Any]):
         Binding("S", "sort_reverse", "Reverse", show=False),
     ]
 
+    class Sorted(Message):
+        """The order changed (a key or a header click): status lines say how it is sorted."""
+
+        def __init__(self, table: SortableTable) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> SortableTable:
+            return self.table
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
         self.sort_column, self.sort_reversed = self.DEFAULT_SORT
@@ -157,6 +169,7 @@ class SortableTable(DataTable[Any]):
             reverse = (not self.sort_reversed) if key == self.sort_column else column.numeric
         self.sort_column, self.sort_reversed = key, reverse
         self._refresh_view(rebuild=True)
+        self.post_message(self.Sorted(self))
 
     def action_sort_next(self) -> None:
         """Sort by the next column that is on screen."""
