@@ -6,7 +6,8 @@ Each measurement runs in a fresh Python process (so import time counts) with the
 and the deterministic fake admin client from tests/tui (a busy worker: 3 backends, 1 GPU, logs).
 "First frame" is from interpreter start to the dashboard showing the worker's status. "Idle CPU"
 is the app process's CPU time over a window with (a) no events and (b) what a busy worker sends
-every 2 s: a GPU event and a metrics sample (all plots and the models view redraw). Targets: first frame <= 1 s, idle <= 3 % of a core.
+every 2 s: a GPU event and a metrics sample (all plots and the models view redraw). Targets:
+first frame <= 1 s, idle <= 3 % of a core.
 
 ``first_frame_real_s`` is the same first frame with the real services (``real_services``: the
 admin client over the Unix socket) against a real ``pendra --no-ui`` worker linked to a
