@@ -68,6 +68,12 @@ class Terminal:
         raise AssertionError(f"the terminal never showed {what}; it shows:\n{text}")
 
 
+def footer(screen: str) -> str:
+    """The key hints: the last line of the screen."""
+    lines = screen.rstrip("\n").splitlines()
+    return lines[-1] if lines else ""
+
+
 def stop_worker(home: Path) -> None:
     """SIGTERM the detached worker's process group (it drains and exits), SIGKILL if it hangs."""
     lock = home / "run" / "worker.lock"
@@ -124,11 +130,16 @@ def test_readme_from_pendra_to_a_served_completion(
         # 3 the catalogue from the sandbox: / filters, space chooses
         term.wait(lambda s: "Models" in s and "gemma3:270m" in s, "the catalogue", 60)
         term.wait(lambda s: "needs" in s or "found" in s.lower(), "which backends answer")
+        # Focus moves after the key that moves it has been handled: wait for the footer to show
+        # where the keys go before typing on (a person's typing speed gives it that time).
+        term.wait(lambda s: "space Select" in footer(s), "the table focused")
         term.keys("/")
-        term.wait(lambda s: "space Select" not in s.splitlines()[-1], "the filter focused")
+        term.wait(lambda s: "space Select" not in footer(s), "the filter focused")
         term.type("270m")
         term.wait(lambda s: "1 of " in s, "the catalogue filtered to gemma3:270m")
-        term.keys("Enter", "Space")
+        term.keys("Enter")
+        term.wait(lambda s: "space Select" in footer(s), "the table focused again")
+        term.keys("Space")
         term.wait(lambda s: "1 selected" in s, "gemma3:270m chosen")
         term.keys("C-n")
         # 4 backends: the built-in one serves; nothing else needed
