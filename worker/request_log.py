@@ -24,6 +24,13 @@ DEFAULT_CAPACITY = 200
 MAX_LISTED = 1000
 """The most records one ``recent()`` call returns."""
 
+MAX_MODEL_CHARS = 128
+"""A model name is what the client sent; longer ones are cut so a record stays small."""
+
+
+def _model_name(model: str) -> str:
+    return model if len(model) <= MAX_MODEL_CHARS else model[: MAX_MODEL_CHARS - 1] + "…"
+
 
 @dataclass
 class RequestRecord:
@@ -91,7 +98,7 @@ class RequestTrace:
         """The request found its backend (and the model id that backend knows it by)."""
         self.record.backend = backend
         if model:
-            self.record.model = model
+            self.record.model = _model_name(model)
 
     def first_token(self) -> None:
         """The first generated token left the backend (called once per stream; later calls are
@@ -142,7 +149,7 @@ class RequestLog:
         record = RequestRecord(
             id=f"r{next(self._ids)}",
             kind=kind,
-            model=model,
+            model=_model_name(model),
             stream=stream,
             started_at=self.wall(),
         )

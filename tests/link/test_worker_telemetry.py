@@ -103,6 +103,12 @@ async def test_the_request_log_is_bounded_and_lists_running_requests_first() -> 
     assert log.recent(2)[0]["status"] == "ok" and log.running == 0
 
 
+def test_a_huge_model_name_is_cut_in_the_record() -> None:
+    log = RequestLog()
+    log.begin("chat", "x" * 100_000).finish("failed", error="model_not_found")
+    assert len(log.recent()[0]["model"]) == 128
+
+
 def test_tokens_per_s_is_the_generation_rate() -> None:
     clock = Clock()
     log = RequestLog(clock=clock)
