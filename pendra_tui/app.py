@@ -152,7 +152,13 @@ class PendraApp(App[int]):
         """The screen's own actions first (what its keys do, by name), then Textual's."""
         seen: set[str] = set()
         explained: dict[str, str] = getattr(screen, "ACTION_HELP", {})
-        for binding in screen.BINDINGS:
+        own = [
+            binding
+            for cls in type(screen).__mro__
+            if issubclass(cls, Screen) and cls is not Screen
+            for binding in cls.__dict__.get("BINDINGS", [])
+        ]
+        for binding in own:
             if not isinstance(binding, Binding) or not binding.description:
                 continue
             if binding.action in seen or screen.check_action(binding.action, ()) is False:

@@ -678,6 +678,12 @@ async def test_the_command_palette_lists_the_app_actions() -> None:
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+    setup = build_app(make_services(), start="prereqs", deterministic=True)
+    async with setup.run_test() as pilot:
+        await wait_for(pilot, lambda: isinstance(setup.screen, PrereqScreen))
+        titles = [c.title for c in PendraApp.get_system_commands(setup, setup.screen)]
+        for action in ("Re-run checks", "Continue", "Back", "Quit"):
+            assert action in titles  # the step's own keys and the ones every step shares
 
 
 @pytest.mark.parametrize("key", ["q", "ctrl+c"])
