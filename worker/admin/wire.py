@@ -69,12 +69,19 @@ def error_body(error: PendraError) -> dict[str, Any]:
 
 
 def _error_classes() -> dict[str, type[PendraError]]:
-    found: dict[str, type[PendraError]] = {}
+    """The class to rebuild for each error code. Where several classes share a code (a private
+    inference error is an ``invalid_request_error`` too), the one in ``worker.errors`` wins,
+    then the first by name: never whichever module happened to be imported first."""
+    classes: list[type[PendraError]] = []
     pending: list[type[PendraError]] = [PendraError]
     while pending:
         cls = pending.pop()
-        found.setdefault(cls.code, cls)
+        classes.append(cls)
         pending.extend(cls.__subclasses__())
+    classes.sort(key=lambda c: (c.__module__ != "worker.errors", c.__module__, c.__qualname__))
+    found: dict[str, type[PendraError]] = {}
+    for cls in classes:
+        found.setdefault(cls.code, cls)
     return found
 
 
