@@ -1,7 +1,8 @@
 """Where an unfinished setup stopped, so the next ``pendra`` picks it up there.
 
 Each step the user reaches is saved to ``$PENDRA_HOME/setup-progress.json`` with the choices made
-so far (models chosen, backends switched on or off, explicit endpoints) — never the key, which
+so far (models chosen, backends switched on or off, explicit endpoints, process or Docker) —
+never the key, which
 the key step has already stored 0600 where the worker reads it. Starting the worker from the
 Review step deletes the file; so does a dashboard that finds a worker running (the setup was
 finished some other way). A file that cannot be read is ignored: setup starts afresh, nothing
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pendra_tui.setup_state import STEPS, SetupState
+from pendra_tui.setup_state import RUN_MODES, STEPS, SetupState
 
 FILE_NAME = "setup-progress.json"
 VERSION = 1
@@ -32,6 +33,7 @@ class Progress:
     endpoints: dict[str, str] = field(default_factory=dict)
     builtin_enabled: bool = True
     saved_at: float = 0.0
+    run_mode: str = "process"
 
     @classmethod
     def of(cls, state: SetupState, step: str, now: float) -> Progress:
@@ -41,6 +43,7 @@ class Progress:
             endpoints=dict(state.endpoints),
             builtin_enabled=state.builtin_enabled,
             saved_at=now,
+            run_mode=state.run_mode,
         )
 
     def restore(self, state: SetupState) -> None:
@@ -49,6 +52,8 @@ class Progress:
         state.endpoints.clear()
         state.endpoints.update(self.endpoints)
         state.builtin_enabled = self.builtin_enabled
+        if self.run_mode in RUN_MODES:
+            state.run_mode = self.run_mode
 
     def as_json(self) -> str:
         return json.dumps(
@@ -59,6 +64,7 @@ class Progress:
                 "endpoints": self.endpoints,
                 "builtin_enabled": self.builtin_enabled,
                 "saved_at": self.saved_at,
+                "run_mode": self.run_mode,
             },
             indent=2,
         )
@@ -82,6 +88,7 @@ def parse_progress(text: str) -> Progress | None:
         ),
         builtin_enabled=bool(raw.get("builtin_enabled", True)),
         saved_at=float(raw.get("saved_at") or 0.0),
+        run_mode=str(raw.get("run_mode") or "process"),
     )
 
 

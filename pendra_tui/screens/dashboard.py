@@ -277,7 +277,7 @@ class DashboardScreen(Screen[None]):
         self.model.drained = drained
         if was_reachable and drained:
             self.notify(
-                f"The worker stopped after draining. Press R to {self._start_words()}.",
+                "The worker stopped after draining. Press R to start it again.",
                 title="Worker stopped",
             )
         self._tick()
@@ -576,30 +576,46 @@ class DashboardScreen(Screen[None]):
         self._run_command("refresh")
 
     def action_start_worker(self) -> None:
-        from pendra_tui.screens.confirm import ConfirmScreen
-
         if self.model.reachable:
             self.notify("The worker is running.")
             return
+        self._offer_start()
+
+    @work(thread=True, exclusive=True, group="start-plan", exit_on_error=False)
+    def _offer_start(self) -> None:
+        """Find out how the worker was set up to run (asking Docker blocks), then ask."""
+        launcher = self._restart_launcher()
+        self.app.call_from_thread(self._confirm_start, launcher)
+
+    def _restart_launcher(self) -> Any:
+        """The worker's container when it was set up in Docker, else the process launcher (its
+        service when one is installed, else ``pendra --no-ui`` in the background)."""
+        services = self.app.services
+        docker = services.docker
+        if docker is not None and docker.has_worker_container():
+            return docker
+        return services.launcher
+
+    def _confirm_start(self, launcher: Any) -> None:
+        from pendra_tui.screens.confirm import ConfirmScreen
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._start_worker()
+                self._start_worker(launcher)
 
-        self.app.push_screen(ConfirmScreen("Start the worker?", self._start_plan()), confirmed)
-
-    def _start_words(self) -> str:
-        describe = getattr(self.app.services.launcher, "restart_plan", None)
-        return describe() if callable(describe) else "start it again"
-
-    def _start_plan(self) -> str:
-        return f"This will {self._start_words()}; the dashboard reconnects when it answers."
+        words = launcher.restart_plan() if hasattr(launcher, "restart_plan") else "start it"
+        self.app.push_screen(
+            ConfirmScreen(
+                "Start the worker?",
+                f"This will {words}; the dashboard reconnects when it answers.",
+            ),
+            confirmed,
+        )
 
     @work(group="commands", exit_on_error=False)
-    async def _start_worker(self) -> None:
+    async def _start_worker(self, launcher: Any) -> None:
         from worker.errors import PendraError
 
-        launcher: Any = self.app.services.launcher
         start = getattr(launcher, "restart", None) or launcher.start
         self.notify("Starting the worker…")
         try:

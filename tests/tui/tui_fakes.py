@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +361,51 @@ class FakeLauncher:
         return "service started again (~/.config/systemd/user/pendra.service)"
 
 
+class FakeDockerLauncher:
+    """The "in Docker" choice: available (or not, with the daemon's reason), records its start."""
+
+    def __init__(
+        self, worker: FakeWorker, status_after_start: dict[str, Any], reason: str | None = None
+    ) -> None:
+        self.worker = worker
+        self.after = status_after_start
+        self.reason = reason
+        self.started = 0
+        self.progress_lines = ["building pendra-worker:0.1.0", "started pendra-worker-1"]
+
+    def unavailable(self) -> str | None:
+        return self.reason
+
+    def has_worker_container(self) -> bool:
+        return self.started > 0
+
+    def restart_plan(self) -> str:
+        return "start the worker's container again (`pendra stack up`)"
+
+    async def restart(self) -> str:
+        return await self.start()
+
+    def plan(self) -> list[str]:
+        return [
+            "build the worker image from this installation and start its container "
+            "(`pendra stack up`)",
+            "open the live dashboard once the worker answers",
+        ]
+
+    async def start(self) -> str:
+        return await self.start_with_progress(lambda _line: None)
+
+    async def start_with_progress(self, progress: Callable[[str], None]) -> str:
+        def run() -> None:
+            for line in self.progress_lines:
+                progress(line)
+
+        await asyncio.to_thread(run)
+        self.started += 1
+        self.worker.doc = self.after
+        return "the worker runs in Docker (container pendra-worker-1, connected)"
+
+
 FOUND_BACKENDS = [
     BackendCandidate("ollama", "http://localhost:11434", "ready", None, 3),
     BackendCandidate("lmstudio", None, "unreachable", "nothing on :1234"),
@@ -377,6 +422,7 @@ def make_services(
     catalogue: FakeCatalogue | None = None,
     clock: FakeClock | None = None,
     control_plane: str = "https://api.pendra.ai",
+    docker_unavailable: str | None = None,
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
     from pendra_tui.setup_progress import FileSetupProgress
@@ -394,6 +440,7 @@ def make_services(
         clock=clock or FakeClock(),
         backend_kinds=BACKEND_KINDS,
         progress=FileSetupProgress(settings.home, settings.admin_socket),
+        docker=FakeDockerLauncher(worker, running_status(), docker_unavailable),
     )
 
 
