@@ -86,7 +86,16 @@ class KeyScreen(SetupStep):
         self.query_one("#key-input", Input).focus()
 
     def _control_plane(self) -> str:
+        """The control plane being set up: the screen's field when it has one, else the
+        configured one."""
+        for field in self.query("#server-url").results(Input):
+            if field.value.strip():
+                return field.value.strip()
         return self.app.services.verifier.control_plane()
+
+    @on(Input.Changed, "#server-url")
+    def _control_plane_changed(self) -> None:
+        self._show_hint()
 
     def _show_hint(self) -> None:
         """For a local sandbox, say where its key file is (and that ctrl+o reads it)."""
