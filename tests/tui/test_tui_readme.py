@@ -114,7 +114,10 @@ def test_readme_from_pendra_to_a_served_completion(
     term = Terminal(f"pendra-readme-{tmp_path.name}", env)
     try:
         done = tmp_path / "pendra.exit"
-        command = f"{sys.executable} -m worker; echo $? > {done}; sleep 120"
+        # the status goes to a temporary file first: `done` appears only once it is whole
+        command = (
+            f"{sys.executable} -m worker; echo $? > {done}.tmp; mv {done}.tmp {done}; sleep 120"
+        )
         started = term.tmux("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command)
         assert started.returncode == 0, started.stderr
 

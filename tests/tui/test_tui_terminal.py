@@ -93,7 +93,11 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
 
         term = tmux(env)
         done = tmp_path / "attach.exit"
-        command = f"{sys.executable} -m worker attach; echo $? > {done}; sleep 60"
+        # the status goes to a temporary file first: `done` appears only once it is whole
+        command = (
+            f"{sys.executable} -m worker attach; echo $? > {done}.tmp; mv {done}.tmp {done}; "
+            "sleep 60"
+        )
         started = term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command)
         assert started.returncode == 0, started.stderr
         screen = term.wait_screen(
@@ -138,7 +142,10 @@ def test_attach_without_a_worker_says_how_to_start_one(
 ) -> None:
     term = tmux(clean_env)
     done = tmp_path / "attach.exit"
-    command = f"{sys.executable} -m worker attach; echo $? > {done}; sleep 60"
+    # the status goes to a temporary file first: `done` appears only once it is whole
+    command = (
+        f"{sys.executable} -m worker attach; echo $? > {done}.tmp; mv {done}.tmp {done}; sleep 60"
+    )
     assert (
         term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command).returncode == 0
     )
