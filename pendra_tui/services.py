@@ -16,7 +16,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pendra_tui.catalogue_rows import CatalogueRow, rows_from_catalogue
 
 if TYPE_CHECKING:
+    from worker.keys import StoredKey
     from worker.settings import Settings
 
 
@@ -162,8 +162,8 @@ class KeyStore(Protocol):
         """A key file's content (raises OSError when it cannot be read)."""
         ...
 
-    def store(self, key: str) -> Path:
-        """Write the key 0600, atomically; return where."""
+    def store(self, key: str) -> StoredKey:
+        """Write the key 0600, atomically, a different key already there backed up first."""
         ...
 
 
@@ -409,21 +409,12 @@ class FileKeyStore:
     def read_key_file(self, path: Path) -> str:
         return path.read_text(encoding="utf-8").strip()
 
-    def store(self, key: str) -> Path:
-        path = self._settings.default_key_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".worker.key.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(key + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+    def store(self, key: str) -> StoredKey:
+        """Through ``worker.keys.store_key``, as ``pendra key set`` does: a different key
+        already in the file is copied to a 0600 ``.bak`` beside it, never lost."""
+        from worker.keys import parse_key, store_key
+
+        return store_key(self._settings.default_key_file, parse_key(key))
 
 
 class LinkKeyVerifier:

@@ -182,15 +182,18 @@ class KeyScreen(SetupStep):
             )
             return
         try:
-            path = services.keys.store(key)
+            stored = services.keys.store(key)
         except (OSError, PendraError) as exc:
             self._status(f"Could not store the key: {exc}", "error")
             return
-        self.app.setup.key_path = path
+        self.app.setup.key_path = stored.path
         if verdict.accepted is None:
-            self.app.setup.key_note = f"stored; not checked live ({verdict.message})"
+            note = f"stored; not checked live ({verdict.message})"
         else:
-            self.app.setup.key_note = "stored; accepted by the control plane"
+            note = "stored; accepted by the control plane"
+        if stored.backup is not None:
+            note += f"; the key it replaced is kept in {stored.backup.name}"
+        self.app.setup.key_note = note
         self.query_one("#key-input", Input).value = ""
         self._status(f"Key {self.app.setup.key_note}.", "ok" if verdict.accepted else "warn")
         await super().proceed()

@@ -121,11 +121,36 @@ def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
     store = FileKeyStore(load_settings())
     assert not store.has_key()
     key = generate_key().text
-    path = store.store(key)
-    assert path == pendra_home / "worker.key"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text().strip() == key and store.has_key()
+    stored = store.store(key)
+    assert stored.path == pendra_home / "worker.key" and stored.backup is None
+    assert stat.S_IMODE(stored.path.stat().st_mode) == 0o600
+    assert stored.path.read_text().strip() == key and store.has_key()
     assert [p.name for p in pendra_home.iterdir()] == ["worker.key"]  # no temp file left
+
+
+def test_key_store_backs_up_a_different_key_before_replacing_it(pendra_home: Path) -> None:
+    """Setup run again with another key must not lose the one the worker had."""
+    store = FileKeyStore(load_settings())
+    first, second = generate_key(), generate_key()
+    store.store(first.text)
+    again = store.store(first.text)  # the same key: nothing to keep
+    assert not again.changed and again.backup is None
+    replaced = store.store(second.text)
+    assert replaced.changed and replaced.backup is not None
+    assert replaced.previous_worker_id == first.worker_id
+    assert replaced.backup.parent == pendra_home
+    assert replaced.backup.read_text().strip() == first.text
+    assert stat.S_IMODE(replaced.backup.stat().st_mode) == 0o600
+    assert (pendra_home / "worker.key").read_text().strip() == second.text
+
+
+def test_key_store_refuses_a_malformed_key_and_keeps_the_file(pendra_home: Path) -> None:
+    store = FileKeyStore(load_settings())
+    key = generate_key().text
+    store.store(key)
+    with pytest.raises(PendraError):
+        store.store("pdk_not-a-key")
+    assert (pendra_home / "worker.key").read_text().strip() == key
 
 
 async def test_discovery_finds_a_real_ollama_and_reports_the_rest(

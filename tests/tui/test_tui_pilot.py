@@ -160,7 +160,7 @@ async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -
         key_file = pendra_home / "worker.key"
 
         await pilot.press(*"not-a-key", "enter")
-        await wait_for(pilot, lambda: "not a worker key" in text_of(app, "#key-status"))
+        await wait_for(pilot, lambda: "not a Pendra worker key" in text_of(app, "#key-status"))
         assert not key_file.exists() and services.verifier.verified == []
 
         app.screen.query_one("#key-input", Input).value = ""
@@ -195,12 +195,32 @@ async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
 
 
+async def test_setup_with_another_key_keeps_the_one_it_replaces(pendra_home: Path) -> None:
+    """Setup run again with a different key: the old key is backed up, and the step says where."""
+    from worker.keys import generate_key
+
+    old_key = generate_key().text
+    (pendra_home / "worker.key").write_text(old_key + "\n")
+    (pendra_home / "worker.key").chmod(0o600)
+    app = build_app(make_services(), start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        await paste(pilot, FAKE_KEY)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+    assert (pendra_home / "worker.key").read_text() == FAKE_KEY + "\n"
+    backups = sorted(pendra_home.glob("worker.key.*.bak"))
+    assert [b.read_text().strip() for b in backups] == [old_key]
+    assert f"the key it replaced is kept in {backups[0].name}" in app.setup.key_note
+    assert old_key not in app.setup.key_note
+
+
 async def test_an_old_validation_error_goes_when_the_key_is_edited() -> None:
     """Bug: the error about a mistyped key stayed under the field while the user fixed it."""
     app = build_app(make_services(), start="key", deterministic=True)
     async with app.run_test() as pilot:
         await pilot.press(*"pk-1234", "enter")
-        await wait_for(pilot, lambda: "not a worker key" in text_of(app, "#key-status"))
+        await wait_for(pilot, lambda: "not a Pendra worker key" in text_of(app, "#key-status"))
         await pilot.press("backspace")
         await wait_for(pilot, lambda: text_of(app, "#key-status") == "")
 

@@ -40,7 +40,7 @@ from pendra_tui.formatting import (
 from pendra_tui.reconnect import backoff_delay
 from pendra_tui.screens.prereqs import blocked_text, check_line, check_text, checks_summary
 from pendra_tui.screens.review import review_text
-from pendra_tui.services import BackendCandidate, CatalogueData, Check, FileKeyStore
+from pendra_tui.services import BackendCandidate, CatalogueData, Check
 from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
 from pendra_tui.widgets.backends_table import BackendsTable, backend_cells, shown_backends
 from pendra_tui.widgets.gpu_panel import (
@@ -507,17 +507,6 @@ def test_broken_config_is_left_alone_with_a_clear_error(pendra_home: Path) -> No
         save_backend_choices(config, {"ollama": OFF}, True)
     with config.open("rb") as handle:
         assert tomllib.load(handle) == {"backends": "oops"}
-
-
-def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
-    store = FileKeyStore(load_settings())
-    assert not store.has_key()
-    path = store.store("pwk_test_secret")
-    assert path == pendra_home / "worker.key"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == "pwk_test_secret\n"
-    assert store.has_key()
-    assert sorted(p.name for p in pendra_home.iterdir()) == ["worker.key"]
 
 
 def test_a_local_control_plane_is_recognised() -> None:

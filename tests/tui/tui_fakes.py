@@ -23,17 +23,18 @@ from pendra_tui.services import (
     Check,
     FileKeyStore,
     KeyVerdict,
+    LinkKeyVerifier,
     Services,
 )
 from worker.errors import NoWorkerRunning, PendraError
 from worker.settings import BACKEND_KINDS, load_settings
 
 DATA = Path(__file__).parent / "data"
-FAKE_KEY = "pwk_test_Zx9QmT4vLr8sNc2pEw7yHb5kDf3gJa6u"
+FAKE_KEY = "pdk_FQCA8qX-qCNqSg_uLI_OeyH2SFjTw6mBAlYO7Vj6gWToqzRJ"
 """A well-formed key the fake verifier accepts; snapshot tests assert it never shows."""
-REJECTED_KEY = "pwk_test_Revoked00000000000000000000000000"
+REJECTED_KEY = "pdk_9RIObyLdAe09rrvHUiooHeRrOiqQEMHU7ef3KejgMIgfxxFD"
 """Well-formed, but the fake control plane refuses it."""
-OFFLINE_KEY = "pwk_test_Offline00000000000000000000000000"
+OFFLINE_KEY = "pdk_nd3hn-ksWgECaBWJm7Ze4GskM-wy78n0vRC-MW-V-BZQi8sF"
 """Well-formed; the fake control plane is unreachable for it."""
 
 
@@ -288,7 +289,7 @@ class FakeChecks:
 
 
 class FakeVerifier:
-    """Format: ``pwk_`` and 34+ characters. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
+    """Format: the real check. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
 
     def __init__(self, control_plane: str = "https://api.pendra.ai") -> None:
         self.verified: list[str] = []
@@ -298,11 +299,7 @@ class FakeVerifier:
         return self.url
 
     def check_format(self, key: str) -> str | None:
-        if not key.startswith("pwk_"):
-            return "That is not a worker key: worker keys start with 'pwk_'."
-        if len(key) < 34:
-            return f"That is not a worker key: it has {len(key)} characters, a key has 34 or more."
-        return None
+        return LinkKeyVerifier(load_settings()).check_format(key)  # the real, offline check
 
     async def verify(self, key: str) -> KeyVerdict:
         self.verified.append(key)

@@ -53,7 +53,10 @@ async def _checks_done(pilot: Pilot) -> None:
 async def _key_invalid(pilot: Pilot) -> None:
     await pilot.press(*"pk-1234", "enter")
     await settle(
-        pilot, lambda: "not a worker key" in str(pilot.app.screen.query_one("#key-status").render())
+        pilot,
+        lambda: (
+            "not a Pendra worker key" in str(pilot.app.screen.query_one("#key-status").render())
+        ),
     )
 
 
