@@ -2,8 +2,8 @@
 
 Space switches the row on or off; e (or enter) sets an explicit endpoint, which the backend's own
 check verifies on the spot before it is accepted. Continue saves the changes to
-``$PENDRA_HOME/config.toml`` ``[backends]``, keeping the user's other keys. The words are the
-ones ``pendra status`` and ``pendra backends`` use (ready, unreachable, disabled).
+``$PENDRA_HOME/config.yaml`` (``<kind>_endpoint``), keeping the user's other keys. The words
+are the ones ``pendra status`` and ``pendra backends`` use (ready, unreachable, disabled).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def backend_row(state: SetupState, kind: str) -> tuple[str, str, str, str, str]:
     if explicit not in (None, AUTO, OFF):
         result = state.verified.get(kind)
         status = result.status if result else "unverified"
-        detail = (result.detail or f"{result.models} models") if result else ""
+        detail = (result.detail or models_text(result.models)) if result else ""
         return ("✓", kind, str(explicit), status, detail)
     candidate = found.get(kind)
     if not enabled:
@@ -73,7 +73,12 @@ def backend_row(state: SetupState, kind: str) -> tuple[str, str, str, str, str]:
     if candidate is None or candidate.status != "ready":
         detail = candidate.detail if candidate and candidate.detail else "not found by discovery"
         return ("✓", kind, "—", "unreachable", detail or "")
-    return ("✓", kind, candidate.endpoint or "—", "ready", f"{candidate.models} models")
+    return ("✓", kind, candidate.endpoint or "—", "ready", models_text(candidate.models))
+
+
+def models_text(count: int) -> str:
+    """``1 model``, ``3 models`` (pure)."""
+    return f"{count} model" if count == 1 else f"{count} models"
 
 
 class EndpointScreen(ModalScreen[BackendCandidate | None]):
@@ -151,7 +156,7 @@ class BackendsScreen(SetupStep):
         yield BackendChoicesTable(id="backend-table")
         yield Static(
             "[dim]space: on/off · e or enter: set its endpoint · r: look again · "
-            "saved to config.toml on Continue[/dim]",
+            "saved to config.yaml on Continue[/dim]",
             classes="explain",
         )
 

@@ -350,6 +350,8 @@ class DashboardScreen(Screen[None]):
             drained=model.drained,
             in_flight=model.requests.in_flight,
             private=model.private,
+            name=model.worker_name,
+            worker_id=model.worker_id,
         )
 
     def _draw_models(self) -> None:

@@ -1,5 +1,5 @@
-"""The one-line bar at the top of the dashboard: link state and why, uptime, private inference,
-version."""
+"""The one-line bar at the top of the dashboard: which worker, link state, uptime, private
+inference, version."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
     "not running": ("✗", "red"),
 }
 """Glyph and colour per link state; glyphs keep the state readable without colour."""
+
+NAME_SHOWN = 24
+"""Characters of the worker's name the bar shows before cutting it (the keys must stay)."""
 
 FINGERPRINT_SHOWN = 8
 """Hex digits of the workload key's fingerprint the bar shows: enough to tell keys apart."""
@@ -56,6 +59,10 @@ class LinkInfo:
     drained: bool = False
     """The worker stopped because it was drained from here."""
     in_flight: int = 0
+    name: str | None = None
+    """``worker_name``: what the console calls this worker."""
+    worker_id: str | None = None
+    """``worker_id``: the worker's stable id (the first thing to give way)."""
     private: PrivateInferenceView | None = None
     """The worker's private inference (``None``: not reported)."""
 
@@ -84,16 +91,35 @@ def _parts(info: LinkInfo) -> tuple[list[tuple[Text, int]], Text | None]:
             parts.append((private_text(info.private), 1))
         if info.version:
             parts.append((Text(f"v{info.version}", style="dim"), 3))
+        if info.worker_id:
+            parts.append((Text(info.worker_id, style="dim"), 4))
     return parts, reason
+
+
+def _head(info: LinkInfo, with_name: bool) -> Text:
+    glyph, colour = STATE_STYLES.get(info.state, ("?", "yellow"))
+    head = Text("Pendra worker", style="bold")
+    if info.name and with_name:  # the console's label, shown in full up to a sane length
+        name = info.name if len(info.name) <= NAME_SHOWN else info.name[: NAME_SHOWN - 1] + "…"
+        head.append(f" {name}", style="bold")
+    head.append("  ")
+    head.append(f"{glyph} {info.state}", style=f"bold {colour}")
+    return head
 
 
 def link_text(info: LinkInfo, width: int = 200) -> Text:
     """The bar's content (pure). When it does not fit, the separators narrow, the least telling
-    pieces give way (version, uptime), then the reason is cut — never the keys."""
-    glyph, colour = STATE_STYLES.get(info.state, ("?", "yellow"))
-    head = Text.assemble(
-        ("Pendra worker", "bold"), "  ", (f"{glyph} {info.state}", f"bold {colour}")
-    )
+    pieces give way (id, version, uptime), then the worker's name if that shows the reason the
+    link is down in full, then the reason is cut — never the keys."""
+    text = _fitted(info, width, with_name=True)
+    _, reason = _parts(info)
+    if info.name and reason is not None and reason.plain not in text.plain:
+        return _fitted(info, width, with_name=False)  # why it is down matters more now
+    return text
+
+
+def _fitted(info: LinkInfo, width: int, *, with_name: bool) -> Text:
+    head = _head(info, with_name)
     parts, reason = _parts(info)
 
     def joined(separator: str, reason_text: Text | None, kept: list[tuple[Text, int]]) -> Text:

@@ -3,6 +3,8 @@ requests rows, log filtering, table sorting, the link bar and the size check."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import tui_fakes
 
@@ -287,6 +289,13 @@ def test_link_bar_says_why_it_is_offline_and_when_it_retries() -> None:
         and "cannot reach wss://api… · retry" in narrow
     )
     assert "cannot" not in link_text(info, width=50).plain  # no room: the keys stay
+    named = dataclasses.replace(info, name="gpu-box-01")
+    assert link_text(named).plain.startswith("Pendra worker gpu-box-01  ○ offline")
+    tight = link_text(named, width=80).plain  # the name gives way to why the link is down
+    assert "gpu-box-01" not in tight and "cannot reach wss://api.pendra" in tight
+    assert link_text(dataclasses.replace(named, reason=None), width=80).plain.startswith(
+        "Pendra worker gpu-box-01  ○ offline"
+    )
     draining = link_text(LinkInfo("draining", in_flight=3)).plain
     assert draining.endswith("finishing 3 in flight, then it exits")
     assert "connectedup" not in link_text(LinkInfo("connected", 60.0)).plain

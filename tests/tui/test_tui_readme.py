@@ -104,7 +104,7 @@ def test_readme_from_pendra_to_a_served_completion(
     env = {
         **clean_env,
         "TERM": "xterm-256color",
-        "PENDRA_API_URL": api_url,  # README step 2: the worker points at the sandbox
+        "APP_SERVER_WS_URL": f"ws://127.0.0.1:{port}",  # README step 2: the sandbox
         "PENDRA_MODELS_DIR": str(tmp_path / "models"),
         "PENDRA_THREADS": "1",
         "PENDRA_HEARTBEAT_INTERVAL": "1",
@@ -203,6 +203,20 @@ def test_readme_from_pendra_to_a_served_completion(
         )
         assert status.returncode == 0 and "connected" in status.stdout, status.stderr
         assert "1 served" in status.stdout
+        # a new shell, without the variable: setup saved the control plane, so the catalogue
+        # comes from the sandbox, not from the default public URL
+        new_shell = {k: v for k, v in env.items() if k != "APP_SERVER_WS_URL"}
+        catalogue = subprocess.run(
+            [sys.executable, "-m", "worker", "catalogue"],
+            env=new_shell,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert catalogue.returncode == 0 and "gemma3" in catalogue.stdout, catalogue.stderr
+        assert "cached" not in catalogue.stdout.lower()
     finally:
         term.tmux("kill-server")
         stop_worker(pendra_home)

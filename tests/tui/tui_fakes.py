@@ -3,13 +3,15 @@
 Only what cannot run here is faked: the worker process behind the admin socket (its own engineer's
 tests cover it; one pilot test runs the real one when available), the installer's host checks
 (they read this CI box, so their output would differ between machines), the public control plane
-(no internet) and the NVIDIA driver. The key store and the config writer are the real ones.
+(no internet) and the NVIDIA driver. The key store, the settings store and the config writer are
+the real ones, on the test's own PENDRA_HOME.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -21,21 +23,31 @@ from pendra_tui.services import (
     BackendCandidate,
     CatalogueData,
     Check,
-    FileKeyStore,
+    ConfigFileSettings,
     KeyVerdict,
-    LinkKeyVerifier,
     Services,
+    SettingsKeyStore,
 )
 from worker.errors import NoWorkerRunning, PendraError
 from worker.settings import BACKEND_KINDS, load_settings
 
 DATA = Path(__file__).parent / "data"
-FAKE_KEY = "pdk_FQCA8qX-qCNqSg_uLI_OeyH2SFjTw6mBAlYO7Vj6gWToqzRJ"
-"""A well-formed key the fake verifier accepts; snapshot tests assert it never shows."""
-REJECTED_KEY = "pdk_9RIObyLdAe09rrvHUiooHeRrOiqQEMHU7ef3KejgMIgfxxFD"
+FAKE_KEY = (
+    "Xb8JMjo6PAcYlVo+LA33j+yo0iMkvobV0EduTXjS65Fh2UvyRatfuc5xjk1cuEfWOTioMcpDRtxzuW7og74hcA=="
+)
+"""A real key in the console's form (fixed seed) that the fake control plane accepts; snapshot
+tests assert it never shows."""
+REJECTED_KEY = (
+    "4Qyc8a6IyDP0k1EQr+W+ib6oA+reed3oCgBtp/oP/0X71LXp2xo2OJsJwK53dwFhSJn+TEQwlrf898pWDugpCA=="
+)
 """Well-formed, but the fake control plane refuses it."""
-OFFLINE_KEY = "pdk_nd3hn-ksWgECaBWJm7Ze4GskM-wy78n0vRC-MW-V-BZQi8sF"
+OFFLINE_KEY = (
+    "nd3hn+ksWgECaBWJm7Ze4GskM+wy78n0vRC+MW+V+BZXIMe9QrCadbDCVB6IxwBr6pilgDOlcUhT7EROUqTIDA=="
+)
 """Well-formed; the fake control plane is unreachable for it."""
+
+
+FAKE_WORKER_NAME = "gpu-box-01"
 
 
 WALL_NOW = 1_767_225_600.0
@@ -289,20 +301,24 @@ class FakeChecks:
 
 
 class FakeVerifier:
-    """Format: the real check. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
+    """Format: the worker's own parser. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
 
-    def __init__(self, control_plane: str = "https://api.pendra.ai") -> None:
+    def __init__(self) -> None:
         self.verified: list[str] = []
-        self.url = control_plane
-
-    def control_plane(self) -> str:
-        return self.url
+        self.servers: list[str | None] = []
 
     def check_format(self, key: str) -> str | None:
-        return LinkKeyVerifier(load_settings()).check_format(key)  # the real, offline check
+        from worker.keys import KeyProblem, parse_key
 
-    async def verify(self, key: str) -> KeyVerdict:
+        try:
+            parse_key(key)
+        except KeyProblem as exc:
+            return exc.one_line()
+        return None
+
+    async def verify(self, key: str, server_url: str | None = None) -> KeyVerdict:
         self.verified.append(key)
+        self.servers.append(server_url)
         if key == REJECTED_KEY:
             return KeyVerdict(False, "unknown or revoked key")
         if key == OFFLINE_KEY:
@@ -418,22 +434,30 @@ def make_services(
     found: list[BackendCandidate] | None = None,
     catalogue: FakeCatalogue | None = None,
     clock: FakeClock | None = None,
-    control_plane: str = "https://api.pendra.ai",
+    control_plane: str | None = None,
     docker_unavailable: str | None = None,
 ) -> Services:
-    """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
+    """Services for one scenario; PENDRA_HOME comes from the environment (the test's own). The
+    worker name defaults to a fixed one instead of this machine's host name (snapshots);
+    ``control_plane`` is the one configured (a local sandbox, say), unless the test set one."""
     from pendra_tui.setup_progress import FileSetupProgress
+    from worker.settings import parse_control_plane_url
 
     settings = load_settings()
+    if "worker_name" not in settings.sources:  # the host name: not the same on every machine
+        settings = dataclasses.replace(settings, worker_name=FAKE_WORKER_NAME)
+    if control_plane is not None and "api_url" not in settings.sources:
+        settings = dataclasses.replace(settings, api_url=parse_control_plane_url(control_plane))
     worker = worker or FakeWorker(None)
     return Services(
         worker=worker,
         catalogue=catalogue or FakeCatalogue(),
         checks=FakeChecks(PASSING_CHECKS if checks is None else checks),
-        keys=FileKeyStore(settings),
-        verifier=FakeVerifier(control_plane),
+        keys=SettingsKeyStore(settings),
+        verifier=FakeVerifier(),
         backends=FakeBackendProbe(FOUND_BACKENDS if found is None else found, settings.config_file),
         launcher=FakeLauncher(worker, running_status()),
+        config=ConfigFileSettings(settings),
         clock=clock or FakeClock(),
         backend_kinds=BACKEND_KINDS,
         progress=FileSetupProgress(settings.home, settings.admin_socket),
@@ -465,6 +489,8 @@ def running_status(
             "state": state,
             "version": "0.1.0",
             "uptime_s": 8040.0,
+            "worker_id": "wrk-5f3a9c21d7e4",
+            "worker_name": FAKE_WORKER_NAME,
             "private_inference": {
                 "enabled": True,
                 "fingerprint": "3f9a1c2b7d4e5f60" + "0" * 48,
@@ -710,7 +736,7 @@ def recent_requests() -> list[dict[str, Any]]:
 
 
 LOG_LINES = [
-    "2026-01-01 00:00:00 INFO    pendra.link: connected to wss://api.pendra.ai/api/v1/worker/connect",
+    "2026-01-01 00:00:00 INFO    pendra.link: connected to wss://api.pendra.ai/ws/gpu",
     "2026-01-01 00:00:01 INFO    pendra.backends: found ollama at http://localhost:11434 "
     "(3 models)",
     "2026-01-01 00:00:02 DEBUG   pendra.gpu: GPU telemetry from nvml",

@@ -54,9 +54,7 @@ async def _key_invalid(pilot: Pilot) -> None:
     await pilot.press(*"pk-1234", "enter")
     await settle(
         pilot,
-        lambda: (
-            "not a Pendra worker key" in str(pilot.app.screen.query_one("#key-status").render())
-        ),
+        lambda: "not a worker key" in str(pilot.app.screen.query_one("#key-status").render()),
     )
 
 

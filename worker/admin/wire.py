@@ -69,19 +69,15 @@ def error_body(error: PendraError) -> dict[str, Any]:
 
 
 def _error_classes() -> dict[str, type[PendraError]]:
-    """The class to rebuild for each error code. Where several classes share a code (a private
-    inference error is an ``invalid_request_error`` too), the one in ``worker.errors`` wins,
-    then the first by name: never whichever module happened to be imported first."""
-    classes: list[type[PendraError]] = []
+    # Breadth first, in definition order: when several classes share a code, the most general
+    # one (``BadRequest`` for ``invalid_request_error``) is the class a caller catches, whichever
+    # modules happen to be imported.
+    found: dict[str, type[PendraError]] = {}
     pending: list[type[PendraError]] = [PendraError]
     while pending:
-        cls = pending.pop()
-        classes.append(cls)
-        pending.extend(cls.__subclasses__())
-    classes.sort(key=lambda c: (c.__module__ != "worker.errors", c.__module__, c.__qualname__))
-    found: dict[str, type[PendraError]] = {}
-    for cls in classes:
+        cls = pending.pop(0)
         found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
     return found
 
 

@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "catalogue",
         help="models you can install, and whether they fit this machine",
         description=(
-            "Show the Pendra model catalogue (from PENDRA_API_URL; the cached copy when offline) "
-            "with a fit verdict per variant: gpu, partial (GPU + CPU), cpu, or no."
+            "Show the Pendra model catalogue (from the control plane, APP_SERVER_WS_URL; the "
+            "cached copy when offline) with a fit verdict per variant: gpu, partial (GPU + CPU), "
+            "cpu, or no."
         ),
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -116,6 +116,7 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     url = f"http://{host}:{bound_port(runner)}"
+    ws_url = "ws" + url[len("http") :]
     key_line = (
         f"  API key:      {api_key}   (generated; pass --api-key to choose one)"
         if generated
@@ -126,9 +127,10 @@ async def _serve(
         f"  OpenAI API:   {url}/v1\n"
         f"{key_line}\n"
         f"  Catalogue:    {url}/api/v1/catalogue\n"
+        f"  Workers:      {ws_url}/ws/gpu\n"
         f"  Worker key:   {key_out}\n"
         f"  Start a worker:\n"
-        f"    PENDRA_API_URL={url} PENDRA_WORKER_KEY_FILE={key_out} pendra --no-ui",
+        f"    APP_SERVER_WS_URL={ws_url} PENDRA_WORKER_KEY_FILE={key_out} pendra --no-ui",
         flush=True,
     )
     try:

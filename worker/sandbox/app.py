@@ -11,7 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from worker.keys import WorkerKey, generate_key, read_key_file, write_key_file
-from worker.protocol import MAX_FRAME_BYTES, SUPPORTED_VERSIONS, VERIFY_PATH, WORKER_PATH
+from worker.protocol import (
+    LEGACY_WORKER_PATH,
+    MAX_FRAME_BYTES,
+    SUPPORTED_VERSIONS,
+    VERIFY_PATH,
+    WORKER_PATH,
+)
 from worker.sandbox import ingress
 from worker.sandbox.catalogue import api_document, default_files, model_ids
 from worker.sandbox.hub import WorkerHub
@@ -33,10 +39,11 @@ class SandboxConfig:
 
 
 def worker_key_for(key_out: Path) -> WorkerKey:
-    """The key the sandbox accepts: reuse a valid one at ``key_out``, else create it (0600)."""
+    """The key the sandbox accepts: reuse a valid one at ``key_out``, else create it (0600) in
+    the console's form (base64 of the 64-byte Ed25519 private key), as Pendra issues keys."""
     if key_out.exists():
         return read_key_file(key_out)  # a bad or unsafe file is an error, never overwritten
-    key = generate_key()
+    key = generate_key(console_form=True)
     write_key_file(key_out, key)
     return key
 
@@ -75,6 +82,7 @@ def build_app(config: SandboxConfig) -> web.Application:
 
     app.router.add_get("/api/v1/catalogue", catalogue)
     app.router.add_get(WORKER_PATH, hub.handle_connect)
+    app.router.add_get(LEGACY_WORKER_PATH, hub.handle_connect)  # workers of earlier versions
     app.router.add_post(VERIFY_PATH, hub.handle_verify)
     app.router.add_get("/api/v1/workers", workers)
     app.router.add_get("/files/{name}", files)
