@@ -288,6 +288,18 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
             "a metrics sample after the request",
         )
 
+        # tokens/s falls back to 0 once the worker's rate window has passed: the dashboard shows
+        # the worker's own rate, the one `pendra status` reports (it once kept the last busy one)
+        await wait_for(
+            pilot,
+            lambda: dashboard(pilot).model.requests.tokens_per_s == 0.0,
+            "tokens/s back to 0",
+            timeout=40,
+        )
+        assert (await app.services.worker.status())["requests"]["tokens_per_s"] == 0.0
+        label = app.screen.query_one(".tokens .metric-label", Static)
+        assert plain(label.content).startswith("tok/s 0")
+
         # a running install is cancelled by its real job id (key c)
         await app.services.worker.install("slow:1b", None)
         await wait_for(
