@@ -25,6 +25,7 @@ from worker import __version__
 from worker.admin import wire
 from worker.admin.errors import AdminAccessDenied
 from worker.admin.http import HttpError, Request, Responder, handle_connection
+from worker.admin.locate import refuse_beside_the_stack_worker
 from worker.admin.peer import peer_allowed, peer_uid
 from worker.admin.socket_file import (
     InstanceLock,
@@ -99,6 +100,7 @@ class AdminServer:
         prepare_run_dir(self.socket_path.parent)
         self._lock.acquire()
         try:
+            refuse_beside_the_stack_worker(self.socket_path)
             clear_stale_socket(self.socket_path)
             await self._listen()
         except BaseException:
