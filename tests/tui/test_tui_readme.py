@@ -12,10 +12,7 @@ without tmux, and on a machine where systemd runs (Start would install a real us
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.link.link_procs import API_KEY, free_port, start_sandbox_proc, wait_for_models
+from tests.link.link_procs import (
+    API_KEY,
+    free_port,
+    start_sandbox_proc,
+    stop_detached_worker,
+    wait_for_models,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -72,24 +75,6 @@ def footer(screen: str) -> str:
     """The key hints: the last line of the screen."""
     lines = screen.rstrip("\n").splitlines()
     return lines[-1] if lines else ""
-
-
-def stop_worker(home: Path) -> None:
-    """SIGTERM the detached worker's process group (it drains and exits), SIGKILL if it hangs."""
-    lock = home / "run" / "worker.lock"
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(lock.read_text().split()[0])
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 def test_readme_from_pendra_to_a_served_completion(
@@ -219,7 +204,7 @@ def test_readme_from_pendra_to_a_served_completion(
         assert "cached" not in catalogue.stdout.lower()
     finally:
         term.tmux("kill-server")
-        stop_worker(pendra_home)
+        stop_detached_worker(pendra_home)
         sandbox.kill()
     log = (pendra_home / "logs" / "worker.log").read_text()
     assert sandbox_key.read_text().strip() not in log
