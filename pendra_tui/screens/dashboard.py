@@ -126,6 +126,8 @@ class DashboardScreen(Screen[None]):
     ]
     """Dashboard keys; ``?`` explains them all. The footer keeps to what fits 80 columns next to
     the focused view's own keys: r and d are in the link bar's hints, ``?`` and the palette."""
+    ACTION_HELP: ClassVar[dict[str, str]] = ACTION_HELP
+    """What the command palette says under each action's name."""
 
     def __init__(self, pending_installs: list[tuple[str, str | None]] | None = None) -> None:
         super().__init__()

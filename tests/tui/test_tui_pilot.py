@@ -782,9 +782,13 @@ async def test_the_command_palette_lists_the_app_actions() -> None:
     app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: worker.live is not None)
-        titles = [command.title for command in PendraApp.get_system_commands(app, app.screen)]
+        commands = {c.title: c.help for c in PendraApp.get_system_commands(app, app.screen)}
+        titles = list(commands)
         for action in ("Install", "Refresh", "Drain", "Filter", "Models", "Log", "Help"):
             assert action in titles
+        assert commands["Drain"] == (  # what it does, not only its name
+            "Stop taking requests, finish those in flight, then the worker exits (key: d)"
+        )
         assert "Start worker" not in titles  # it is running
         await pilot.press("ctrl+p", *"drain")
         await pilot.pause(0.3)
