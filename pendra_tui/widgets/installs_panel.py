@@ -30,8 +30,8 @@ def install_line(view: InstallView) -> Text:
         if view.hint:
             text.append(f"  → {view.hint}")
         return text
-    if view.finished:
-        return text
+    if view.finished or (view.phase == "queued" and not view.bytes_done):
+        return text  # a queued install has nothing to measure yet
     # The numbers go on their own line: wrapped after the phase they would break mid-value
     # ("48.2 / MB/s") in a panel as narrow as 80 columns leave it.
     text.append(f"\n{format_progress(view.bytes_done, view.bytes_total)}")
@@ -67,7 +67,7 @@ class InstallRow(Vertical):
         self._view = view
         self.query_one(".install-line", Static).update(install_line(view))
         bar = self.query_one(ProgressBar)
-        bar.display = not view.finished
+        bar.display = not view.finished and not (view.phase == "queued" and not view.bytes_done)
         if view.bytes_total:
             bar.update(total=view.bytes_total, progress=view.bytes_done)
         self.set_class(view.phase in {"failed", "error"}, "-failed")

@@ -28,6 +28,8 @@ import pytest
 import yaml
 from stack_support import SANDBOX_API_KEY, pendra, spawn_until, start_sandbox, stop_process
 
+from worker.keys import parse_key
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 HOST_ALIAS_ADDRESS = "127.0.0.2"  # host.docker.internal inside the container
@@ -108,7 +110,7 @@ def test_stack_up_serves_through_the_sandbox_and_stops_cleanly(
         **OTHER_BACKENDS_OFF,
     }
     key_text = (pendra_home / "worker.key").read_text().strip()
-    assert key_text.startswith("pdk_")
+    parse_key(key_text)  # the sandbox's key, in the console's form
 
     # -- up: image built from this installation, worker connected -------------------------------
     started = time.monotonic()
@@ -235,11 +237,17 @@ def test_stack_up_serves_through_the_sandbox_and_stops_cleanly(
     assert any((context / "wheelhouse").glob("llama_cpp_python-*.whl"))
     assert project["secrets"]["pendra_worker_key"]["file"] == str(copy)
     assert key_text not in compose_file.read_text()
-    # Compose v1 (Debian's) checks it against the Compose Specification and runs it; it predates
-    # only the top-level `name` (Compose v2), given to it as -p instead.
-    v1_file = pendra_home / "compose-v1.yaml"
-    v1_file.write_text(yaml.safe_dump({k: v for k, v in project.items() if k != "name"}))
-    compose = ["docker-compose", "--project-name", "pendra", "--file", str(v1_file)]
+    # Compose v2 (`docker compose`) runs the file as written when this machine has it; else
+    # Compose v1 (Debian bookworm's) checks it against the Compose Specification and runs it: it
+    # predates only the top-level `name`, given to it as -p instead.
+    v2 = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True, text=True)
+    if v2.returncode == 0:
+        print(f"\n{v2.stdout.strip()} runs the compose.yaml")
+        compose = ["docker", "compose", "--file", str(compose_file)]
+    else:
+        v1_file = pendra_home / "compose-v1.yaml"
+        v1_file.write_text(yaml.safe_dump({k: v for k, v in project.items() if k != "name"}))
+        compose = ["docker-compose", "--project-name", "pendra", "--file", str(v1_file)]
     checked = subprocess.run([*compose, "config", "--quiet"], env=env, capture_output=True)
     assert checked.returncode == 0, checked.stderr.decode()
     started = subprocess.run(

@@ -42,3 +42,8 @@ class AdminTarget(Protocol):
 
     def log_tail(self, n: int) -> MaybeAwaitable:
         """The last ``n`` log lines (already redacted)."""
+
+
+# Optional on a target (the server answers without them): ``history_doc()`` (the metrics
+# history), ``recent_requests(limit)`` (request metadata, newest first) and ``retry_link()``
+# (reconnect to the control plane now).
