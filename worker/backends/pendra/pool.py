@@ -27,13 +27,10 @@ import asyncio
 import collections
 import contextlib
 import logging
-import statistics
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
-
-import psutil
 
 from worker.backends.base import Task
 from worker.backends.pendra.memory import (
@@ -164,7 +161,7 @@ class ModelPool:
             )
 
     def _retry_after(self, ahead: int, slots: int) -> float:
-        typical = statistics.median(self._durations) if self._durations else 2.0
+        typical = _median(self._durations) if self._durations else 2.0
         return float(min(60, max(1, round(typical * ahead / max(1, slots)))))
 
     async def _acquire(self, model: StoredModel) -> Runner:
@@ -340,6 +337,8 @@ class ModelPool:
         if on_gpu:
             free, where = await asyncio.to_thread(_free_vram), "VRAM"
         else:
+            import psutil  # on the first load, not at start: the idle worker stays small
+
             vm = psutil.virtual_memory()
             # Mapped weights of loaded models count as reclaimable cache in "available": they are
             # not, while those models serve.
@@ -484,3 +483,12 @@ def _free_vram() -> int:
         if total and used is not None:
             free += max(0, total - used)
     return free if free > 0 else 1 << 62  # unknown: let llama.cpp decide
+
+
+def _median(values: Iterable[float]) -> float:
+    """The median (the statistics module is not imported for one figure)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
