@@ -1,10 +1,14 @@
 """The control plane's worker side, as the sandbox implements it: accept, verify, route frames.
 
 Each worker dials in over WebSocket; the hub sends a challenge, checks the signed transcript
-against the public keys it accepts, takes the hello and welcomes the worker. After that it keeps
-the worker's advertised models and load, and relays request frames out and response frames back
-into per-request channels that the OpenAI ingress reads. A frame it cannot use is answered with an
-error frame; a worker that disconnects fails its open requests at once.
+against the public keys it accepts, takes the hello and welcomes the worker. The transcript's
+audience is checked against the URLs the hub is configured to serve
+(:attr:`WorkerHub.public_urls`), never against the ``Host`` header the client sent: a server that
+relays a worker's handshake from another address must not choose what its signature is checked
+against. After that the hub keeps the worker's advertised models and load, and relays request
+frames out and response frames back into per-request channels that the OpenAI ingress reads. A
+frame it cannot use is answered with an error frame; a worker that disconnects fails its open
+requests at once.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from worker.protocol import (
     FrameError,
     Heartbeat,
     Hello,
+    InstallCommand,
     Load,
     Pong,
     Request,
     StatusPush,
+    UninstallCommand,
     Welcome,
     audience,
     auth_transcript,
@@ -113,7 +119,8 @@ class WorkerConnection:
         async with self._send_lock:
             await self.ws.send_str(text)
 
-    async def open(self, frame: Request) -> Channel:
+    async def open(self, frame: Request | InstallCommand | UninstallCommand) -> Channel:
+        """Send ``frame`` and return the channel its answers arrive on."""
         channel = Channel(self, frame.id)
         self.channels[frame.id] = channel
         try:
@@ -168,8 +175,11 @@ class WorkerHub:
         server_id: str | None = None,
         heartbeat_interval_s: float | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        public_urls: Iterable[str] = (),
     ) -> None:
         self.accepted_keys = set(accepted_keys)
+        self.public_urls: tuple[str, ...] = tuple(public_urls)
+        """The base URLs workers are told to dial (``PENDRA_API_URL``); signatures must name one."""
         self.versions = sorted(set(versions))
         self.server_id = server_id or "sandbox-" + secrets.token_hex(4)
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -211,7 +221,7 @@ class WorkerHub:
         self._sockets.add(ws)
         connection: WorkerConnection | None = None
         try:
-            connection = await self._admit(ws, audience(f"{request.host}{request.path}"))
+            connection = await self._admit(ws, request.path)
             if connection is not None:
                 await self._serve(connection)
         finally:
@@ -235,7 +245,7 @@ class WorkerHub:
             return None
         return parse_worker_frame(message.data)
 
-    async def _admit(self, ws: web.WebSocketResponse, aud: str) -> WorkerConnection | None:
+    async def _admit(self, ws: web.WebSocketResponse, path: str) -> WorkerConnection | None:
         nonce = secrets.token_urlsafe(24)
         await ws.send_str(
             Challenge(versions=self.versions, nonce=nonce, server_id=self.server_id).dump()
@@ -254,7 +264,7 @@ class WorkerHub:
                     CLOSE_UPGRADE_REQUIRED,
                 )
                 return None
-            if not self.check_proof(auth.public_key, nonce, auth.protocol, auth.signature, aud):
+            if not self.check_proof(auth.public_key, nonce, auth.protocol, auth.signature, path):
                 self.auth_failures += 1
                 log.warning("refused a worker: key not accepted or bad signature")
                 await self._refuse(
@@ -289,19 +299,28 @@ class WorkerHub:
         log.info("worker %s connected with %d model(s)", worker_id, len(connection.models))
         return connection
 
+    def audiences(self, path: str) -> list[str]:
+        """The audiences a signature for ``path`` may name: one per configured public URL."""
+        return [audience(base.rstrip("/") + path) for base in self.public_urls]
+
     def check_proof(
-        self, public_key: str, nonce: str, protocol: int, signature: str, aud: str
+        self, public_key: str, nonce: str, protocol: int, signature: str, path: str
     ) -> bool:
+        """Whether ``signature`` proves ``public_key`` (an accepted one) signed this handshake
+        for ``path`` at one of :attr:`public_urls`. No public URL configured: nothing verifies."""
         if not any(hmac.compare_digest(public_key, k) for k in self.accepted_keys):
             return False
-        transcript = auth_transcript(
-            protocol=protocol,
-            nonce=nonce,
-            server_id=self.server_id,
-            public_key=public_key,
-            audience=aud,
-        )
-        return verify_signature(public_key, transcript, signature)
+        for aud in self.audiences(path):
+            transcript = auth_transcript(
+                protocol=protocol,
+                nonce=nonce,
+                server_id=self.server_id,
+                public_key=public_key,
+                audience=aud,
+            )
+            if verify_signature(public_key, transcript, signature):
+                return True
+        return False
 
     async def _serve(self, connection: WorkerConnection) -> None:
         async for message in connection.ws:
@@ -388,9 +407,7 @@ class WorkerHub:
             or not isinstance(protocol, int)
             or protocol not in self.versions
             or not isinstance(signature, str)
-            or not self.check_proof(
-                public_key, nonce, protocol, signature, audience(f"{request.host}{request.path}")
-            )
+            or not self.check_proof(public_key, nonce, protocol, signature, request.path)
         ):
             self.auth_failures += 1
             return _json_error(401, "auth_failed", "this worker key is not accepted here")
