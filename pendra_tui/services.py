@@ -393,7 +393,8 @@ class DiscoveryProbe:
 
         if kind not in KINDS:
             return BackendCandidate(kind, endpoint, "error", f"no {kind} backend in this install")
-        backend = make_backend(kind, endpoint, self._settings, self._options or DiscoveryOptions())
+        options = self._options if self._options is not None else DiscoveryOptions()
+        backend = make_backend(kind, endpoint, self._settings, options)
         try:
             await asyncio.wait_for(backend.refresh(), timeout=10)
             candidate = _candidate(backend.describe())

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import reply
+from .base import HOLD, reply
 from .openai_surface import Flavour, OpenAIEmulator, prompt_tokens, reply_tokens
 
 
@@ -225,6 +225,8 @@ class OllamaEmulator(OpenAIEmulator):
             digest = "sha256:" + model.digest
             steps = 5
             for i in range(1, steps + 1):
+                if i == 3:
+                    yield HOLD
                 if self.faults.pull_error_after is not None and i > self.faults.pull_error_after:
                     yield json.dumps({"error": "max retries exceeded: unexpected EOF"})
                     return

@@ -178,7 +178,7 @@ async def start_sandbox(
     versions: tuple[int, ...] = (1,),
     catalogue: dict[str, Any] | None = None,
 ) -> Sandbox:
-    key = key or generate_key()
+    key = key if key is not None else generate_key()
     config = SandboxConfig(
         api_key="sk-test-sandbox",
         accepted_keys={key.public_key},

@@ -287,7 +287,7 @@ def make_services(
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
     settings = load_settings()
-    worker = worker or FakeWorker(None)
+    worker = worker if worker is not None else FakeWorker(None)
     return Services(
         worker=worker,
         catalogue=catalogue or FakeCatalogue(),

@@ -140,7 +140,7 @@ class ProgressPrinter:
     """Redraws one progress line on a terminal; prints phase changes only when not a terminal."""
 
     def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_phase: str | None = None
         self._drawn = False

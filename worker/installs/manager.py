@@ -151,9 +151,11 @@ class InstallManager:
         catalogue_loader: CatalogueLoader | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry or BackendRegistry()
-        self.events = events or EventBus()
-        self._load_catalogue = catalogue_loader or CatalogueClient(settings).load
+        self.registry = registry if registry is not None else BackendRegistry()
+        self.events = events if events is not None else EventBus()
+        self._load_catalogue = (
+            catalogue_loader if catalogue_loader is not None else CatalogueClient(settings).load
+        )
         self._jobs: dict[str, InstallJob] = {}
 
     # -- queries ----------------------------------------------------------------------------------

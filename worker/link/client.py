@@ -79,7 +79,7 @@ class LinkClient:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.gpus = gpus
         self.supported = tuple(supported)
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff if backoff is not None else Backoff()
         self.max_concurrency = max_concurrency
         self._ssl = client_ssl_context(ca_file) if url.startswith("wss://") else None
         self._state = LinkState.OFFLINE

@@ -14,7 +14,7 @@ from aiohttp import web
 from worker.errors import ConfigError
 from worker.keys import WorkerKey, generate_key, read_key_file, write_key_file
 from worker.protocol import MAX_FRAME_BYTES, SUPPORTED_VERSIONS, VERIFY_PATH, WORKER_PATH
-from worker.sandbox import ingress
+from worker.sandbox import commands, ingress
 from worker.sandbox.catalogue import default_files, model_ids
 from worker.sandbox.hub import WorkerHub
 
@@ -84,6 +84,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     app.router.add_get("/api/v1/workers", workers)
     app.router.add_get("/files/{name}", files)
     ingress.add_routes(app)
+    commands.add_routes(app)
     app.on_shutdown.append(on_shutdown)
     return app
 

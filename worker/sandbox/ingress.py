@@ -39,6 +39,8 @@ MAX_AUDIO_BYTES = 25 * 1024 * 1024
 HUB_KEY = web.AppKey("hub", WorkerHub)
 API_KEY = web.AppKey("api_key", str)
 KNOWN_MODELS = web.AppKey("known_models", frozenset)
+KEYED_PREFIXES = ("/v1/", "/api/v1/models/")
+"""Paths that need the API key: the OpenAI API and the model commands."""
 
 
 def openai_error(status: int, code: str, message: str) -> web.Response:
@@ -50,7 +52,7 @@ def openai_error(status: int, code: str, message: str) -> web.Response:
 async def require_api_key(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith(KEYED_PREFIXES):
         expected = request.app[API_KEY]
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -68,7 +68,7 @@ class PendraBackend(Backend):
     ) -> None:
         super().__init__(endpoint=None)
         self.settings = settings
-        self.store = store or ModelStore(settings.models_dir)
+        self.store = store if store is not None else ModelStore(settings.models_dir)
         self.events = events
         self._watch_enabled = watch
         self._batched = batched
