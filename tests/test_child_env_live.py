@@ -38,11 +38,7 @@ def fake_tools(bin_dir: Path, records: Path) -> None:
     }
     for tool, answer in answers.items():
         script = bin_dir / tool
-        script.write_text(
-            "#!/bin/sh\n"
-            f"env -0 > '{records}/{tool}.'$$'.env'\n"
-            f"{answer}\n"
-        )
+        script.write_text(f"#!/bin/sh\nenv -0 > '{records}/{tool}.'$$'.env'\n{answer}\n")
         script.chmod(0o755)
 
 

@@ -120,7 +120,7 @@ class DashboardScreen(Screen[None]):
             try:
                 await self.app.services.worker.install(ref, backend)
             except PendraError as exc:
-                self.notify(exc.message, title=f"Install {ref} failed", severity="error")
+                self.notify(str(exc), title=f"Install {ref} failed", severity="error")
 
     # -- handlers: the only place the model changes ----------------------------------------------
     @on(StatusLoaded)

@@ -142,7 +142,6 @@ class Emulator:
             raise
         return response
 
-
     async def hold_install(self) -> None:
         """Wait here while :attr:`install_gate` is closed."""
         if self.install_gate is not None:

@@ -166,5 +166,5 @@ def test_pendra_without_a_terminal_points_to_no_ui(
         assert result.returncode == 3 and "pendra --no-ui" in result.stderr
     else:
         assert result.returncode == 2
-        assert "no terminal here" in result.stderr and "pendra --no-ui" in result.stderr
+        assert "No terminal here" in result.stderr and "pendra --no-ui" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr

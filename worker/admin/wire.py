@@ -11,7 +11,7 @@ import json
 from pathlib import PurePath
 from typing import Any
 
-from worker.errors import PendraError
+from worker.errors import PendraError, split_rendered
 
 API_PREFIX = "/v1"
 PATH_PING = f"{API_PREFIX}/ping"
@@ -80,10 +80,10 @@ def error_from_body(body: Any, status: int) -> PendraError:
         return PendraError(f"The worker answered with HTTP {status} and no explanation.")
     code = str(detail.get("code") or "internal_error")
     message = str(detail.get("message") or f"The worker answered with HTTP {status}.")
-    hint = detail.get("hint")
+    hint = str(detail["hint"]) if detail.get("hint") else None
     cls = _error_classes().get(code, PendraError)
     error = cls.__new__(cls)
-    PendraError.__init__(error, message, hint=str(hint) if hint else None)
+    PendraError.__init__(error, split_rendered(message, hint), hint=hint)
     if cls is PendraError:
         error.code = code
     return error

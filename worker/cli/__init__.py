@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from worker import __version__
-from worker.errors import PendraError
+from worker.errors import PendraError, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -59,22 +59,23 @@ def _launch_ui(args: argparse.Namespace) -> int:
     from importlib.metadata import entry_points
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print(
-            "pendra: no terminal here, so the app cannot open.\n"
-            "  → run the worker headless with `pendra --no-ui`, or check it with `pendra status`",
-            file=sys.stderr,
+        raise UsageError(
+            "No terminal here, so the app cannot open.",
+            hint="run the worker headless with `pendra --no-ui`, or check it with `pendra status`",
         )
-        return 2
     found = entry_points(group="pendra.ui")
     if not found:
-        print(
-            "pendra: the terminal app is not installed in this environment.\n"
-            "  → use `pendra --no-ui`, or reinstall with get.sh",
-            file=sys.stderr,
+        raise UsageError(
+            "The terminal app is not installed in this environment.",
+            hint="use `pendra --no-ui`, or reinstall with get.sh",
         )
-        return 2
     run = next(iter(found)).load()
     return int(run(attach=getattr(args, "attach", False)) or 0)
+
+
+def report(error: PendraError) -> None:
+    """Print ``error`` for the person at the terminal: the one place the CLI renders errors."""
+    print(f"pendra: {error}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _launch_ui(args)
         return int(handler(args) or 0)
     except PendraError as exc:
-        print(f"pendra: {exc}", file=sys.stderr)
+        report(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pendra: interrupted", file=sys.stderr)

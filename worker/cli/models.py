@@ -228,11 +228,11 @@ def run_install(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"Installed {job['ref']} into {job['backend']} ({job.get('detail') or 'done'}).")
         return 0
-    message = job.get("error") or f"the install ended as {job.get('phase')}"
-    print(f"pendra: install of {job.get('ref')} failed: {message}", file=sys.stderr)
-    if job.get("hint"):
-        print(f"  → {job['hint']}", file=sys.stderr)
-    return 1
+    from worker.errors import InstallError, split_rendered
+
+    hint = job.get("hint") or None
+    message = split_rendered(job.get("error") or f"it ended as {job.get('phase')}", hint)
+    raise InstallError(f"Installing {job.get('ref')} failed: {message}", hint=hint)
 
 
 async def install(

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.errors import render_inline, split_rendered
 from worker.protocol import (
     ErrorFrame,
     RawChunks,
@@ -103,7 +104,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 def _from_error(frame: ErrorFrame) -> web.Response:
-    message = f"{frame.message} ({frame.hint})" if frame.hint else frame.message
+    message = render_inline(split_rendered(frame.message, frame.hint), frame.hint)
     return openai_error(frame.status or 502, frame.code, message)
 
 
@@ -126,7 +127,8 @@ async def _relay_unary(channel: Channel) -> web.Response:
 
 
 def _sse_error(frame: ErrorFrame) -> bytes:
-    error = {"message": frame.message, "type": frame.code, "code": frame.code, "param": None}
+    message = render_inline(split_rendered(frame.message, frame.hint), frame.hint)
+    error = {"message": message, "type": frame.code, "code": frame.code, "param": None}
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
