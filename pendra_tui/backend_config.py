@@ -25,7 +25,7 @@ else:  # pragma: no cover - 3.10 only
     import tomli as tomllib
 
 AUTO = ""
-"""Endpoint value meaning "auto-discover" (DESIGN §4: empty = auto)."""
+"""Endpoint value meaning "auto-discover" (README, Configuration: empty = auto)."""
 
 OFF = "off"
 """Endpoint value meaning "disabled, never probed"."""

@@ -1,6 +1,6 @@
 """The dashboard's state, built from the admin API's status document and its event stream.
 
-Pure and Textual-free so it is tested as plain code: ``apply_status`` takes a DESIGN §6 document,
+Pure and Textual-free so it is tested as plain code: ``apply_status`` takes a status document,
 ``apply_event`` one admin event, and each returns the set of panels whose data changed, so the
 screen re-renders only those. Unknown keys are ignored and missing ones keep their old value: the
 admin API may grow (§6 says "keys may be added") and an older worker may send less.
@@ -131,7 +131,7 @@ class DashboardModel:
 
     # -- inputs ---------------------------------------------------------------------------------
     def apply_status(self, doc: Mapping[str, Any], now: float) -> set[Panel]:
-        """Replace the state with a full status document (DESIGN §6)."""
+        """Replace the state with a full status document (docs/status.md)."""
         self.reachable = True
         self.error = None
         worker = doc.get("worker") or {}

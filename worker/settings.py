@@ -1,6 +1,6 @@
 """Worker configuration: built-in defaults < ``$PENDRA_HOME/config.toml`` < environment.
 
-The contract (DESIGN §4):
+The contract (README, Configuration):
 
 * ``PENDRA_HOME`` (default ``~/.pendra``) holds ``config.toml``, ``worker.key``, ``run/``, ``logs/``
   and ``cache/``.

@@ -319,7 +319,7 @@ def gpu_reading(index: int, util: float, mem_gib: float, total_gib: float = 80.0
 def running_status(
     gpus: int = 1, installs: bool = False, state: str = "connected"
 ) -> dict[str, Any]:
-    """A DESIGN §6 status document of a busy worker."""
+    """A docs/status.md status document of a busy worker."""
     doc: dict[str, Any] = {
         "worker": {"state": state, "version": "0.1.0", "uptime_s": 8040.0},
         "backends": [

@@ -1,7 +1,7 @@
 """Finding backends: once (:func:`discover_backends`) and on each tick (:class:`Discovery`).
 
-The rule (DESIGN §4): a disabled kind is never probed; a kind with an explicit endpoint uses that
-URL, verified; any other kind is probed at ``http://localhost:<port>`` then
+The rule (README, Configuration): a disabled kind is never probed; a kind with an explicit
+endpoint uses that URL, verified; any other kind is probed at ``http://localhost:<port>`` then
 ``http://host.docker.internal:<port>`` for each of its default ports, and the first candidate that
 passes the kind's own verification wins. All candidates of all kinds are probed concurrently with
 short timeouts, so a tick with nothing running takes about one connect timeout at most.

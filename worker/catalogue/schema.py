@@ -1,4 +1,4 @@
-"""The catalogue document (DESIGN §7) as pydantic models.
+"""The catalogue document as pydantic models.
 
 Unknown keys are ignored so the control plane can add fields without breaking deployed workers.
 Validation is per model entry: :func:`worker.catalogue.parse.parse_catalogue` validates each entry

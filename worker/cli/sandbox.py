@@ -1,4 +1,4 @@
-"""``pendra sandbox``: run a local control plane on this machine (DESIGN §5)."""
+"""``pendra sandbox``: run a local control plane on this machine (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def is_model_file(name: str) -> bool:
 
 
 def sidecar_path(gguf: Path) -> Path:
-    """``model.gguf`` -> ``model.gguf.meta.json`` (DESIGN §7)."""
+    """``model.gguf`` -> ``model.gguf.meta.json``, the sidecar of a curated install."""
     return gguf.with_name(gguf.name + SIDECAR_SUFFIX)
 
 

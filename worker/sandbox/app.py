@@ -1,4 +1,4 @@
-"""``pendra sandbox``: a local control plane (DESIGN §5) in one aiohttp application."""
+"""``pendra sandbox``: a local control plane (docs/protocol.md) in one aiohttp application."""
 
 from __future__ import annotations
 

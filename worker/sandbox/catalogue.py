@@ -45,7 +45,8 @@ def load_catalogue(path: Path | None) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("models"), list):
         raise ConfigError(
             f"--catalogue {path} is not a catalogue",
-            hint='it needs the shape {"version": 1, "models": [...]} (DESIGN §7)',
+            hint='it needs the shape {"version": 1, "models": [...]} (see the bundled sample, '
+            "`worker/catalogue/sample_catalogue.json`)",
         )
     return document
 
