@@ -250,6 +250,10 @@ class Worker:
         self.request_stop()
         return {"state": LinkState.DRAINING.value}
 
+    async def catalogue(self) -> dict[str, Any]:
+        """The catalogue from this worker's control plane, or its cached copy when offline."""
+        return (await self._manager().load_catalogue()).as_document()
+
     def log_tail(self, n: int) -> list[str]:
         return self._log_handler.tail(n) if self._log_handler is not None else []
 
@@ -261,7 +265,7 @@ class Worker:
         return self.link.state.value if self.link is not None else LinkState.OFFLINE.value
 
     def status(self) -> dict[str, Any]:
-        """The status document (DESIGN §6). Never contains the worker key."""
+        """The status document (docs/status.md). Never contains the worker key."""
         if self.discovery is not None and hasattr(self.discovery, "describe"):
             backends = self.discovery.describe()
         else:

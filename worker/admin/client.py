@@ -91,6 +91,10 @@ class AdminClient:
     async def drain(self) -> dict[str, Any]:
         return await self._call("POST", wire.PATH_DRAIN)
 
+    async def catalogue(self) -> dict[str, Any]:
+        """The catalogue the worker sees (its control plane, or its cached copy)."""
+        return await self._call("GET", wire.PATH_CATALOGUE)
+
     async def logs(self, tail: int = 200) -> list[str]:
         body = await self._call("GET", wire.PATH_LOGS, params={"tail": str(max(0, tail))})
         lines = body.get("lines") if isinstance(body, dict) else None

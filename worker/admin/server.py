@@ -161,6 +161,7 @@ class AdminServer:
         app.router.add_get(wire.PATH_STATUS, self._status)
         app.router.add_get(wire.PATH_EVENTS, self._events)
         app.router.add_get(wire.PATH_LOGS, self._logs)
+        app.router.add_get(wire.PATH_CATALOGUE, self._catalogue)
         app.router.add_post(wire.PATH_INSTALLS, self._install)
         app.router.add_post(wire.PATH_CANCEL_INSTALL, self._cancel_install)
         app.router.add_post(wire.PATH_UNINSTALL, self._uninstall)
@@ -221,6 +222,9 @@ class AdminServer:
         tail = max(0, min(tail, wire.MAX_LOG_TAIL))
         lines = await _resolve(self.target.log_tail(tail)) if tail else []
         return _json_response({"lines": [str(line) for line in lines]})
+
+    async def _catalogue(self, request: web.Request) -> web.Response:
+        return _json_response(await _resolve(self.target.catalogue()))
 
     async def _install(self, request: web.Request) -> web.Response:
         ref, backend = await self._ref_and_backend(request)
