@@ -124,3 +124,36 @@ async def test_pump_reraises_the_backend_error_after_sending_what_it_had() -> No
     with pytest.raises(RuntimeError, match="boom"):
         await pump_stream("r", failing(), send)
     assert len(frames) == 1
+
+
+async def test_pump_sends_the_lead_with_the_first_frame_and_what_is_already_there() -> None:
+    """The stream's start frame leaves in one write with the first chunk frame, and chunks the
+    backend already produced join that first frame (one wake-up of the control plane)."""
+    together: list[list[str]] = []
+    alone: list[str] = []
+
+    async def send(text: str) -> None:
+        alone.append(text)
+
+    async def send_together(texts: list[str]) -> None:
+        together.append(list(texts))
+
+    first = StreamChunk(json.dumps({"i": -1}))
+    summary = await pump_stream(
+        "r", _chunks(3), send, first=first, lead="START", send_together=send_together
+    )
+    assert len(together) == 1 and together[0][0] == "START"
+    sent = [json.loads(together[0][1])["data"], *(json.loads(f)["data"] for f in alone)]
+    assert [item["i"] for frame in sent for item in frame] == [-1, 0, 1, 2]
+    assert len(sent[0]) > 1  # the chunks that were ready joined the first frame
+    assert summary.chunks == 4
+
+
+async def test_pump_without_send_together_sends_the_lead_first() -> None:
+    frames: list[str] = []
+
+    async def send(text: str) -> None:
+        frames.append(text)
+
+    await pump_stream("r", _chunks(1), send, first=StreamChunk('{"i": -1}'), lead="START")
+    assert frames[0] == "START" and json.loads(frames[1])["data"][0] == {"i": -1}

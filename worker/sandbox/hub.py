@@ -86,6 +86,8 @@ class Channel:
         self.queue.put_nowait(frame)
 
     async def next(self, timeout_s: float) -> Any:
+        if not self.queue.empty():  # the common case while streaming: no timer, no extra task
+            return self.queue.get_nowait()
         return await asyncio.wait_for(self.queue.get(), timeout=timeout_s)
 
     async def close(self) -> None:
