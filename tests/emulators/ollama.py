@@ -50,6 +50,7 @@ class OllamaEmulator(OpenAIEmulator):
         version: str = "0.9.6",
         pullable: dict[str, OllamaModel] | None = None,
         show_delay_s: float = 0.0,
+        hold_shows_until: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.ollama_models = list(
@@ -59,6 +60,10 @@ class OllamaEmulator(OpenAIEmulator):
         self.version = version
         self.pullable = dict(pullable or {})
         self.show_delay_s = show_delay_s
+        self.hold_shows_until = hold_shows_until
+        """``/api/show`` requests wait until this many are in flight at once, then all go on:
+        a client's concurrency shows in ``show_max_in_flight`` without depending on timing."""
+        self._shows_released: asyncio.Event | None = None
         self.show_in_flight = 0
         self.show_max_in_flight = 0
         super().__init__(models=[m.name for m in self.ollama_models], **kwargs)
@@ -121,6 +126,12 @@ class OllamaEmulator(OpenAIEmulator):
         self.show_in_flight += 1
         self.show_max_in_flight = max(self.show_max_in_flight, self.show_in_flight)
         try:
+            if self.hold_shows_until is not None:
+                if self._shows_released is None:
+                    self._shows_released = asyncio.Event()
+                if self.show_in_flight >= self.hold_shows_until:
+                    self._shows_released.set()
+                await self._shows_released.wait()
             if self.show_delay_s:
                 await asyncio.sleep(self.show_delay_s)
         finally:

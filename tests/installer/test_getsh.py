@@ -196,7 +196,6 @@ def test_install_rerun_uninstall(tmp_path: Path, local_api: str) -> None:
     assert f"Upgrading pendra-worker from {ROOT}" in second.stderr
     assert "the cpu build is already installed; keeping it" in second.stderr
     assert "Building llama.cpp" not in second.stderr
-    assert rerun_s < 90, f"re-run took {rerun_s:.0f} s"
     assert config.read_text() == 'log_level = "debug"\n'
     assert stored.read_bytes() == key_before and stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert _run([str(link), "--version"], env2, timeout=60).returncode == 0

@@ -89,11 +89,20 @@ async def _chunks(n: int, delay_s: float = 0.0):  # type: ignore[no-untyped-def]
 
 async def test_pump_sends_one_frame_per_chunk_when_the_link_keeps_up() -> None:
     frames: list[str] = []
+    sent = asyncio.Event()
 
     async def send(text: str) -> None:
         frames.append(text)
+        sent.set()
 
-    summary = await pump_stream("r", _chunks(5, delay_s=0.005), send)
+    async def paced():  # type: ignore[no-untyped-def]
+        """The next chunk only once the previous one is on the link: a link that keeps up."""
+        for i in range(5):
+            sent.clear()
+            yield StreamChunk(json.dumps({"i": i}))
+            await sent.wait()
+
+    summary = await pump_stream("r", paced(), send)
     assert summary.chunks == 5 and summary.frames == 5
     assert [json.loads(f)["data"] for f in frames] == [[{"i": i}] for i in range(5)]
 
