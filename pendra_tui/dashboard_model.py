@@ -106,6 +106,16 @@ class RequestsView:
 
 
 @dataclass
+class PrivateInferenceView:
+    """The worker's private inference: on or off, the workload key's fingerprint, requests."""
+
+    enabled: bool = False
+    fingerprint: str | None = None
+    served: int = 0
+    failed: int = 0
+
+
+@dataclass
 class DashboardModel:
     """Everything the dashboard shows. ``reachable`` is False while no worker answers."""
 
@@ -119,6 +129,8 @@ class DashboardModel:
     gpus: dict[int, GpuView] = field(default_factory=dict)
     installs: dict[tuple[str, str], InstallView] = field(default_factory=dict)
     requests: RequestsView = field(default_factory=RequestsView)
+    private: PrivateInferenceView | None = None
+    """None until a worker that knows private inference has reported it."""
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     error: str | None = None
     """Why the worker is not reachable, for the "worker not running" banner."""
@@ -147,6 +159,8 @@ class DashboardModel:
             view = parse_install(item)
             self.installs[view.key] = view
         self._apply_requests(doc.get("requests") or {})
+        private = worker.get("private_inference")
+        self.private = parse_private(private) if isinstance(private, Mapping) else None
         return {"link", "backends", "gpus", "installs", "requests"}
 
     def apply_event(self, event: Mapping[str, Any], now: float) -> set[Panel]:
@@ -186,6 +200,9 @@ class DashboardModel:
         if kind == "log":
             self.logs.append(format_log_line(event))
             return {"logs"}
+        if kind == "private_inference":
+            self.private = parse_private(event)
+            return {"link"}
         return set()
 
     def add_log_lines(self, lines: Iterable[str]) -> set[Panel]:
@@ -264,6 +281,16 @@ def parse_backend(raw: Mapping[str, Any]) -> BackendView:
         status=str(raw.get("status") or "unknown"),
         capabilities={str(k): bool(v) for k, v in caps.items()},
         models=[m if isinstance(m, dict) else {"id": str(m)} for m in raw.get("models") or []],
+    )
+
+
+def parse_private(raw: Mapping[str, Any]) -> PrivateInferenceView:
+    fingerprint = raw.get("fingerprint")
+    return PrivateInferenceView(
+        enabled=bool(raw.get("enabled")),
+        fingerprint=fingerprint if isinstance(fingerprint, str) and fingerprint else None,
+        served=_int(raw.get("served")) or 0,
+        failed=_int(raw.get("failed")) or 0,
     )
 
 

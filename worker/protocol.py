@@ -141,6 +141,13 @@ class Ping(_Frame):
     ts: float
 
 
+class WorkloadKeysAck(_Frame):
+    """The control plane has replaced the worker's workload keys with registration ``seq``."""
+
+    type: Literal["workload_keys_ack"] = "workload_keys_ack"
+    seq: int = Field(ge=0)
+
+
 # -- worker → control plane ------------------------------------------------------------------------
 
 
@@ -277,6 +284,25 @@ class Draining(_Frame):
     in_flight: int = 0
 
 
+class WorkloadKeyInfo(_Frame):
+    """A public workload key: standard base64 of the raw 32-byte X25519 key, and its kid."""
+
+    kid: str = Field(pattern=r"^[0-9a-f]{64}$")
+    public_key: str = Field(min_length=44, max_length=44)
+
+
+class WorkloadKeys(_Frame):
+    """The workload keys private requests to this worker may be sealed to (replaces earlier ones).
+
+    ``seq`` counts the worker's registrations; the control plane answers with a
+    :class:`WorkloadKeysAck` of the same ``seq`` once it routes by the new set.
+    """
+
+    type: Literal["workload_keys"] = "workload_keys"
+    seq: int = Field(ge=0)
+    keys: list[WorkloadKeyInfo] = Field(default_factory=list, max_length=16)
+
+
 SERVER_FRAMES: dict[str, type[_Frame]] = {
     cls.model_fields["type"].default: cls
     for cls in (
@@ -288,6 +314,7 @@ SERVER_FRAMES: dict[str, type[_Frame]] = {
         UninstallCommand,
         Drain,
         Ping,
+        WorkloadKeysAck,
         ErrorFrame,
     )
 }
@@ -306,6 +333,7 @@ WORKER_FRAMES: dict[str, type[_Frame]] = {
         InstallProgressFrame,
         InstallDone,
         Draining,
+        WorkloadKeys,
         ErrorFrame,
     )
 }

@@ -28,6 +28,7 @@ from worker.errors import BadRequest, InstallError, PendraError
 from worker.events import EventBus
 from worker.keys import WorkerKey
 from worker.link.client import LinkClient, LinkState
+from worker.private_inference.service import PrivateInference
 from worker.protocol import SUPPORTED_VERSIONS
 from worker.router import Router
 from worker.settings import Settings
@@ -170,6 +171,9 @@ class Worker:
         self._own_backends = backends is None
         self._discover = discover and backends is None
         self.router = Router(self.registry, self.events, default_limit=settings.parallel)
+        self.private = PrivateInference.for_home(
+            settings.home, enabled=settings.private_inference, events=self.events
+        )
         self.commands: Any = BackendCommands(self.registry, self.events)
         self.components: list[Component] = []
         self.discovery: Any = None
@@ -254,6 +258,10 @@ class Worker:
         """The catalogue from this worker's control plane, or its cached copy when offline."""
         return (await self._manager().load_catalogue()).as_document()
 
+    async def rotate_workload_key(self) -> dict[str, Any]:
+        """Admin command: a new workload key; the old one is kept while requests still need it."""
+        return await self.private.rotate()
+
     def log_tail(self, n: int) -> list[str]:
         return self._log_handler.tail(n) if self._log_handler is not None else []
 
@@ -278,6 +286,7 @@ class Worker:
                 "uptime_s": round(uptime, 1),
                 "worker_id": self.key.worker_id if self.key is not None else None,
                 "control_plane": self.settings.api_url,
+                "private_inference": self.private.status(),
             },
             "backends": backends,
             "gpus": self.gpus(),
@@ -294,6 +303,8 @@ class Worker:
             await self.admin_server.start()
             self._started_components.append(self.admin_server)
             self._log_handler = install_log_handler(self.events)
+        # Before anything can connect: a workload key the worker cannot read stops it here.
+        self.private.load()
         if self._own_backends:
             builtin = make_builtin(self.settings, self.events)
             if builtin is not None:
@@ -320,6 +331,7 @@ class Worker:
                 gpus=lambda: self.gpus(),  # late-bound: enable_operations() may add a sampler
                 supported=self._supported,
                 max_concurrency=self.settings.parallel,
+                private=self.private,
             )
             self.link.on_drain_requested = self.request_stop
             self._link_task = asyncio.create_task(self.link.run(), name="link")

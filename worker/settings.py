@@ -86,6 +86,7 @@ class Settings:
     drain_timeout_s: float = 30.0
     allow_insecure_link: bool = False
     ca_file: Path | None = None
+    private_inference: bool = True
     sources: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived paths -------------------------------------------------------------------------
@@ -276,6 +277,12 @@ _FIELDS: tuple[_Field, ...] = (
         parse_bool,
     ),
     _Field("ca_file", "link.ca_file", "PENDRA_CA_FILE", parse_path),
+    _Field(
+        "private_inference",
+        "private_inference.enabled",
+        "PENDRA_PRIVATE_INFERENCE",
+        parse_bool,
+    ),
 )
 
 

@@ -171,6 +171,7 @@ class DashboardScreen(Screen[None]):
                 bar.state = model.state
                 bar.version = model.version
                 bar.error = None if model.reachable else model.error
+                bar.private = model.private
                 self._tick_uptime()
             if "backends" in panels:
                 self.query_one(BackendsTable).show(model.backends)

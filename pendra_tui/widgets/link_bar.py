@@ -1,4 +1,4 @@
-"""The one-line bar at the top of the dashboard: link state, uptime, version."""
+"""The one-line bar at the top of the dashboard: link state, uptime, private inference, version."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from pendra_tui.formatting import format_duration
+from pendra_tui.dashboard_model import PrivateInferenceView
+from pendra_tui.formatting import format_count, format_duration
 
 STATE_STYLES: dict[str, tuple[str, str]] = {
     "connected": ("●", "green"),
@@ -18,12 +19,37 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
 """Glyph and colour per link state; glyphs keep the state readable without colour."""
 
 
-def link_text(state: str, uptime_s: float | None, version: str | None) -> Text:
+FINGERPRINT_SHOWN = 8
+"""Hex digits of the workload key's fingerprint the bar shows: enough to tell keys apart."""
+
+
+def private_text(view: PrivateInferenceView | None) -> Text:
+    """``private 3f9a1c2b · 12 served``, or ``private off`` (pure, so it is unit-tested)."""
+    if view is None:
+        return Text()
+    if not view.enabled or view.fingerprint is None:
+        return Text.assemble(("private ", "dim"), ("off", "yellow"))
+    return Text.assemble(
+        ("private ", "dim"),
+        (view.fingerprint[:FINGERPRINT_SHOWN], "bold"),
+        (f" · {format_count(view.served)} served", ""),
+    )
+
+
+def link_text(
+    state: str,
+    uptime_s: float | None,
+    version: str | None,
+    private: PrivateInferenceView | None = None,
+) -> Text:
     """The bar's content (pure, so it is unit-tested)."""
     glyph, colour = STATE_STYLES.get(state, ("?", "yellow"))
     text = Text.assemble(("Pendra worker  ", "bold"), (f"{glyph} {state}", f"bold {colour}"))
     if uptime_s is not None:
         text.append(f"   up {format_duration(uptime_s)}")
+    if private is not None and state != "not running":
+        text.append("   ")
+        text.append_text(private_text(private))
     if version:
         text.append(f"   v{version}", style="dim")
     if state == "not running":
@@ -42,9 +68,11 @@ class LinkBar(Static):
     """The worker's version string."""
     error: reactive[str | None] = reactive(None)
     """Why the worker is not reachable (shown while ``state`` is "not running")."""
+    private: reactive[PrivateInferenceView | None] = reactive(None, always_update=True)
+    """The worker's private inference (None: not reported)."""
 
     def render(self) -> Text:
-        return link_text(self.state, self.uptime_s, self.version)
+        return link_text(self.state, self.uptime_s, self.version, self.private)
 
     def watch_state(self, state: str) -> None:
         for name in STATE_STYLES:

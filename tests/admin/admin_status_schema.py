@@ -39,6 +39,17 @@ def check_status_document(doc: Any) -> list[str]:
             errors.append(f"worker.state {state!r} is not one of {sorted(WORKER_STATES)}")
         _field(errors, "worker", worker, "version", str)
         _field(errors, "worker", worker, "uptime_s", NUMBER)
+        private = worker.get("private_inference")
+        if private is not None:  # added with private inference; older workers leave it out
+            where = "worker.private_inference"
+            _field(errors, "worker", worker, "private_inference", dict)
+            _field(errors, where, private, "enabled", bool)
+            fingerprint = _field(errors, where, private, "fingerprint", str, nullable=True)
+            if isinstance(fingerprint, str) and len(fingerprint) != 64:
+                errors.append(f"{where}.fingerprint is not 64 hex digits: {fingerprint!r}")
+            _field(errors, where, private, "public_key", str, nullable=True)
+            for key in ("in_flight", "served", "failed", "retired_keys_held"):
+                _field(errors, where, private, key, int)
     for i, backend in enumerate(_field(errors, "$", doc, "backends", list) or []):
         where = f"backends[{i}]"
         _field(errors, where, backend, "name", str)

@@ -58,6 +58,14 @@ def test_ttft_relay_bench_splits_the_relayed_path_into_hops(clean_env: dict[str,
     assert "| hop: WebSocket → worker |" in proc.stdout
 
 
+def test_private_bench_measures_both_paths(clean_env: dict[str, str]) -> None:
+    proc = run_bench("private", env=clean_env)
+    found = ratios(proc.stderr)
+    assert float(found["throughput"].rstrip("x")) > 0
+    assert float(found["unary round trip p50"].rstrip("x")) > 0
+    assert "| throughput |" in proc.stdout and "| private | plaintext |" in proc.stdout
+
+
 def test_idle_bench_measures_a_connected_worker(clean_env: dict[str, str]) -> None:
     proc = run_bench("idle", env=clean_env)
     found = ratios(proc.stderr)

@@ -43,6 +43,8 @@ from tests.link.link_procs import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 FINAL = {"done", "failed", "cancelled"}
+INSTALL = "/api/v1/workers/models/install"
+UNINSTALL = "/api/v1/workers/models/uninstall"
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def test_control_plane_install_and_uninstall_commands(stack: Stack, case: Case) 
     frames: list[dict[str, Any]] = []
     try:
         with httpx.stream(
-            "POST", stack.api_url + "/api/v1/models/install", json=body, headers=headers, timeout=60
+            "POST", stack.api_url + INSTALL, json=body, headers=headers, timeout=60
         ) as response:
             assert response.status_code == 200, response.read()
             stream = read_frames(response.iter_lines())
@@ -257,7 +259,7 @@ def test_control_plane_install_and_uninstall_commands(stack: Stack, case: Case) 
         time.sleep(0.1)
 
     with httpx.stream(
-        "POST", stack.api_url + "/api/v1/models/uninstall", json=body, headers=headers, timeout=60
+        "POST", stack.api_url + UNINSTALL, json=body, headers=headers, timeout=60
     ) as response:
         answer = list(read_frames(response.iter_lines()))
     if case.removable:
@@ -271,7 +273,7 @@ def test_control_plane_install_and_uninstall_commands(stack: Stack, case: Case) 
 
 def test_model_commands_need_the_api_key(stack: Stack) -> None:
     body = {"ref": "qwen3:0.6b", "backend": "ollama"}
-    for path in ("/api/v1/models/install", "/api/v1/models/uninstall"):
+    for path in (INSTALL, UNINSTALL):
         r = httpx.post(stack.api_url + path, json=body, timeout=10)
         assert r.status_code == 401, r.text
         r = httpx.post(

@@ -63,9 +63,11 @@ def spawn(args: list[str], env: dict[str, str], logs: Path, name: str) -> Proc:
     return Proc(popen, out, err)
 
 
-def start_sandbox_proc(env: dict[str, str], logs: Path, port: int, key_out: Path) -> Proc:
+def start_sandbox_proc(
+    env: dict[str, str], logs: Path, port: int, key_out: Path, *extra: str
+) -> Proc:
     proc = spawn(
-        ["sandbox", "--port", str(port), "--api-key", API_KEY, "--key-out", str(key_out)],
+        ["sandbox", "--port", str(port), "--api-key", API_KEY, "--key-out", str(key_out), *extra],
         env,
         logs,
         f"sandbox-{time.monotonic_ns()}",

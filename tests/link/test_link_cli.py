@@ -83,6 +83,34 @@ def test_sandbox_key_out_is_reused_across_restarts(
     assert third.wait(30) == 4 and f"chmod 600 {key_out}" in third.output()
 
 
+async def test_sandbox_accepts_further_worker_keys(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--accept-key FILE`: several workers, each with its own key, on one sandbox."""
+    extra = tmp_path / "second.key"
+    write_key_file(extra, generate_key())
+    port = free_port()
+    proc = start_sandbox_proc(
+        clean_env, tmp_path / "logs", port, tmp_path / "first.key", "--accept-key", str(extra)
+    )
+    try:
+        settings = worker_settings(f"http://127.0.0.1:{port}")
+        for path in (tmp_path / "first.key", extra):
+            assert (await verify_key(settings, read_key_file(path))).ok
+        assert not (await verify_key(settings, generate_key())).ok
+    finally:
+        proc.kill()
+    os.chmod(extra, 0o644)
+    refused = spawn(
+        ["sandbox", "--port", str(port), "--key-out", str(tmp_path / "first.key"),
+         "--accept-key", str(extra)],
+        clean_env,
+        tmp_path / "logs",
+        "refused",
+    )  # fmt: skip
+    assert refused.wait(30) == 4 and f"chmod 600 {extra}" in refused.output()
+
+
 def test_sandbox_bad_options_are_clear(clean_env: dict[str, str], tmp_path: Path) -> None:
     bad = tmp_path / "cat.json"
     bad.write_text('{"models": 3}')

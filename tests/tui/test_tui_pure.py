@@ -23,6 +23,7 @@ from pendra_tui.dashboard_model import (
     GPU_HISTORY,
     BackendView,
     DashboardModel,
+    PrivateInferenceView,
     capability_summary,
     sparkline_window,
 )
@@ -59,7 +60,7 @@ from pendra_tui.widgets.gpu_panel import (
 )
 from pendra_tui.widgets.installs_panel import install_line, row_id
 from pendra_tui.widgets.key_input import clean_key
-from pendra_tui.widgets.link_bar import link_text
+from pendra_tui.widgets.link_bar import link_text, private_text
 from worker.errors import ConfigError
 from worker.settings import EndpointMode, load_settings
 
@@ -319,6 +320,26 @@ def test_widget_text_functions() -> None:
     assert (
         "✗ not running   start it with pendra --no-ui" in link_text("not running", None, None).plain
     )
+
+
+def test_the_bar_shows_private_inference_from_status_and_events() -> None:
+    import tui_fakes
+
+    model = DashboardModel()
+    model.apply_status(tui_fakes.running_status(), now=0.0)
+    assert model.private == PrivateInferenceView(True, "3f9a1c2b7d4e5f60" + "0" * 48, 1204, 0)
+    assert link_text("connected", 8040, "0.1.0", model.private).plain == (
+        "Pendra worker  ● connected   up 2h 14m   private 3f9a1c2b · 1,204 served   v0.1.0"
+    )
+    event = {"kind": "private_inference", "enabled": True, "fingerprint": "ab" * 32, "served": 2}
+    assert model.apply_event(event, now=1.0) == {"link"}
+    assert private_text(model.private).plain == "private abababab · 2 served"
+    off = {"kind": "private_inference", "enabled": False, "fingerprint": None}
+    model.apply_event(off, now=2.0)
+    assert private_text(model.private).plain == "private off"
+    # Not shown while the worker is not running, nor for a worker that does not report it.
+    assert "private" not in link_text("not running", None, None, model.private).plain
+    assert private_text(None).plain == ""
 
 
 # -- catalogue ---------------------------------------------------------------------------------

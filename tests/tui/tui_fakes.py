@@ -321,7 +321,18 @@ def running_status(
 ) -> dict[str, Any]:
     """A docs/status.md status document of a busy worker."""
     doc: dict[str, Any] = {
-        "worker": {"state": state, "version": "0.1.0", "uptime_s": 8040.0},
+        "worker": {
+            "state": state,
+            "version": "0.1.0",
+            "uptime_s": 8040.0,
+            "private_inference": {
+                "enabled": True,
+                "fingerprint": "3f9a1c2b7d4e5f60" + "0" * 48,
+                "in_flight": 0,
+                "served": 1204,
+                "failed": 0,
+            },
+        },
         "backends": [
             {
                 "name": "pendra",

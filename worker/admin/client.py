@@ -95,6 +95,10 @@ class AdminClient:
         """The catalogue the worker sees (its control plane, or its cached copy)."""
         return await self._call("GET", wire.PATH_CATALOGUE)
 
+    async def rotate_workload_key(self) -> dict[str, Any]:
+        """A new workload key; answers the ``private_inference`` status block after the change."""
+        return await self._call("POST", wire.PATH_ROTATE_WORKLOAD_KEY)
+
     async def logs(self, tail: int = 200) -> list[str]:
         body = await self._call("GET", wire.PATH_LOGS, params={"tail": str(max(0, tail))})
         lines = body.get("lines") if isinstance(body, dict) else None

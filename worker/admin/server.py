@@ -32,7 +32,7 @@ from worker.admin.socket_file import (
     prepare_run_dir,
 )
 from worker.admin.target import AdminTarget
-from worker.errors import BadRequest, PendraError
+from worker.errors import BadRequest, NotSupported, PendraError
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class AdminServer:
         app.router.add_post(wire.PATH_UNINSTALL, self._uninstall)
         app.router.add_post(wire.PATH_REFRESH_BACKENDS, self._refresh_backends)
         app.router.add_post(wire.PATH_DRAIN, self._drain)
+        app.router.add_post(wire.PATH_ROTATE_WORKLOAD_KEY, self._rotate_workload_key)
         return app
 
     @web.middleware
@@ -247,6 +248,12 @@ class AdminServer:
     async def _drain(self, request: web.Request) -> web.Response:
         result = await _resolve(self.target.drain())
         return _json_response(result if result is not None else {"state": "draining"})
+
+    async def _rotate_workload_key(self, request: web.Request) -> web.Response:
+        rotate = getattr(self.target, "rotate_workload_key", None)
+        if rotate is None:
+            raise NotSupported("This worker has no workload key to rotate.")
+        return _json_response(await _resolve(rotate()))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         kinds = wire.parse_kinds(request.query.get("kinds"))

@@ -2,8 +2,10 @@
 
 ``worker.runtime.Worker`` implements it. Each method may be plain or ``async`` (the server awaits
 whatever comes back), and may return a dict, a dataclass or anything with ``as_dict()``; the server
-turns it into JSON. Errors are :class:`~worker.errors.PendraError` subclasses: the client re-raises
-them with their message and hint.
+turns it into JSON. One method is optional: ``rotate_workload_key()`` (private inference); a target
+without it answers that route with ``not_supported``. Errors are
+:class:`~worker.errors.PendraError` subclasses: the client re-raises them with their message and
+hint.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ PATH_CANCEL_INSTALL = f"{API_PREFIX}/installs/{{job_id}}/cancel"
 PATH_UNINSTALL = f"{API_PREFIX}/uninstall"
 PATH_REFRESH_BACKENDS = f"{API_PREFIX}/backends/refresh"
 PATH_DRAIN = f"{API_PREFIX}/drain"
+PATH_ROTATE_WORKLOAD_KEY = f"{API_PREFIX}/private-inference/rotate"
 
 NDJSON = "application/x-ndjson"
 KEEPALIVE_KIND = "keepalive"

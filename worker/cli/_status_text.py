@@ -33,6 +33,24 @@ def _worker_lines(doc: Mapping[str, Any]) -> list[str]:
     return [f"Worker    {state} · v{version} · up {format_duration(worker.get('uptime_s'))}"]
 
 
+def _private_lines(doc: Mapping[str, Any]) -> list[str]:
+    worker = doc.get("worker") if isinstance(doc.get("worker"), Mapping) else {}
+    private = worker.get("private_inference")
+    if not isinstance(private, Mapping):
+        return []
+    if not private.get("enabled") or not private.get("fingerprint"):
+        return ["Private   off"]
+    lines = [
+        f"Private   on · {_num(private.get('served'), ',d')} served · "
+        f"{_num(private.get('failed'), ',d')} failed",
+        f"  workload key {private['fingerprint']}",
+    ]
+    retired = private.get("retired_keys_held")
+    if isinstance(retired, int) and retired > 0:
+        lines.append(f"  {retired} previous key(s) kept until the requests sealed to them finish")
+    return lines
+
+
 def _request_lines(doc: Mapping[str, Any]) -> list[str]:
     requests = doc.get("requests") if isinstance(doc.get("requests"), Mapping) else {}
     parts = [
@@ -120,10 +138,11 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def render_status(doc: Mapping[str, Any]) -> str:
-    """The readable summary: worker, requests, backends, GPUs, installs."""
+    """The readable summary: worker, requests, private inference, backends, GPUs, installs."""
     lines = [
         *_worker_lines(doc),
         *_request_lines(doc),
+        *_private_lines(doc),
         *_backend_lines(doc),
         *_gpu_lines(doc),
         *_install_lines(doc),

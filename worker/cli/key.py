@@ -15,8 +15,9 @@ MAX_KEY_INPUT = 4096  # a key is 52 characters; anything much longer is not a ke
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "key",
-        help="store the worker private key",
-        description="Manage the worker private key from the Pendra dashboard.",
+        help="store the worker key; show or rotate the workload key",
+        description="Manage the worker private key from the Pendra dashboard, and the workload "
+        "key private-inference requests are sealed to.",
     )
     actions = parser.add_subparsers(dest="key_command", metavar="ACTION")
     set_parser = actions.add_parser(
@@ -32,7 +33,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--file", type=Path, metavar="FILE", help="read the key from FILE instead of stdin"
     )
     set_parser.set_defaults(handler=run_set)
+    workload = actions.add_parser(
+        "workload",
+        help="show (or --rotate) the workload key private requests are sealed to",
+        description=(
+            "Show the fingerprint of this worker's workload key: the X25519 key clients seal "
+            "private-inference requests to, and what they pin. --rotate replaces it; a running "
+            "worker keeps the old key until the requests sealed to it have finished."
+        ),
+    )
+    workload.add_argument("--json", action="store_true", help="print it as JSON")
+    workload.add_argument("--rotate", action="store_true", help="replace the workload key")
+    workload.set_defaults(handler=_run_workload)
     parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+
+
+def _run_workload(args: argparse.Namespace) -> int:
+    from worker.cli._workload_key import run
+
+    return run(args)
 
 
 def _read_source(args: argparse.Namespace) -> str:

@@ -48,6 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: $PENDRA_HOME/sandbox/worker.key)",
     )
     parser.add_argument(
+        "--accept-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also accept the worker key in FILE (repeatable): several workers, each with its "
+        "own key, as an organisation has them",
+    )
+    parser.add_argument(
         "--files", type=Path, metavar="DIR", help="serve model files from DIR at /files/NAME"
     )
     parser.add_argument(
@@ -85,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
         )
     key_out: Path = args.key_out or settings.home / "sandbox" / "worker.key"
     key = worker_key_for(key_out)
+    accepted = {key.public_key}
+    for path in args.accept_key:
+        from worker.keys import read_key_file
+
+        accepted.add(read_key_file(path).public_key)  # a bad or unsafe file is an error
     api_key = args.api_key or os.environ.get(API_KEY_ENV, "").strip()
     generated = not api_key
     if generated:
@@ -93,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         api_key = new_api_key()
     config = SandboxConfig(
         api_key=api_key,
-        accepted_keys={key.public_key},
+        accepted_keys=accepted,
         catalogue=load_catalogue(args.catalogue),
         files_dir=args.files,
         public_urls=public_urls,

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -35,6 +35,9 @@ from worker.protocol import (
     Hello,
 )
 from worker.router import Router
+
+if TYPE_CHECKING:
+    from worker.private_inference.service import PrivateInference
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class LinkClient:
         supported: Sequence[int] = SUPPORTED_VERSIONS,
         backoff: Backoff | None = None,
         max_concurrency: int = 8,
+        private: PrivateInference | None = None,
     ) -> None:
         self.key = key
         self.router = router
@@ -81,6 +85,7 @@ class LinkClient:
         self.supported = tuple(supported)
         self.backoff = backoff if backoff is not None else Backoff()
         self.max_concurrency = max_concurrency
+        self.private = private
         self._ssl = client_ssl_context(ca_file) if url.startswith("wss://") else None
         self._state = LinkState.OFFLINE
         self._session: Session | None = None
@@ -190,6 +195,7 @@ class LinkClient:
                 gpus=self.gpus,
                 max_frame_bytes=min(welcome.max_frame_bytes, MAX_FRAME_BYTES),
                 on_drain_requested=self._drain_requested,
+                private=self.private,
             )
             session.draining = self._draining
             self._session = session

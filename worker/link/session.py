@@ -14,8 +14,8 @@ import binascii
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -25,6 +25,7 @@ from worker.events import EventBus
 from worker.link.advertise import advertised
 from worker.link.cork import corked
 from worker.link.streaming import pump_stream
+from worker.private_inference.wire import is_sealed
 from worker.protocol import (
     MAX_FRAME_BYTES,
     Cancel,
@@ -46,9 +47,13 @@ from worker.protocol import (
     StatusPush,
     UninstallCommand,
     UsageInfo,
+    WorkloadKeysAck,
     parse_server_frame,
 )
 from worker.router import Router
+
+if TYPE_CHECKING:
+    from worker.private_inference.service import PrivateInference
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,7 @@ class Session:
         gpus: Callable[[], list[dict[str, Any]]] = list,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         on_drain_requested: Callable[[], None] | None = None,
+        private: PrivateInference | None = None,
     ) -> None:
         self.ws = ws
         self.router = router
@@ -118,6 +124,14 @@ class Session:
         self._last_status: str | None = None
         self._replies: set[asyncio.Task[None]] = set()
         self.frames_rejected = 0
+        self.private = None
+        if private is not None:
+            # Imported here: the private-inference serving code builds on this package's streaming.
+            from worker.private_inference.link import PrivateLink
+            from worker.private_inference.serve import LinkChannel
+
+            channel = LinkChannel(router=router, send=self.send, send_safely=self._send_safely)
+            self.private = PrivateLink(private, channel)
 
     # -- sending ---------------------------------------------------------------------------------
     async def send(self, text: str) -> None:
@@ -159,6 +173,8 @@ class Session:
         if self.events is not None:
             background.append(asyncio.create_task(self._watch_status()))
         try:
+            if self.private is not None:
+                await self.private.start()
             await self.push_status(force=True)
             async for message in self.ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
@@ -177,6 +193,8 @@ class Session:
             for task in background:
                 task.cancel()
             await self.cancel_all()
+            if self.private is not None:
+                self.private.close()
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -218,7 +236,13 @@ class Session:
             )
             return
         if isinstance(frame, Request):
-            self._start(frame.id, self._serve_request(frame))
+            if is_sealed(frame.body):
+                self._start_sealed(frame)
+            else:
+                self._start(frame.id, self._serve_request(frame))
+        elif isinstance(frame, WorkloadKeysAck):
+            if self.private is not None:
+                self.private.acknowledged(frame)
         elif isinstance(frame, Cancel):
             task = self._tasks.get(frame.id)
             if task is not None:
@@ -243,7 +267,8 @@ class Session:
                 ).dump()
             )
 
-    def _start(self, request_id: str, work: Any) -> None:
+    def _start(self, request_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``work`` as the task of ``request_id``; None when refused (``work`` is closed)."""
         if request_id in self._tasks:
             work.close()
             self._reject(request_id, "duplicate_id", "a request with this id is already running")
@@ -257,6 +282,20 @@ class Session:
             task = asyncio.create_task(work)
             self._tasks[request_id] = task
             task.add_done_callback(lambda _t: self._tasks.pop(request_id, None))
+            return task
+        return None
+
+    def _start_sealed(self, frame: Request) -> None:
+        """A private-inference request: only the private-inference code may look inside."""
+        if self.private is not None:
+            self.private.accept(frame, self._start)
+        else:
+            self._reject(
+                frame.id,
+                "private_inference_disabled",
+                "this worker does not serve private-inference requests",
+                status=503,
+            )
 
     def _reject(self, request_id: str, code: str, message: str, status: int = 409) -> None:
         frame = ErrorFrame(id=request_id, code=code, message=message, status=status).dump()

@@ -3,8 +3,9 @@
 The control plane sends ``install`` / ``uninstall`` frames over the worker's link
 (docs/protocol.md, "Models"); these two endpoints let an operator of the sandbox send them:
 
-    POST /api/v1/models/install    {"ref": "qwen3:0.6b", "backend": "ollama", "worker_id": "wk_…"}
-    POST /api/v1/models/uninstall  {"ref": "qwen3:0.6b", "backend": "ollama"}
+    POST /api/v1/workers/models/install    {"ref": "qwen3:0.6b", "backend": "ollama",
+                                            "worker_id": "wk_…"}
+    POST /api/v1/workers/models/uninstall  {"ref": "qwen3:0.6b", "backend": "ollama"}
 
 ``backend`` and ``worker_id`` are optional (``worker_id`` only when one worker is connected). They
 need the sandbox's API key. The answer is NDJSON, one line per frame the worker sends for the
@@ -25,8 +26,8 @@ from aiohttp import web
 from worker.protocol import ErrorFrame, InstallCommand, InstallProgressFrame, UninstallCommand
 from worker.sandbox.hub import WorkerConnection, WorkerHub
 
-INSTALL_PATH = "/api/v1/models/install"
-UNINSTALL_PATH = "/api/v1/models/uninstall"
+INSTALL_PATH = "/api/v1/workers/models/install"
+UNINSTALL_PATH = "/api/v1/workers/models/uninstall"
 IDLE_TIMEOUT_S = 900.0
 """Longest silence between two frames of one command (a big file's checksum can take minutes)."""
 NDJSON = "application/x-ndjson"

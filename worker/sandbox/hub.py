@@ -50,11 +50,13 @@ from worker.protocol import (
     StatusPush,
     UninstallCommand,
     Welcome,
+    WorkloadKeys,
     audience,
     auth_transcript,
     parse_worker_frame,
     split_chunk_frame,
 )
+from worker.sandbox.private_relay import register_keys
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ class WorkerConnection:
         self._background: set[asyncio.Future[None]] = set()
         self.frames_rejected = 0
         self.reported_errors: deque[ErrorFrame] = deque(maxlen=100)
+        self.workload_keys: dict[str, str] = {}
+        """kid → public key (base64) of the private-inference keys this worker registered."""
 
     @property
     def in_flight(self) -> int:
@@ -163,6 +167,7 @@ class WorkerConnection:
             "models": sorted(self.models),
             "in_flight": self.in_flight,
             "draining": self.draining,
+            "workload_keys": sorted(self.workload_keys),
             "load": self.load.model_dump(),
             "hardware": self.hello.hardware.model_dump(),
         }
@@ -363,6 +368,8 @@ class WorkerHub:
             connection.load = frame.load
         elif isinstance(frame, StatusPush):
             connection.models = {m.id: m for m in frame.models}
+        elif isinstance(frame, WorkloadKeys):
+            await connection.send(register_keys(connection, frame))
         elif isinstance(frame, Draining):
             connection.draining = True
             log.info("worker %s is draining", connection.worker_id)

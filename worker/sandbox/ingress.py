@@ -4,6 +4,11 @@ Bodies are relayed, never stored or logged. A streamed chat is written as server
 moment each chunk frame arrives; an error after the stream has started is sent as an SSE ``error``
 event (what OpenAI clients raise on), and a client that goes away gets its request cancelled on the
 worker.
+
+The routes exist twice: under ``/v1`` (what OpenAI clients expect) and under ``/api/v1`` (the
+Pendra API's own paths, which the official SDK uses). Replies on ``/api/v1`` name the serving
+worker (:mod:`worker.sandbox.placement`). A body sealed for private inference is routed by
+:mod:`worker.sandbox.private_relay` and relayed without ever being opened.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from worker.errors import render_inline, split_rendered
+from worker.private_inference.wire import is_sealed
 from worker.protocol import (
     ErrorFrame,
     RawChunks,
@@ -31,6 +37,13 @@ from worker.protocol import (
     UploadedFile,
 )
 from worker.sandbox.hub import Channel, WorkerHub
+from worker.sandbox.placement import Placement
+from worker.sandbox.private_relay import (
+    KEYS_PATH,
+    WORKER_PIN_HEADER,
+    PrivateRelay,
+    sealed_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +53,33 @@ MAX_AUDIO_BYTES = 25 * 1024 * 1024
 HUB_KEY = web.AppKey("hub", WorkerHub)
 API_KEY = web.AppKey("api_key", str)
 KNOWN_MODELS = web.AppKey("known_models", frozenset)
-KEYED_PREFIXES = ("/v1/", "/api/v1/models/")
-"""Paths that need the API key: the OpenAI API and the model commands."""
+RELAY_KEY = web.AppKey("private_relay", PrivateRelay)
+API_PREFIXES = ("/v1", "/api/v1")
+_PROTECTED = (
+    "/v1/",
+    "/api/v1/models",
+    "/api/v1/chat/",
+    "/api/v1/embeddings",
+    "/api/v1/images/",
+    "/api/v1/audio/",
+    "/api/v1/workers/",
+)
+"""Paths that need the API key: the OpenAI API (under /v1 and /api/v1) and the model commands
+(/api/v1/workers/…); the catalogue, the worker list and the worker endpoints do not."""
 
 
-def openai_error(status: int, code: str, message: str) -> web.Response:
+def openai_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"error": {"message": message, "type": code, "code": code, "param": None}}
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
 async def require_api_key(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path.startswith(KEYED_PREFIXES):
+    if request.path.startswith(_PROTECTED):
         expected = request.app[API_KEY]
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -70,6 +96,16 @@ async def require_api_key(
 def _pick(request: web.Request, model: str) -> Any:
     """The worker for ``model``, or the error response: 503 when known but unserved, else 404."""
     hub = request.app[HUB_KEY]
+    pinned = request.headers.get(WORKER_PIN_HEADER)
+    if pinned:
+        worker = hub.workers.get(pinned)
+        if worker is not None and worker.serves(model) and not worker.draining:
+            return worker
+        return openai_error(
+            503,
+            "no_worker",
+            f"The pinned worker {pinned} is not connected or does not serve {model!r} right now.",
+        )
     worker = hub.pick(model)
     if worker is not None:
         return worker
@@ -103,26 +139,35 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-def _from_error(frame: ErrorFrame) -> web.Response:
+def _from_error(frame: ErrorFrame, placement: Placement | None = None) -> web.Response:
     message = render_inline(split_rendered(frame.message, frame.hint), frame.hint)
-    return openai_error(frame.status or 502, frame.code, message)
+    headers = {**(placement.headers() if placement else {}), **(sealed_error(frame) or {})}
+    return openai_error(frame.status or 502, frame.code, message, headers or None)
 
 
-def _from_response(frame: Response) -> web.Response:
+def _from_response(frame: Response, placement: Placement | None = None) -> web.Response:
+    headers = placement.headers() if placement else None
     if isinstance(frame.body, str):
-        return web.Response(text=frame.body, status=frame.status, content_type="text/plain")
-    return web.json_response(frame.body, status=frame.status)
+        return web.Response(
+            text=frame.body, status=frame.status, content_type="text/plain", headers=headers
+        )
+    body = frame.body
+    if placement is not None and isinstance(body, dict):
+        # Beside a private reply's envelope, or in a plaintext one: the client merges the two.
+        own = body.get("pendra") if isinstance(body.get("pendra"), dict) else {}
+        body = {**body, "pendra": {**own, **placement.block()}}
+    return web.json_response(body, status=frame.status, headers=headers)
 
 
-async def _relay_unary(channel: Channel) -> web.Response:
+async def _relay_unary(channel: Channel, placement: Placement | None) -> web.Response:
     try:
         frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
     except asyncio.TimeoutError:
         return openai_error(504, "timeout", "The worker did not answer in time.")
     if isinstance(frame, Response):
-        return _from_response(frame)
+        return _from_response(frame, placement)
     if isinstance(frame, ErrorFrame):
-        return _from_error(frame)
+        return _from_error(frame, placement)
     return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
 
 
@@ -136,26 +181,38 @@ class _EventStream(web.StreamResponse):
     _send_headers_immediately = False  # aiohttp: buffer the headers until the first write
 
 
-def _sse_error(frame: ErrorFrame) -> bytes:
-    message = render_inline(split_rendered(frame.message, frame.hint), frame.hint)
-    error = {"message": message, "type": frame.code, "code": frame.code, "param": None}
+def _sse_error(frame: ErrorFrame, placement: Placement | None) -> bytes:
+    error: dict[str, Any] = {
+        "message": render_inline(split_rendered(frame.message, frame.hint), frame.hint),
+        "type": frame.code,
+        "code": frame.code,
+        "param": None,
+    }
+    if placement is not None:
+        error.update(placement.error_fields())
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
-async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamResponse:
+async def _relay_stream(
+    request: web.Request, channel: Channel, placement: Placement | None
+) -> web.StreamResponse:
     try:
         frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
     except asyncio.TimeoutError:
         return openai_error(504, "timeout", "The worker did not start answering in time.")
     if isinstance(frame, ErrorFrame):
-        return _from_error(frame)
+        return _from_error(frame, placement)
     if isinstance(frame, Response):  # a worker may answer a stream request in one piece
-        return _from_response(frame)
+        return _from_response(frame, placement)
     if not isinstance(frame, ResponseStart):
         return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
     response = _EventStream(
         status=frame.status,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            **(placement.headers() if placement else {}),
+        },
     )
     await response.prepare(request)
     try:
@@ -165,20 +222,25 @@ async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamRes
             except asyncio.TimeoutError:
                 frame = ErrorFrame(code="timeout", message="the worker stopped answering")
             if isinstance(frame, RawChunks):
+                if placement is not None:
+                    placement.saw_chunk()
                 await response.write(
                     "".join(f"data: {chunk}\n\n" for chunk in frame.data).encode("utf-8")
                 )
             elif isinstance(frame, ResponseChunk):
+                if placement is not None:
+                    placement.saw_chunk()
                 payload = b"".join(
                     b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
                     for chunk in frame.data
                 )
                 await response.write(payload)
             elif isinstance(frame, ResponseEnd):
-                await response.write(b"data: [DONE]\n\n")
+                trailer = placement.trailer() if placement is not None else b""
+                await response.write(trailer + b"data: [DONE]\n\n")
                 break
             elif isinstance(frame, ErrorFrame):
-                await response.write(_sse_error(frame))
+                await response.write(_sse_error(frame, placement))
                 break
     except (ConnectionResetError, ConnectionError):
         log.info("client of request %s went away; cancelling it", channel.id)
@@ -190,19 +252,29 @@ async def _relay_stream(request: web.Request, channel: Channel) -> web.StreamRes
 async def _dispatch(
     request: web.Request, kind: RequestKind, body: dict[str, Any], **extra: Any
 ) -> web.StreamResponse:
-    worker = _pick(request, body["model"])
+    sealed = is_sealed(body)
+    if sealed:
+        relay = request.app[RELAY_KEY]
+        worker = relay.check(kind, body) or relay.choose(request, body)
+    else:
+        worker = _pick(request, body["model"])
     if isinstance(worker, web.Response):
         return worker
     stream = kind == "chat" and bool(body.get("stream"))
     frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
+    placement = None
+    if sealed or request.path.startswith("/api/"):
+        placement = Placement.for_request(
+            request.headers, worker.worker_id, frame.id, body["model"], sealed=sealed
+        )
     try:
         channel = await worker.open(frame)
     except Exception:
         return openai_error(503, "worker_unavailable", "The worker went away; retry.")
     try:
         if stream:
-            return await _relay_stream(request, channel)
-        return await _relay_unary(channel)
+            return await _relay_stream(request, channel, placement)
+        return await _relay_unary(channel, placement)
     finally:
         await channel.close()
 
@@ -223,6 +295,13 @@ async def images(request: web.Request) -> web.StreamResponse:
 
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
+    if request.content_type == "application/json":
+        # Only a sealed transcription is JSON: its audio travels inside the envelope.
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        if is_sealed(body):
+            return await _dispatch(request, "transcription", body)
     if not request.content_type.startswith("multipart/"):
         return openai_error(
             400, "invalid_request_error", "Send the audio as multipart/form-data ('file' part)."
@@ -254,8 +333,12 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_post("/v1/images/generations", images)
-    app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    """The inference routes under both prefixes, and the private-inference key list."""
+    relay = app[RELAY_KEY] = PrivateRelay(app[HUB_KEY])
+    for prefix in API_PREFIXES:
+        app.router.add_get(f"{prefix}/models", list_models)
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
+        app.router.add_post(f"{prefix}/images/generations", images)
+        app.router.add_post(f"{prefix}/audio/transcriptions", transcriptions)
+    app.router.add_get(KEYS_PATH, relay.handle_keys)
