@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections import deque
 from pathlib import PurePath
 from typing import Any
 
@@ -66,10 +67,13 @@ def error_body(error: PendraError) -> dict[str, Any]:
 
 
 def _error_classes() -> dict[str, type[PendraError]]:
+    """The class each error code is rebuilt as. Several classes may share a code (a module's own
+    400 besides ``BadRequest``); the one nearest to :class:`PendraError`, and of those the first
+    defined, wins — the same answer whichever modules happen to be imported."""
     found: dict[str, type[PendraError]] = {}
-    pending: list[type[PendraError]] = [PendraError]
+    pending: deque[type[PendraError]] = deque([PendraError])
     while pending:
-        cls = pending.pop()
+        cls = pending.popleft()
         found.setdefault(cls.code, cls)
         pending.extend(cls.__subclasses__())
     return found
