@@ -75,6 +75,11 @@ class Emulator:
         self.requests.append(Recorded(request.method, request.path, body, dict(request.headers)))
         return await handler(request)
 
+    def open_connections(self) -> int:
+        """Client connections this server holds open right now (idle keep-alive ones too)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
     def paths(self, method: str | None = None) -> list[str]:
         return [r.path for r in self.requests if method is None or r.method == method]
 
