@@ -12,6 +12,8 @@
 # in place and keeps your configuration, worker key and models. `--uninstall` removes it again.
 #
 # The whole script is inside main(), called on the last line, so a truncated download runs nothing.
+# Every Python it runs is isolated (`python -I`, from a neutral directory), so a `worker/`,
+# `installer/` or `pip/` folder in the directory you run it from is never imported.
 
 if [ -z "${BASH_VERSION:-}" ]; then
   echo "get.sh needs bash: curl -fsSL https://get.pendra.ai/worker | bash" >&2
@@ -53,9 +55,15 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
       --no-start       install only; start nothing
       --key-file FILE  store the worker key from FILE (kept 0600 in ~/.pendra/worker.key)
       --version V      install pendra-worker version V
-      --uninstall      remove the venv, the `pendra` link and the service (keeps config, key, models)
-      --purge          with --uninstall: also remove config, key, logs and cache
-      --remove-models  with --uninstall: also remove downloaded models
+      --uninstall      remove the venv, the `pendra` link and this installation's service
+                       (keeps config, key and models); lists what goes and asks first
+      --purge          with --uninstall: also remove config, keys (the worker key and its
+                       backups, the workload key), the sandbox's files, logs and cache
+      --remove-models  with --uninstall: also remove the models pendra downloaded (those with
+                       the install record pendra writes beside them); your own files stay
+      --remove-all-models
+                       with --uninstall: also remove every *.gguf in the models directory,
+                       including ones you put there yourself (other files and folders stay)
   -h, --help           this help
 
 Environment: PENDRA_YES, PENDRA_NO_UI, PENDRA_NO_START, PENDRA_KEY_FILE, PENDRA_VERSION (as the
@@ -67,7 +75,7 @@ EOF
   }
 
   # ---------------------------------------------------------------------------------- arguments
-  local yes=0 no_ui=0 no_start=0 uninstall=0 purge=0 remove_models=0
+  local yes=0 no_ui=0 no_start=0 uninstall=0 purge=0 remove_models=0 remove_all_models=0
   local key_file="${PENDRA_KEY_FILE:-}" version="${PENDRA_VERSION:-}"
   truthy "${PENDRA_YES:-}" && yes=1
   truthy "${PENDRA_NO_UI:-}" && no_ui=1
@@ -80,6 +88,7 @@ EOF
       --uninstall) uninstall=1 ;;
       --purge) purge=1 ;;
       --remove-models) remove_models=1 ;;
+      --remove-all-models) remove_models=1 remove_all_models=1 ;;
       --key-file)
         [ $# -ge 2 ] || die "--key-file needs a file name" "get.sh --key-file ./worker.key"
         key_file="$2"
@@ -101,14 +110,85 @@ EOF
     shift
   done
   if [ "$uninstall" = 0 ] && { [ "$purge" = 1 ] || [ "$remove_models" = 1 ]; }; then
-    die "--purge and --remove-models only go with --uninstall"
+    die "--purge, --remove-models and --remove-all-models only go with --uninstall"
   fi
 
-  local home_dir="${PENDRA_HOME:-$HOME/.pendra}"
+  # --------------------------------------------------------------------------------- paths
+  # Absolute paths: every Python below runs from a neutral directory, not from this one.
+  absolute_path() {
+    case "$1" in
+      /*) printf '%s' "$1" ;;
+      *) printf '%s/%s' "$PWD" "$1" ;;
+    esac
+  }
+  # Prints why $1 cannot be a directory of pendra's own (its contents are not only pendra's);
+  # fails when it can be.
+  unsafe_dir_reason() {
+    local dir="$1" physical="$1" home="${HOME:-}" home_physical="${HOME:-}" candidate h
+    while [ "$dir" != "${dir%/}" ]; do dir="${dir%/}"; done
+    [ -n "$dir" ] || dir=/
+    [ -d "$dir" ] && physical="$(cd "$dir" && pwd -P)"
+    [ -n "$home" ] && [ -d "$home" ] && home_physical="$(cd "$home" && pwd -P)"
+    for candidate in "$dir" "$physical"; do
+      if [ "$candidate" = / ]; then
+        echo "it is the root of the file system"
+        return 0
+      fi
+      for h in "$home" "$home_physical"; do
+        [ -n "$h" ] || continue
+        if [ "$candidate" = "$h" ]; then
+          echo "it is your home directory"
+          return 0
+        fi
+        case "$h/" in "$candidate"/*)
+          echo "it holds your home directory"
+          return 0
+          ;;
+        esac
+      done
+    done
+    return 1
+  }
+
+  local home_dir
+  home_dir="$(absolute_path "${PENDRA_HOME:-$HOME/.pendra}")"
+  # The worker and the service read PENDRA_HOME too: give them the same absolute directory.
+  [ -z "${PENDRA_HOME:-}" ] || export PENDRA_HOME="$home_dir"
+  local unsafe=""
+  if unsafe="$(unsafe_dir_reason "$home_dir")"; then
+    die "PENDRA_HOME=$home_dir cannot be pendra's directory: $unsafe." \
+      "use a directory of its own (the default is ~/.pendra), or unset PENDRA_HOME"
+  fi
   local venv="$home_dir/venv"
-  local bin_dir="${PENDRA_BIN_DIR:-$HOME/.local/bin}"
+  local bin_dir
+  bin_dir="$(absolute_path "${PENDRA_BIN_DIR:-$HOME/.local/bin}")"
   local link="$bin_dir/pendra"
   local vpy="$venv/bin/python"
+  # Written by get.sh inside the venv: "installing" while a run changes it, "ready" once a run
+  # finished. A venv a run did not finish (Ctrl-C, kill -9, a failed step) is made afresh.
+  local venv_marker="$venv/.pendra-get"
+
+  # ------------------------------------------------------------------------- isolated Python
+  # -I: neither the current directory nor PYTHON* variables reach sys.path; and each runs from
+  # /, so nothing resolves against the user's directory either.
+  isolated() { (cd / && "$@"); }
+  vpy_run() { isolated "$vpy" -I "$@"; }
+  pendra_cli() { vpy_run -m worker "$@"; }
+
+  # none | empty | foreign | unfinished | ready
+  venv_state() {
+    if [ ! -e "$venv" ] && [ ! -L "$venv" ]; then
+      echo none
+    elif [ -d "$venv" ] && [ ! -L "$venv" ] && [ -z "$(ls -A "$venv" 2>/dev/null)" ]; then
+      echo empty
+    elif [ -f "$venv_marker" ] && [ ! -L "$venv" ]; then
+      if [ "$(head -c 16 "$venv_marker")" = ready ]; then echo ready; else echo unfinished; fi
+    elif [ -x "$venv/bin/pendra" ] && [ -f "$venv/pyvenv.cfg" ] && [ ! -L "$venv" ]; then
+      echo ready # made by a get.sh from before the marker
+    else
+      echo foreign
+    fi
+  }
 
   # ---------------------------------------------------------------------------------- the host
   local os arch kernel
@@ -145,22 +225,140 @@ EOF
   local sudo="sudo "
   [ "$(id -u)" = 0 ] && sudo=""
 
-  # Removes what get.sh installed: the service, the link and the venv. Config, key and models stay
-  # unless --purge / --remove-models ask for them too. Uses main's locals.
+  # Asks a yes/no question at the terminal; the answer is no unless the user types yes. --yes
+  # answers yes; with no terminal and no --yes it stops the script (nothing done yet).
+  confirm() {
+    [ "$yes" = 1 ] && return 0
+    if ! (: </dev/tty) 2>/dev/null; then
+      die "no terminal to ask on, so nothing was changed." "re-run with --yes to go ahead"
+    fi
+    local answer=""
+    printf '%s [y/N] ' "$1" >&2
+    read -r answer </dev/tty || answer=""
+    case "$answer" in
+      y | Y | yes | Yes | YES) return 0 ;;
+      *) return 1 ;;
+    esac
+  }
+
+  # Removes what get.sh installed: this installation's service, the link and the venv; with
+  # --purge the configuration, key, logs and cache; with --remove-models the model files pendra
+  # downloaded (decided by installer/teardown.py, with the worker's own settings). Lists it all and
+  # asks first. Uses main's locals.
   do_uninstall() {
+    local going=() kept=() removed=() model_files=() item kind path detail
+    local worker_ok=0 state models_dir="" plan="" errors=""
+    state="$(venv_state)"
+    if [ -x "$vpy" ] && vpy_run -c 'import worker.settings' >/dev/null 2>&1; then worker_ok=1; fi
+
+    if [ "$remove_models" = 1 ] && [ "$worker_ok" = 1 ]; then
+      local plan_args=(plan-models) rc=0
+      [ "$remove_all_models" = 1 ] && plan_args+=(--all)
+      errors="$(mktemp "${TMPDIR:-/tmp}/pendra-uninstall.XXXXXX")"
+      plan="$(vpy_run -m installer.teardown "${plan_args[@]}" 2>"$errors")" || rc=$?
+      if [ "$rc" != 0 ]; then
+        local first="" rest=""
+        { IFS= read -r first || true; IFS= read -r rest || true; } <"$errors"
+        rm -f "$errors"
+        if [ "$rc" = 3 ]; then
+          die "${first:-refusing to remove the models}; nothing was changed." ${rest:+"$rest"}
+        fi
+        die "cannot tell which models pendra installed: ${first:-exit $rc}; nothing was changed." \
+          "fix the configuration in $home_dir, or uninstall without --remove-models"
+      fi
+      rm -f "$errors"
+      while IFS=$'\t' read -r kind path detail; do
+        case "$kind" in
+          dir) models_dir="$path" ;;
+          remove)
+            model_files+=("$path")
+            going+=("$path ($detail)")
+            ;;
+          keep) kept+=("$path ($detail)") ;;
+          other) kept+=("$path: $detail") ;;
+        esac
+      done <<<"$plan"
+    elif [ "$remove_models" = 1 ]; then
+      kept+=("the models: the installed worker, which tells pendra's downloads from your own files, is gone, so none were removed (its downloads are the *.gguf files with a .gguf.meta.json beside them)")
+    elif [ "$worker_ok" = 1 ]; then
+      models_dir="$(vpy_run -c 'from worker.settings import load_settings; print(load_settings().models_dir)' 2>/dev/null || true)"
+      if [ -n "$models_dir" ] && [ -d "$models_dir" ]; then
+        kept+=("$models_dir (models; --remove-models deletes the ones pendra downloaded)")
+      fi
+    fi
+
+    if [ "$worker_ok" = 1 ]; then
+      if [ "$(id -u)" = 0 ]; then
+        going+=("this installation's pendra service, user and system, if installed (another installation's stays)")
+      else
+        going+=("this installation's pendra service, if installed (another installation's stays)")
+      fi
+    fi
+    if [ -L "$link" ]; then
+      case "$(readlink "$link")" in
+        "$venv"/*) going+=("$link") ;;
+        *) kept+=("$link (it points elsewhere)") ;;
+      esac
+    elif [ -e "$link" ]; then
+      kept+=("$link (not a link made by get.sh)")
+    fi
+    case "$state" in
+      ready | unfinished | empty) going+=("$venv") ;;
+      foreign) kept+=("$venv (not made by get.sh)") ;;
+    esac
+    [ -e "$home_dir/run" ] && going+=("$home_dir/run")
+    local purgeable=()
+    for item in config.toml config.yaml worker.key workload.key sandbox logs cache; do
+      [ -e "$home_dir/$item" ] && purgeable+=("$home_dir/$item")
+    done
+    for item in "$home_dir"/worker.key.*.bak; do
+      [ -f "$item" ] && purgeable+=("$item")
+    done
+    for item in ${purgeable[@]+"${purgeable[@]}"}; do
+      if [ "$purge" = 1 ]; then going+=("$item"); else kept+=("$item"); fi
+    done
+
+    if [ ${#going[@]} = 0 ]; then
+      say "Nothing of Pendra worker is installed here ($home_dir)."
+      if [ ${#kept[@]} -gt 0 ]; then
+        say "Left as it is:"
+        for item in "${kept[@]}"; do say "  $item"; done
+      fi
+      return 0
+    fi
     step "Uninstalling Pendra worker from $home_dir"
-    local removed=() kept=()
-    local models_dir="$home_dir/models"
-    if [ -x "$venv/bin/pendra" ]; then
-      models_dir="$("$vpy" -c 'from worker.settings import load_settings; print(load_settings().models_dir)' 2>/dev/null || echo "$home_dir/models")"
+    say "This removes:"
+    for item in "${going[@]}"; do say "  $item"; done
+    if [ ${#kept[@]} -gt 0 ]; then
+      say "and keeps:"
+      for item in "${kept[@]}"; do say "  $item"; done
+    fi
+    if ! confirm "Remove them?"; then
+      say "Nothing removed."
+      return 1
+    fi
+
+    if [ "$worker_ok" = 1 ]; then
       local rc=0
-      "$venv/bin/pendra" service uninstall || rc=$?
+      pendra_cli service uninstall || rc=$?
       [ "$rc" = 0 ] || [ "$rc" = 4 ] || warn "removing the user service failed (exit $rc); continuing"
       if [ "$(id -u)" = 0 ]; then
         rc=0
-        "$venv/bin/pendra" service uninstall --system || rc=$?
+        pendra_cli service uninstall --system || rc=$?
         [ "$rc" = 0 ] || [ "$rc" = 4 ] || warn "removing the system service failed (exit $rc); continuing"
       fi
+    fi
+    if [ ${#model_files[@]} -gt 0 ]; then
+      local remove_args=(remove-models) outcome=""
+      [ "$remove_all_models" = 1 ] && remove_args+=(--all)
+      outcome="$(printf '%s\n' "${model_files[@]}" | vpy_run -m installer.teardown "${remove_args[@]}")" ||
+        warn "some model files could not be removed (listed under Kept)"
+      while IFS=$'\t' read -r kind path detail; do
+        case "$kind" in
+          removed) removed+=("$path") ;;
+          kept) kept+=("$path ($detail)") ;;
+        esac
+      done <<<"$outcome"
     fi
     if [ -L "$link" ]; then
       case "$(readlink "$link")" in
@@ -168,47 +366,33 @@ EOF
           rm -f "$link"
           removed+=("$link")
           ;;
-        *) kept+=("$link (points elsewhere)") ;;
       esac
     fi
-    if [ -d "$venv" ]; then
-      rm -rf "$venv"
-      removed+=("$venv")
+    case "$state" in
+      ready | unfinished | empty)
+        rm -rf "$venv"
+        removed+=("$venv")
+        ;;
+    esac
+    if [ -e "$home_dir/run" ]; then
+      rm -rf "${home_dir:?}/run"
+      removed+=("$home_dir/run")
     fi
-    rm -rf "$home_dir/run"
-    local item
     if [ "$purge" = 1 ]; then
-      for item in config.toml worker.key logs cache; do
-        if [ -e "$home_dir/$item" ]; then
-          rm -rf "${home_dir:?}/$item"
-          removed+=("$home_dir/$item")
-        fi
+      for item in ${purgeable[@]+"${purgeable[@]}"}; do
+        rm -rf "$item"
+        removed+=("$item")
       done
-    else
-      for item in config.toml worker.key logs cache; do
-        if [ -e "$home_dir/$item" ]; then kept+=("$home_dir/$item"); fi
-      done
-    fi
-    if [ "$remove_models" = 1 ]; then
-      if [ -d "$models_dir" ]; then
-        rm -rf "$models_dir"
-        removed+=("$models_dir")
-      fi
-    elif [ -d "$models_dir" ]; then
-      kept+=("$models_dir (models; --remove-models deletes them)")
     fi
     rmdir "$home_dir" 2>/dev/null || true
+
     say ""
-    if [ ${#removed[@]} -gt 0 ]; then
-      say "Removed:"
-      for item in ${removed[@]+"${removed[@]}"}; do say "  $item"; done
-    else
-      say "Nothing of Pendra worker was installed for this user."
-    fi
+    say "Removed:"
+    for item in ${removed[@]+"${removed[@]}"}; do say "  $item"; done
     if [ ${#kept[@]} -gt 0 ]; then
       say "Kept:"
-      for item in ${kept[@]+"${kept[@]}"}; do say "  $item"; done
-      [ "$purge" = 1 ] || say "(get.sh --uninstall --purge also removes configuration and key)"
+      for item in "${kept[@]}"; do say "  $item"; done
+      [ "$purge" = 1 ] || [ ${#purgeable[@]} = 0 ] || say "(get.sh --uninstall --purge also removes configuration and keys)"
     fi
   }
 
@@ -244,6 +428,7 @@ EOF
   if [ -n "$key_file" ]; then
     { [ -f "$key_file" ] && [ -r "$key_file" ]; } || die "cannot read the key file $key_file" \
       "pass the file you downloaded from the Pendra dashboard: --key-file ./worker.key"
+    key_file="$(absolute_path "$key_file")"
   fi
 
   local started_at=$SECONDS
@@ -261,14 +446,62 @@ EOF
   : >"$log"
   chmod 600 "$log"
 
-  # Run a command with its output in the log; tick every 30 s so a long build never looks stuck;
-  # on failure show the end of the log.
+  # ------------------------------------------------------------------------ interruptions
+  # Long steps run in a process group of their own (see run_logged). Ctrl-C, a hang-up or a TERM
+  # stops that whole group (pip, its build and compiler processes) before get.sh exits. A
+  # virtualenv interrupted while being created is removed; one interrupted later stays marked
+  # "installing" (a running service may still use it) and the next run makes it afresh.
+  local child_pid="" venv_phase="" py=""
+  # Any live (not zombie) process in process group $1, or process $1 itself.
+  group_alive() {
+    if command -v ps >/dev/null 2>&1; then
+      ps -A -o pgid= -o pid= -o stat= 2>/dev/null |
+        awk -v g="$1" '($1 == g || $2 == g) && $3 !~ /^Z/ { found = 1 } END { exit !found }'
+    else
+      kill -0 -- "-$1" 2>/dev/null || kill -0 "$1" 2>/dev/null
+    fi
+  }
+  stop_child() {
+    local pid="$child_pid" tries=0
+    [ -n "$pid" ] || return 0
+    child_pid=""
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    while group_alive "$pid"; do
+      tries=$((tries + 1))
+      # 10 s to exit cleanly, then no choice; 15 s at most in all.
+      [ "$tries" = 100 ] && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+      [ "$tries" -ge 150 ] && break
+      sleep 0.1
+    done
+    wait "$pid" 2>/dev/null || true
+  }
+  on_signal() {
+    trap '' INT TERM HUP # a second Ctrl-C must not cut the clean-up short
+    stop_child
+    if [ "$venv_phase" = creating ]; then rm -rf "$venv"; fi
+    say ""
+    say "Interrupted: nothing is left running. Re-run get.sh to finish (it picks up from here)."
+    exit "$1"
+  }
+  trap 'on_signal 130' INT
+  trap 'on_signal 143' TERM
+  trap 'on_signal 129' HUP
+
+  # Run a command in a process group of its own, from /, with its output in the log; tick every
+  # 30 s so a long build never looks stuck; on failure show the end of the log. The group lets
+  # on_signal stop the command and everything it started (a background job of a script would
+  # otherwise ignore Ctrl-C and outlive get.sh).
+  local spawn_group='import os, signal, sys
+os.setpgid(0, 0)
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])'
   run_logged() {
     local what="$1"
     shift
     printf '\n$ %s\n' "$*" >>"$log"
-    "$@" >>"$log" 2>&1 &
-    local pid=$! begun=$SECONDS rc=0
+    (cd / && exec "$py" -I -c "$spawn_group" "$@") >>"$log" 2>&1 </dev/null &
+    child_pid=$!
+    local pid=$child_pid begun=$SECONDS rc=0
     local next_tick=$((SECONDS + 30))
     while kill -0 "$pid" 2>/dev/null; do
       sleep 0.2
@@ -278,6 +511,7 @@ EOF
       fi
     done
     wait "$pid" || rc=$?
+    child_pid=""
     if [ "$rc" != 0 ]; then
       say "${red}failed:${reset} $what (exit $rc). Last lines of $log:"
       tail -n 25 "$log" | sed 's/^/    /' >&2
@@ -287,9 +521,8 @@ EOF
 
   # -------------------------------------------------------------------------------- Python
   step "Finding Python 3.10 or newer"
-  local py=""
-  python_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1; }
-  python_wheels() { "$1" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' >/dev/null 2>&1; }
+  python_ok() { isolated "$1" -I -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1; }
+  python_wheels() { isolated "$1" -I -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' >/dev/null 2>&1; }
   if [ -n "${PENDRA_PYTHON:-}" ]; then
     python_ok "$PENDRA_PYTHON" || die "PENDRA_PYTHON=$PENDRA_PYTHON is not a working Python 3.10 or newer"
     py="$PENDRA_PYTHON"
@@ -320,31 +553,52 @@ EOF
       *) die "Python 3.10 or newer was not found." "install Python 3.10-3.12 with your package manager, or point PENDRA_PYTHON at one" ;;
     esac
   fi
-  py="$("$py" -c 'import sys; print(sys.executable)')" # the real interpreter, not a pyenv shim
+  py="$(isolated "$py" -I -c 'import sys; print(sys.executable)')" # the real interpreter, not a pyenv shim
   local py_version
-  py_version="$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+  py_version="$(isolated "$py" -I -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
   note "$py (Python $py_version)"
 
   # ---------------------------------------------------------------------------------- venv
-  local action="Installing"
-  if [ -x "$vpy" ] && "$vpy" -c 'import sys' >/dev/null 2>&1 &&
-    [ "$("$vpy" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "${py_version%.*}" ]; then
-    action="Upgrading"
-    step "Reusing the virtualenv $venv"
-  else
-    step "Creating the virtualenv $venv"
-    [ -e "$venv" ] && rm -rf "$venv"
-    if ! "$py" -m venv "$venv" >>"$log" 2>&1; then
+  # Reused when get.sh made it, the last run finished, and its Python and pip work; otherwise
+  # made afresh. A directory get.sh did not make is never deleted.
+  venv_reusable() {
+    [ "$(venv_state)" = ready ] && [ -x "$vpy" ] &&
+      [ "$(vpy_run -c 'import sys, pip; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "${py_version%.*}" ]
+  }
+  create_venv() {
+    venv_phase=creating
+    rm -rf "$venv"
+    mkdir -p "$venv"
+    printf 'installing\n' >"$venv_marker"
+    if ! run_logged "creating the virtualenv" "$py" -I -m venv "$venv"; then
       rm -rf "$venv"
+      venv_phase=""
       case "$pkg" in
         apt) die "$py cannot create virtualenvs (the venv module or ensurepip is missing)." "${sudo}apt-get install -y python${py_version%.*}-venv   # then re-run get.sh" ;;
         *) die "$py cannot create virtualenvs (see $log)." "install the venv module for $py, or point PENDRA_PYTHON at another Python" ;;
       esac
     fi
+  }
+  local action="Installing"
+  case "$(venv_state)" in
+    foreign)
+      die "$venv exists, but get.sh did not make it; nothing was changed." \
+        "move it away (or set PENDRA_HOME to another directory), then re-run get.sh"
+      ;;
+    unfinished) note "the last run stopped before it finished; making the virtualenv afresh" ;;
+  esac
+  if venv_reusable; then
+    action="Upgrading"
+    step "Reusing the virtualenv $venv"
+  else
+    step "Creating the virtualenv $venv"
+    create_venv
   fi
-  local pip=("$vpy" -m pip --disable-pip-version-check --no-input)
+  local pip=("$vpy" -I -m pip --disable-pip-version-check --no-input)
   local pip_major
-  pip_major="$("$vpy" -c 'import pip; print(pip.__version__.split(".")[0])' 2>/dev/null || echo 0)"
+  pip_major="$(vpy_run -c 'import pip; print(pip.__version__.split(".")[0])' 2>/dev/null || echo 0)"
+  venv_phase=""
+  printf 'installing\n' >"$venv_marker"
   if [ "$pip_major" -lt 23 ]; then
     run_logged "upgrading pip" "${pip[@]}" install --upgrade "pip>=23" || die "could not upgrade pip in $venv" "see $log"
   fi
@@ -389,7 +643,7 @@ EOF
   # --------------------------------------------------------------------- llama-cpp-python
   step "Choosing the llama.cpp build for this machine"
   local accel_vars
-  accel_vars="$("$vpy" -m installer.accel --shell --probe)" || die "could not decide the llama.cpp build" "see the message above"
+  accel_vars="$(vpy_run -m installer.accel --shell --probe)" || die "could not decide the llama.cpp build" "see the message above"
   local PENDRA_ACCEL="" PENDRA_ACCEL_LABEL="" PENDRA_ACCEL_TARGET="" PENDRA_WHEEL_URL="" PENDRA_SOURCE_ACCEL=""
   local PENDRA_CMAKE_ARGS="" PENDRA_BUILD_MINUTES="" PENDRA_LLAMA_REQ="" PENDRA_LLAMA_PRESENT="" PENDRA_ACCEL_NOTES=""
   eval "$accel_vars"
@@ -403,13 +657,13 @@ EOF
     note "llama-cpp-python: the $PENDRA_ACCEL_TARGET build is already installed; keeping it"
   else
     local reinstall=()
-    "$vpy" -c 'import importlib.metadata as m; m.version("llama-cpp-python")' >/dev/null 2>&1 &&
+    vpy_run -c 'import importlib.metadata as m; m.version("llama-cpp-python")' >/dev/null 2>&1 &&
       reinstall=(--force-reinstall --no-deps)
     if [ -n "$PENDRA_WHEEL_URL" ]; then
       step "Installing the prebuilt $PENDRA_ACCEL_LABEL llama-cpp-python wheel"
       if run_logged "downloading llama-cpp-python" "${pip[@]}" install ${reinstall[@]+"${reinstall[@]}"} \
         --only-binary llama-cpp-python --extra-index-url "$PENDRA_WHEEL_URL" "$PENDRA_LLAMA_REQ"; then
-        "$vpy" -m installer.accel --write-stamp "$PENDRA_ACCEL" "$PENDRA_WHEEL_URL"
+        vpy_run -m installer.accel --write-stamp "$PENDRA_ACCEL" "$PENDRA_WHEEL_URL"
         llama_how="prebuilt $PENDRA_ACCEL_LABEL wheel"
       else
         warn "the prebuilt wheel did not install; building from source instead"
@@ -430,7 +684,7 @@ EOF
       CMAKE_ARGS="$PENDRA_CMAKE_ARGS" run_logged "building llama-cpp-python" \
         "${pip[@]}" install ${reinstall[@]+"${reinstall[@]}"} ${no_cache[@]+"${no_cache[@]}"} "$PENDRA_LLAMA_REQ" ||
         die "building llama-cpp-python failed" "a C/C++ compiler and cmake are needed: ${sudo}apt-get install -y build-essential cmake (Debian/Ubuntu), xcode-select --install (macOS)" "full log: $log"
-      "$vpy" -m installer.accel --write-stamp "$target" source
+      vpy_run -m installer.accel --write-stamp "$target" source
       llama_how="built from source for $label"
     fi
   fi
@@ -439,7 +693,8 @@ EOF
   run_logged "installing dependencies" "${pip[@]}" install "$wheel" ||
     die "could not install pendra-worker's dependencies" "see $log"
   local installed
-  installed="$("$venv/bin/pendra" --version 2>>"$log")" || die "the installed pendra does not start" "see $log"
+  installed="$(pendra_cli --version 2>>"$log")" || die "the installed pendra does not start" "see $log"
+  printf 'ready\n' >"$venv_marker"
 
   # ---------------------------------------------------------------------------------- link
   local path_hint=""
@@ -458,7 +713,7 @@ EOF
   local key_note=""
   if [ -n "$key_file" ]; then
     step "Storing the worker key"
-    "$venv/bin/pendra" key set --file "$key_file" || die "could not store the worker key from $key_file" "check the file, then: pendra key set --file $key_file"
+    pendra_cli key set --file "$key_file" || die "could not store the worker key from $key_file" "check the file, then: pendra key set --file $key_file"
     key_note="worker key stored (0600) in $home_dir"
   fi
 
@@ -482,13 +737,13 @@ EOF
   fi
   if [ "$no_ui" = 1 ]; then
     local key_path
-    key_path="$("$vpy" -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
+    key_path="$(vpy_run -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
       die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
     [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
       "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd service install"
     step "Starting the worker headless"
     local rc=0
-    "$venv/bin/pendra" service install || rc=$?
+    pendra_cli service install || rc=$?
     if [ "$rc" = 0 ]; then
       say "The worker runs as a service. Check it with: $pendra_cmd status   (logs: $pendra_cmd logs)"
       return 0
@@ -496,7 +751,7 @@ EOF
     if [ "$rc" = 4 ]; then
       say "No service manager here: running the worker in the foreground (Ctrl-C stops it)."
       cleanup_now
-      exec "$venv/bin/pendra" --no-ui </dev/null
+      exec "$vpy" -I -m worker --no-ui </dev/null
     fi
     die "could not install the service (exit $rc)" "see the message above; run headless by hand: $pendra_cmd --no-ui"
   fi
@@ -504,7 +759,7 @@ EOF
     say ""
     # The app reads keys from stdin; under `curl | bash` stdin is the pipe, so hand it the terminal.
     cleanup_now
-    exec "$venv/bin/pendra" </dev/tty
+    exec "$vpy" -I -m worker </dev/tty
   fi
   say ""
   say "Next, in a terminal: $pendra_cmd   (or headless: $pendra_cmd --no-ui)"

@@ -146,6 +146,30 @@ class InstallReport:
 # Managers
 
 
+def refuse_foreign_install(manager: Systemd | Launchd, spec: ServiceSpec) -> list[str]:
+    """Install over nothing, over our own unit, or over a dead one; never over another live install.
+
+    Returns the notes to show (a replaced dead unit); raises :class:`ServiceError` when the unit
+    runs another installation's ``pendra`` that still exists.
+    """
+    if foreign_unit(manager, spec.exec_path) is None:
+        return []
+    try:
+        program = manager.program_in(manager.unit_path.read_bytes())
+    except OSError:
+        program = None
+    if program is not None and os.access(program, os.X_OK):
+        sudo = "sudo " if manager.system else ""
+        flag = " --system" if manager.system else ""
+        raise ServiceError(
+            f"{manager.unit_path} runs another installation's worker ({program}); "
+            "this installation leaves it alone",
+            hint=f"remove that one first ({sudo}{program} service uninstall{flag}), "
+            "or run only one of them",
+        )
+    return [f"replaced {manager.unit_path}, which ran {program or 'nothing'} (no longer there)"]
+
+
 class Systemd:
     """``systemctl`` for one scope; ``unit_dir`` is where units live (injectable for tests)."""
 
@@ -188,8 +212,12 @@ class Systemd:
     def render(self, spec: ServiceSpec) -> str:
         return render_systemd_unit(spec)
 
+    @staticmethod
+    def program_in(data: bytes) -> str | None:
+        return systemd_unit_program(data.decode("utf-8", "replace"))
+
     def install(self, spec: ServiceSpec) -> InstallReport:
-        messages: list[str] = []
+        messages = refuse_foreign_install(self, spec)
         changed = write_if_changed(self.unit_path, self.render(spec).encode())
         messages.append(f"{'wrote' if changed else 'unchanged'} {self.unit_path}")
         if not self.dropin_path.exists():
@@ -223,7 +251,11 @@ class Systemd:
             f"`sudo loginctl enable-linger {self.user}`"
         ]
 
-    def uninstall(self) -> list[str]:
+    def uninstall(self, exec_path: Path) -> list[str]:
+        """Stop and remove the unit if it runs ``exec_path``; another installation's stays."""
+        foreign = foreign_unit(self, exec_path)
+        if foreign is not None:
+            return [f"kept {self.unit_path}: {foreign}"]
         messages: list[str] = []
         if self.unit_path.exists():
             self._ctl("disable", "--now", UNIT_NAME)  # may already be stopped or unknown
@@ -287,7 +319,12 @@ class Launchd:
     def render(self, spec: ServiceSpec) -> bytes:
         return render_launchd_plist(spec)
 
+    @staticmethod
+    def program_in(data: bytes) -> str | None:
+        return launchd_plist_program(data)
+
     def install(self, spec: ServiceSpec) -> InstallReport:
+        notes = refuse_foreign_install(self, spec)
         (spec.home / "logs").mkdir(parents=True, exist_ok=True)
         changed = write_if_changed(self.unit_path, self.render(spec))
         target = f"{self.domain}/{LAUNCHD_LABEL}"
@@ -302,14 +339,19 @@ class Launchd:
         self.run(["launchctl", "enable", target])
         self.run(["launchctl", "kickstart", "-k", target])
         messages = [
+            *notes,
             f"{'wrote' if changed else 'unchanged'} {self.unit_path}",
             f"loaded and started {LAUNCHD_LABEL} ({self.scope}); logs in {spec.home / 'logs'}",
         ]
         return InstallReport("launchd", self.scope, self.unit_path, changed, messages)
 
-    def uninstall(self) -> list[str]:
+    def uninstall(self, exec_path: Path) -> list[str]:
+        """Unload and remove the plist if it runs ``exec_path``; another installation's stays."""
         if not self.unit_path.exists():
             return [f"no {self.scope} service was installed"]
+        foreign = foreign_unit(self, exec_path)
+        if foreign is not None:
+            return [f"kept {self.unit_path}: {foreign}"]
         self.run(["launchctl", "bootout", f"{self.domain}/{LAUNCHD_LABEL}"])
         self.unit_path.unlink()
         return [f"stopped and removed {self.unit_path}"]
@@ -349,6 +391,81 @@ def parse_launchctl_print(text: str) -> dict[str, str]:
             key, _, value = line.strip().partition(" = ")
             props.setdefault(key, value)
     return props
+
+
+def _first_word(value: str) -> str | None:
+    """The first word of a systemd command line, with systemd's quoting undone."""
+    value = value.strip()
+    if not value:
+        return None
+    if value[0] not in "\"'":
+        word = value.split()[0]
+    else:
+        quote, escaped = value[0], False
+        chars: list[str] = []
+        for char in value[1:]:
+            if escaped:
+                chars.append(char)
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                break
+            else:
+                chars.append(char)
+        word = "".join(chars)
+    return word.replace("%%", "%").replace("$$", "$") or None
+
+
+def systemd_unit_program(text: str) -> str | None:
+    """The program a systemd unit runs: the first word of its last ``ExecStart=`` (pure)."""
+    program = None
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip() == "ExecStart":
+            # Prefixes like "-" (ignore failure) or "@" (argv[0]) come before the path.
+            program = _first_word(value.strip().lstrip("-@:+!"))
+    return program
+
+
+def launchd_plist_program(data: bytes) -> str | None:
+    """The program a launchd plist runs: ``Program`` or ``ProgramArguments[0]`` (pure)."""
+    try:
+        document = plistlib.loads(data)
+    except Exception:  # any malformed plist is simply "not ours"
+        return None
+    if not isinstance(document, dict):
+        return None
+    program = document.get("Program")
+    arguments = document.get("ProgramArguments")
+    if not isinstance(program, str) and isinstance(arguments, list) and arguments:
+        program = arguments[0]
+    return program if isinstance(program, str) and program else None
+
+
+def same_program(program: str, exec_path: Path) -> bool:
+    """Whether a unit's program is ``exec_path`` (through symlinks too)."""
+    return program == str(exec_path) or os.path.realpath(program) == os.path.realpath(exec_path)
+
+
+def foreign_unit(manager: Systemd | Launchd, exec_path: Path) -> str | None:
+    """Why the installed unit is not this installation's to touch, or ``None`` (absent or ours).
+
+    A unit belongs to the installation whose ``pendra`` it runs: another user's install, or one
+    under another ``PENDRA_HOME``, keeps its own unit whatever this one does.
+    """
+    try:
+        data = manager.unit_path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    program = manager.program_in(data)
+    if program is None:
+        return "it does not run a pendra this installation knows"
+    if same_program(program, exec_path):
+        return None
+    return f"it runs another installation's worker ({program})"
 
 
 # --------------------------------------------------------------------------------------------------

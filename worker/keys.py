@@ -19,13 +19,14 @@ import os
 import stat
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from worker.atomic_files import write_atomic
+from worker.atomic_files import fsync_dir, write_atomic
 from worker.errors import PendraError
 
 KEY_PREFIX = "pdk_"
@@ -214,3 +215,82 @@ def write_key_file(path: Path, key: WorkerKey) -> None:
     """Write ``key`` to ``path`` atomically with mode 0600 (never a half-written or open file)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(path, (key.text + "\n").encode("utf-8"), mode=0o600)
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What :func:`store_key` did: whether the file changed, and where a replaced key went."""
+
+    path: Path
+    changed: bool
+    backup: Path | None = None
+    previous_worker_id: str | None = None
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _backup_path(path: Path, now: datetime) -> Path:
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    candidate = path.with_name(f"{path.name}.{stamp}.bak")
+    number = 1
+    while candidate.exists() or candidate.is_symlink():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{stamp}-{number}.bak")
+    return candidate
+
+
+def _write_backup(path: Path, data: bytes, now: datetime) -> Path:
+    """Copy ``data`` to a new 0600 file beside ``path``; never overwrites anything."""
+    while True:
+        backup = _backup_path(path, now)
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # taken between the check and the open: pick the next name
+        break
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(path.parent)
+    return backup
+
+
+def store_key(path: Path, key: WorkerKey, *, now: datetime | None = None) -> StoredKey:
+    """Store ``key`` at ``path`` (0600). Whatever else is there is backed up first, never lost.
+
+    The same key again rewrites the file (which also tightens a loose mode) and reports no change;
+    a different key, or content that is not a key, is copied to ``<name>.<UTC time>.bak`` (0600)
+    before the new key replaces it.
+    """
+    try:
+        with path.open("rb") as handle:
+            old = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        old = None
+    except IsADirectoryError:
+        raise KeyProblem(
+            f"{path} is a directory, not a worker key file.",
+            hint="move it away, then store the key again",
+        ) from None
+    except OSError as exc:
+        raise KeyProblem(f"cannot read the stored worker key {path}: {exc.strerror}") from None
+    if old is None:
+        write_key_file(path, key)
+        return StoredKey(path, changed=True)
+    try:
+        previous: WorkerKey | None = parse_key(old.decode("utf-8"))
+    except (KeyProblem, UnicodeDecodeError):
+        previous = None
+    if previous is not None and previous.seed == key.seed:
+        write_key_file(path, key)
+        return StoredKey(path, changed=False)
+    backup = _write_backup(path, old, now or datetime.now(timezone.utc))
+    write_key_file(path, key)
+    return StoredKey(
+        path,
+        changed=True,
+        backup=backup,
+        previous_worker_id=previous.worker_id if previous is not None else None,
+    )

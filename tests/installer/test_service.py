@@ -145,17 +145,82 @@ def test_uninstall_removes_unit_and_pristine_dropin_keeps_edits(
     run = Recorder()
     manager = Systemd(system=False, unit_dir=tmp_path, run=run)
     manager.install(spec)
-    manager.uninstall()
+    manager.uninstall(spec.exec_path)
     assert not manager.unit_path.exists() and not manager.dropin_path.parent.exists()
     assert ("systemctl", "--user", "disable", "--now", "pendra.service") in run.calls
     manager.install(spec)
     manager.dropin_path.write_text("[Service]\nEnvironment=X=1\n")
-    messages = manager.uninstall()
+    messages = manager.uninstall(spec.exec_path)
     assert not manager.unit_path.exists() and manager.dropin_path.exists()
     assert any("kept your edited" in m for m in messages)
-    assert Systemd(system=False, unit_dir=tmp_path / "none", run=run).uninstall() == [
+    assert Systemd(system=False, unit_dir=tmp_path / "none", run=run).uninstall(spec.exec_path) == [
         "no user service was installed"
     ]
+
+
+def _executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_another_installations_unit_is_never_touched(tmp_path: Path, spec: ServiceSpec) -> None:
+    """A root uninstall must not stop or delete the unit of another user's install."""
+    bob = _executable(tmp_path / "bob" / ".pendra" / "venv" / "bin" / "pendra")
+    bobs_spec = ServiceSpec(exec_path=bob, home=bob.parents[2], system=True, run_as="bob")
+    run = Recorder()
+    manager = Systemd(system=True, unit_dir=tmp_path / "system", run=run)
+    manager.install(bobs_spec)
+    run.calls.clear()
+    before = manager.unit_path.read_bytes()
+
+    messages = manager.uninstall(spec.exec_path)
+    assert manager.unit_path.read_bytes() == before
+    assert messages == [f"kept {manager.unit_path}: it runs another installation's worker ({bob})"]
+    assert run.calls == []  # no `systemctl disable --now` of bob's worker
+
+    with pytest.raises(ServiceError) as err:
+        manager.install(replace(spec, system=True))
+    assert str(bob) in str(err.value) and "service uninstall --system" in str(err.value)
+    assert manager.unit_path.read_bytes() == before
+
+    # The same file through a symlinked path is ours; a unit whose program is gone is replaced.
+    link = tmp_path / "bob-link"
+    link.symlink_to(bob.parent)
+    assert service.foreign_unit(manager, link / "pendra") is None
+    bob.unlink()
+    report = manager.install(replace(spec, system=True))
+    assert any("no longer there" in m for m in report.messages)
+    assert service.foreign_unit(manager, spec.exec_path) is None
+
+
+def test_launchd_leaves_another_installations_plist(tmp_path: Path, spec: ServiceSpec) -> None:
+    run = Recorder()
+    manager = Launchd(system=False, plist_dir=tmp_path / "LaunchAgents", uid=501, run=run)
+    other = ServiceSpec(exec_path=tmp_path / "other" / "bin" / "pendra", home=tmp_path / "o")
+    manager.install(other)
+    run.calls.clear()
+    messages = manager.uninstall(spec.exec_path)
+    assert manager.unit_path.exists() and run.calls == []
+    assert "another installation's worker" in messages[0]
+    manager.uninstall(other.exec_path)
+    assert not manager.unit_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "program"),
+    [
+        ("ExecStart=/opt/p/bin/pendra --no-ui", "/opt/p/bin/pendra"),
+        ('ExecStart="/home/a b/bin/pendra" --no-ui', "/home/a b/bin/pendra"),
+        ('ExecStart=-"/x/100%%/pendra"', "/x/100%/pendra"),
+        ("ExecStart=@/usr/bin/pendra pendra --no-ui", "/usr/bin/pendra"),
+        ("ExecStart=", None),
+        ("Description=no exec here", None),
+    ],
+)
+def test_unit_program_parsing(line: str, program: str | None) -> None:
+    assert service.systemd_unit_program(f"[Service]\n{line}\n") == program
 
 
 def test_failed_systemctl_is_a_clear_error(tmp_path: Path, spec: ServiceSpec) -> None:
@@ -226,7 +291,7 @@ def test_launchd_plist_and_install(tmp_path: Path, spec: ServiceSpec) -> None:
     run.answers[("launchctl", "print", "gui/501/ai.pendra.worker")] = CommandResult(0, printed)
     status = manager.status()
     assert (status["active"], status["pid"], status["installed"]) == ("running", 777, True)
-    manager.uninstall()
+    manager.uninstall(spec.exec_path)
     assert not manager.unit_path.exists()
     system = plistlib.loads(
         service.render_launchd_plist(replace(spec, system=True, run_as="alice"))
@@ -290,3 +355,23 @@ def test_cli_on_this_box_without_systemd(clean_env: dict[str, str], tmp_path: Pa
     assert status.returncode == 0 and "not available here" in status.stdout
     removed = _pendra(["service", "uninstall"], env)
     assert removed.returncode == 0 and "no service installed" in removed.stdout
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="this host runs systemd")
+def test_cli_uninstall_removes_only_this_installations_unit(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**clean_env, "HOME": str(tmp_path)}
+    unit = tmp_path / ".config" / "systemd" / "user" / "pendra.service"
+    unit.parent.mkdir(parents=True)
+    other = ServiceSpec(exec_path=tmp_path / "elsewhere" / "bin" / "pendra", home=tmp_path / "e")
+    unit.write_text(service.render_systemd_unit(other))
+    kept = _pendra(["service", "uninstall"], env)
+    assert kept.returncode == 0 and "another installation's worker" in kept.stdout
+    assert unit.read_text() == service.render_systemd_unit(other)
+
+    ours = _pendra(["service", "install", "--print"], env)
+    unit.write_text(ours.stdout)  # exactly what `service install` writes for this installation
+    removed = _pendra(["service", "uninstall"], env)
+    assert removed.returncode == 0 and f"removed {unit}" in removed.stdout
+    assert not unit.exists()

@@ -61,6 +61,42 @@ def test_key_set_from_file_and_bad_input(
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
+def test_key_set_backs_up_a_different_key_and_says_where(
+    clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
+) -> None:
+    stored = pendra_home / "worker.key"
+    first, second = generate_key(), generate_key()
+    source = tmp_path / "first.key"
+    source.write_text(first.text + "\n")
+    assert _pendra(["key", "set", "--file", str(source)], clean_env).returncode == 0
+
+    same = _pendra(["key", "set", "--file", str(source)], clean_env)
+    assert same.returncode == 0 and "already this key" in same.stdout
+    assert list(pendra_home.glob("worker.key.*")) == []  # the same key: no backup
+
+    source.write_text(second.text + "\n")
+    replaced = _pendra(["key", "set", "--file", str(source)], clean_env)
+    assert replaced.returncode == 0, replaced.stderr
+    (backup,) = pendra_home.glob("worker.key.*.bak")
+    assert read_key_file(backup) == first  # readable by the loader: 0600 and intact
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert read_key_file(stored) == second
+    assert str(backup) in replaced.stdout and first.worker_id in replaced.stdout
+    assert first.text not in replaced.stdout + replaced.stderr
+    assert second.text not in replaced.stdout + replaced.stderr
+
+    # Not a key at all (a file someone put there): kept too, never silently lost.
+    stored.write_text("my notes, not a key\n")
+    stored.chmod(0o600)
+    source.write_text(first.text)
+    again = _pendra(["key", "set", "--file", str(source)], clean_env)
+    assert again.returncode == 0, again.stderr
+    backups = sorted(pendra_home.glob("worker.key.*.bak"))
+    assert len(backups) == 2 and "not a valid key" in again.stdout
+    assert any(b.read_text() == "my notes, not a key\n" for b in backups)
+    assert read_key_file(stored) == first
+
+
 def test_sandbox_key_out_is_reused_across_restarts(
     clean_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -72,14 +72,26 @@ def _read_source(args: argparse.Namespace) -> str:
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from worker.keys import parse_key, write_key_file
+    from worker.keys import parse_key, store_key
     from worker.settings import load_settings
 
     settings = load_settings()
     key = parse_key(_read_source(args))
     target = settings.default_key_file
-    write_key_file(target, key)
-    print(f"Stored the worker key at {target} (mode 0600); worker id {key.worker_id}.")
+    stored = store_key(target, key)
+    if not stored.changed:
+        print(f"The worker key at {target} is already this key (worker id {key.worker_id}).")
+    else:
+        print(f"Stored the worker key at {target} (mode 0600); worker id {key.worker_id}.")
+    if stored.backup is not None:
+        what = (
+            f"The previous key (worker id {stored.previous_worker_id})"
+            if stored.previous_worker_id
+            else "The file that was there (not a valid key)"
+        )
+        print(
+            f"{what} is saved in {stored.backup} (mode 0600); delete it once you no longer need it."
+        )
     if settings.key_file is not None and settings.key_file != target:
         print(
             f"Note: PENDRA_WORKER_KEY_FILE / key_file points at {settings.key_file}, which the "

@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from installer.platform import detect_host
-    from installer.service import NoServiceManager, current_spec, manager_for
+    from installer.service import NoServiceManager, current_spec, foreign_unit, manager_for
     from worker.settings import load_settings
 
     host = detect_host()
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print("pendra service: check it with `pendra status`; logs with `pendra logs`")
         return 0
     if args.action == "uninstall":
+        # Only the unit that runs this installation's pendra; another installation's stays.
+        exec_path = current_spec(settings.home, system=args.system).exec_path
         # Remove the files even where the manager no longer runs; only skip the systemctl calls.
         try:
             manager = manager_for(host, system=args.system)
@@ -78,10 +80,14 @@ def run(args: argparse.Namespace) -> int:
             if not manager.unit_path.exists():
                 print("pendra service: no service installed (and no service manager here)")
                 return 0
+            foreign = foreign_unit(manager, exec_path)
+            if foreign is not None:
+                print(f"pendra service: kept {manager.unit_path}: {foreign}")
+                return 0
             manager.unit_path.unlink()
             print(f"pendra service: removed {manager.unit_path}")
             return 0
-        for message in manager.uninstall():
+        for message in manager.uninstall(exec_path):
             print(f"pendra service: {message}")
         return 0
     # status

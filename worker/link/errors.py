@@ -30,7 +30,7 @@ class UpgradeRequired(PendraError):
         super().__init__(
             message,
             hint="upgrade the worker: re-run the installer "
-            "(curl -fsSL get.pendra.ai/worker | bash)",
+            "(curl -fsSL https://get.pendra.ai/worker | bash)",
         )
 
 
