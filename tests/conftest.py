@@ -20,6 +20,11 @@ _LEAKY_VARS = (
     "PENDRA_WORKER_KEY",
     "PENDRA_WORKER_KEY_FILE",
     "OPENAI_API_KEY",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
     *(f"{kind.upper()}_ENDPOINT" for kind in BACKEND_KINDS),
 )
 
@@ -32,6 +37,8 @@ def pendra_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "pendra-home"
     home.mkdir()
     monkeypatch.setenv("PENDRA_HOME", str(home))
+    # No test may find a Hugging Face token the developer saved with `hf auth login`.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     return home
 
 
@@ -77,6 +84,27 @@ def tiny_chat_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_chat_notemplate_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny chat model without ``tokenizer.chat_template`` (exercises the fallback formats)."""
     return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-notemplate"), "chat-notemplate")
+
+
+@pytest.fixture(scope="session")
+def tiny_split_gguf(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The tiny chat model as a split GGUF: its parts ``tiny-split-0000N-of-00003.gguf``, in
+    order (llama.cpp loads part 1 and finds the others beside it)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("tiny-split")
+    script = Path(__file__).with_name("model_factory.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "chat-split", str(folder / "tiny-split.gguf")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"model_factory.py chat-split failed:\n{result.stderr}")
+    return sorted(folder.glob("tiny-split-*-of-*.gguf"))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,9 @@ Kinds:
   a ChatML ``tokenizer.chat_template``, ``eos = <|im_end|>``.
 * ``chat-notemplate`` — the same model without a chat template (exercises the fallback formats).
 * ``embed`` — the same shapes with ``pooling_type = MEAN`` and ``attention.causal = false``.
+* ``chat-split`` — the ``chat`` model as a split GGUF (``gguf-split`` layout:
+  ``OUT-00001-of-00003.gguf`` … with ``split.no``/``split.count``/``split.tensors.count``), which
+  llama.cpp loads from part 1.
 
 :func:`write_header_only` writes a GGUF with metadata and no tensors, for classification tests; it
 never needs llama.cpp, so tests may call it in-process.
@@ -78,8 +81,11 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Path:
-    """Write a random-weight llama GGUF (F32) that llama.cpp loads and runs."""
+def write_llama_gguf(
+    path: Path, *, kind: str = "chat", seed: int = 1234, split_max_tensors: int = 0
+) -> Path:
+    """Write a random-weight llama GGUF (F32) that llama.cpp loads and runs (split into parts of
+    at most ``split_max_tensors`` tensors when that is set)."""
     import gguf
     import numpy as np
 
@@ -87,8 +93,8 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
     tokens, scores, types = _vocab()
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"pendra-tiny-{kind}")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
+    writer.add_name(f"pendra-tiny-{kind.removesuffix('-split')}")
     writer.add_context_length(N_CTX)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
@@ -112,7 +118,7 @@ def write_llama_gguf(path: Path, *, kind: str = "chat", seed: int = 1234) -> Pat
         writer.add_causal_attention(False)
     else:
         writer.add_eos_token_id(4)  # <|im_end|>
-        if kind == "chat":
+        if kind in {"chat", "chat-split"}:
             writer.add_chat_template(CHATML_TEMPLATE)
 
     def tensor(name: str, *shape: int, scale: float = 0.3) -> None:
@@ -171,10 +177,22 @@ def write_header_only(path: Path, arch: str, kvs: Mapping[str, Any]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in {"chat", "chat-notemplate", "embed"}:
-        print("usage: model_factory.py chat|chat-notemplate|embed OUT.gguf", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in {"chat", "chat-notemplate", "embed", "chat-split"}:
+        print(
+            "usage: model_factory.py chat|chat-notemplate|embed|chat-split OUT.gguf",
+            file=sys.stderr,
+        )
         return 2
     out = Path(argv[1])
+    if argv[0] == "chat-split":
+        import tempfile
+
+        # Written in a private folder, then moved: a reader never sees some parts only.
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            write_llama_gguf(Path(tmp) / out.name, kind="chat-split", split_max_tensors=8)
+            for part in sorted(Path(tmp).iterdir()):
+                part.replace(out.parent / part.name)
+        return 0
     tmp = out.with_name(f".{out.name}.tmp")
     write_llama_gguf(tmp, kind=argv[0])
     tmp.replace(out)  # atomic: a concurrent reader never sees a half-written fixture

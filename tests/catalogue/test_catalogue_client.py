@@ -98,7 +98,7 @@ async def test_malformed_document_keeps_the_cache(
     before = cache_path(pendra_home / "cache").read_bytes()
     server.body = b'{"version": 1, "models": "nope"}'
     catalogue = await client().load()
-    assert catalogue.cached and "no 'models' list" in (catalogue.stale_reason or "")
+    assert catalogue.cached and "no 'data' list" in (catalogue.stale_reason or "")
     assert cache_path(pendra_home / "cache").read_bytes() == before
 
 

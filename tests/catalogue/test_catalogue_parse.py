@@ -95,7 +95,7 @@ def test_sha256_is_normalised_to_lower_case() -> None:
     [
         (b"<html>oops</html>", "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
-        (b'{"version": 1}', "no 'models' list"),
+        (b'{"version": 1}', "no 'data' list"),
         (b'{"version": 99, "models": []}', "version 99"),
         (json.dumps({"version": 1, "models": [{"id": 1}, {"id": 2}]}).encode(), "no valid entry"),
     ],

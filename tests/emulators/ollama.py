@@ -2,14 +2,17 @@
 64-hex digests, RFC 3339 times), ``/api/show`` (``model_info["<arch>.context_length"]``;
 concurrency measured in ``show_max_in_flight``), native ``/api/chat`` (NDJSON stream, request
 bodies recorded so tests can see ``options.num_ctx``), ``/api/pull`` with the exact status strings
-and the error-line-with-HTTP-200 case, ``DELETE /api/delete`` (empty 200 / 404), and the ``/v1``
-surface (``data: null`` when empty; images only when ``images=True`` — v0.14.3 to v0.32.5)."""
+and the error-line-with-HTTP-200 case, ``DELETE /api/delete`` (empty 200 / 404), ``/api/ps`` (the
+models in :attr:`OllamaEmulator.loaded`, longest ``expires_at`` first, as ``PsHandler`` sorts them),
+and the ``/v1`` surface (``data: null`` when empty; images only when ``images=True`` — v0.14.3 to
+v0.32.5)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +69,8 @@ class OllamaEmulator(OpenAIEmulator):
         self._shows_released: asyncio.Event | None = None
         self.show_in_flight = 0
         self.show_max_in_flight = 0
+        self.loaded: dict[str, tuple[float, int]] = {}
+        """Models in memory: name -> (expires_at as a Unix time, size_vram)."""
         super().__init__(models=[m.name for m in self.ollama_models], **kwargs)
 
     def _sync(self) -> None:
@@ -85,7 +90,38 @@ class OllamaEmulator(OpenAIEmulator):
         app.router.add_post("/api/chat", self.handle_native_chat)
         app.router.add_post("/api/pull", self.handle_pull)
         app.router.add_delete("/api/delete", self.handle_delete)
+        app.router.add_get("/api/ps", self.handle_ps)
         app.router.add_route("*", "/{tail:.*}", reply(lambda r: _text(404, "404 page not found")))
+
+    async def handle_ps(self, request: web.Request) -> web.Response:
+        """``api.ProcessResponse``: ``{"models": [{name, model, size, digest, details,
+        expires_at, size_vram, context_length}]}``, longest remaining time first."""
+        rows = []
+        for name, (expires, size_vram) in sorted(self.loaded.items(), key=lambda i: -i[1][0]):
+            model = self.find(name)
+            if model is None:
+                continue
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires))
+            rows.append(
+                {
+                    "name": model.name,
+                    "model": model.name,
+                    "size": model.size,
+                    "digest": model.digest,
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": model.family,
+                        "families": [model.family],
+                        "parameter_size": model.parameter_size,
+                        "quantization_level": model.quantization,
+                    },
+                    "expires_at": f"{stamp}.{int(expires % 1 * 1e6):06d}Z",
+                    "size_vram": size_vram,
+                    "context_length": model.context_length,
+                }
+            )
+        return web.json_response({"models": rows})
 
     async def handle_models(self, request: web.Request) -> web.Response:
         data = [

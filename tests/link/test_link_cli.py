@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from link_fakes import FakeBackend, Sandbox, start_worker, worker_settings
+from link_fakes import FakeBackend, Sandbox, start_sandbox, start_worker, worker_settings
 from link_procs import free_port, spawn, start_sandbox_proc
 
 from worker.keys import generate_key, read_key_file, write_key_file
@@ -163,12 +163,38 @@ def test_sandbox_bad_options_are_clear(clean_env: dict[str, str], tmp_path: Path
         busy.kill()
 
 
-async def test_sandbox_serves_the_catalogue(sandbox: Sandbox) -> None:
+async def test_sandbox_serves_the_catalogue_in_the_apis_shape() -> None:
     import httpx
 
-    async with httpx.AsyncClient() as http:
-        r = await http.get(sandbox.url + "/api/v1/catalogue")
-    assert r.status_code == 200 and r.json()["version"] == 1
+    from worker.catalogue.parse import parse_catalogue
+    from worker.sandbox.catalogue import load_catalogue
+
+    sandbox = await start_sandbox(catalogue=load_catalogue(None))
+    try:
+        async with httpx.AsyncClient() as http:
+            r = await http.get(sandbox.url + "/api/v1/catalogue")
+    finally:
+        await sandbox.stop()
+    assert r.status_code == 200
+    document = r.json()
+    assert set(document) == {"data"}  # Pendra's API: {"data": [entries]}
+    gemma = next(e for e in document["data"] if e["id"] == "gemma3:270m")
+    assert gemma.keys() >= {
+        "id",
+        "name",
+        "backend",
+        "capability",
+        "parameter_size",
+        "context_length",
+        "licence",
+        "variants",
+    }
+    assert gemma["backend"] == "both" and gemma["capability"] == "chat"
+    build = gemma["variants"][0]
+    assert build["gguf_url"].startswith("/files/") and len(build["gguf_sha256"]) == 64
+    parsed = parse_catalogue(document)
+    assert not parsed.warnings
+    assert parsed.models[0].variant("270m") is not None
 
 
 async def test_bundled_catalogue_is_the_sample() -> None:

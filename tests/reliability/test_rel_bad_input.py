@@ -303,6 +303,64 @@ def test_fuzzed_catalogues_skip_bad_entries_and_keep_good_ones(doc: Any) -> None
                 assert variant.gguf_url.startswith(("/", "https://", "http://"))
 
 
+GOOD_API_ENTRY: dict[str, Any] = {
+    "id": "tiny:1m",
+    "name": "Tiny 1M",
+    "backend": "both",
+    "capability": "chat",
+    "parameter_size": "1M",
+    "context_length": 512,
+    "licence": "apache-2.0",
+    "variants": [
+        {
+            "quantisation": "Q4_K_M",
+            "size_bytes": 1000,
+            "gguf_url": "/files/tiny.gguf",
+            "gguf_sha256": "a" * 64,
+            "ollama_tag": "tiny:1m",
+        }
+    ],
+}
+
+
+@st.composite
+def mutated_api_catalogues(draw: st.DrawFn) -> Any:
+    """The API's shape (``{"data": [...]}``): a good entry and a mutated copy under another tag."""
+    entry = json.loads(json.dumps({**GOOD_API_ENTRY, "id": "tiny:2m"}))
+    variant = entry["variants"][0]
+    for _ in range(draw(st.integers(1, 4))):
+        target = draw(st.sampled_from([entry, variant]))
+        key = draw(st.sampled_from([*sorted(target), "extra", "hf_repo", "hf_file", "backend"]))
+        if draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = draw(json_values)
+    doc: Any = {"data": [GOOD_API_ENTRY, entry]}
+    if draw(st.integers(0, 9)) == 0:
+        doc = {"data": draw(json_values)}
+    return doc
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=mutated_api_catalogues())
+def test_fuzzed_api_catalogues_skip_bad_entries_and_keep_good_ones(doc: Any) -> None:
+    try:
+        parsed = parse_catalogue(doc)
+    except CatalogueError as exc:
+        assert exc.message
+        return
+    entries = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or GOOD_API_ENTRY not in entries:
+        return  # junk: not raising was the point
+    tiny = next(m for m in parsed.models if m.id == "tiny")
+    good = tiny.variant("1m")
+    assert good is not None and good.installs_into_pendra and good.gguf_sha256 == "a" * 64
+    for model in parsed.models:
+        for variant in model.variants:
+            if variant.gguf_url is not None:
+                assert variant.gguf_url.startswith(("/", "https://", "http://"))
+
+
 # -- hostile backends ------
 
 

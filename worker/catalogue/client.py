@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from worker import __version__
 from worker.catalogue import cache
@@ -94,16 +95,9 @@ class Catalogue:
 class CatalogueClient:
     """``GET {api_url}/api/v1/catalogue`` (public, no auth) with a cache under ``$PENDRA_HOME``."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, timeout_s: float = 10.0) -> None:
         self._settings = settings
         self._timeout = timeout_s
-        self._transport = transport
 
     @property
     def url(self) -> str:
@@ -138,26 +132,25 @@ class CatalogueClient:
 
     async def _fetch(self) -> bytes:
         headers = {"Accept": "application/json", "User-Agent": f"pendra-worker/{__version__}"}
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
             async with (
-                httpx.AsyncClient(
-                    timeout=self._timeout, transport=self._transport, follow_redirects=True
-                ) as client,
-                client.stream("GET", self.url, headers=headers) as response,
+                aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
+                session.get(self.url, headers=headers, allow_redirects=True) as response,
             ):
-                if response.status_code != 200:
+                if response.status != 200:
                     raise CatalogueError(
-                        f"The catalogue at {self.url} answered HTTP {response.status_code}."
+                        f"The catalogue at {self.url} answered HTTP {response.status}."
                     )
                 chunks: list[bytes] = []
                 size = 0
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.content.iter_chunked(1 << 16):
                     size += len(chunk)
                     if size > MAX_CATALOGUE_BYTES:
                         raise CatalogueError(f"The catalogue at {self.url} is too large.")
                     chunks.append(chunk)
                 return b"".join(chunks)
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__
             raise CatalogueError(
                 f"Cannot fetch the catalogue from {self.url}: {reason}.",

@@ -1,8 +1,11 @@
 """Turning a catalogue document into models, entry by entry (pure).
 
 The rule: a malformed entry is skipped with a warning and never fatal for the rest; a document
-that is not a catalogue at all (not JSON, no ``models`` list, or not one usable entry) is a
-:class:`CatalogueError`, and the client then keeps its last good cached copy.
+that is not a catalogue at all (not JSON, no ``data`` or ``models`` list, or not one usable entry)
+is a :class:`CatalogueError`, and the client then keeps its last good cached copy.
+
+Both shapes are read: the Pendra API's ``{"data": [...]}`` (converted by :mod:`.api_shape`) and
+the sandbox's first ``{"version": 1, "models": [...]}``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.catalogue.api_shape import from_api, is_api_document
 from worker.catalogue.schema import CatalogueModel
 from worker.errors import PendraError
 
@@ -42,6 +46,14 @@ def parse_catalogue(document: Any, *, source: str = "catalogue") -> ParsedCatalo
     """Validate a decoded catalogue document; see the module docstring for what is fatal."""
     if not isinstance(document, dict):
         raise CatalogueError(f"The {source} is not a JSON object.")
+    warnings: list[str] = []
+    if is_api_document(document):
+        entries, warnings = from_api(document["data"])
+        if document["data"] and not entries:
+            raise CatalogueError(
+                f"The {source} has no valid entry ({len(document['data'])} malformed)."
+            )
+        return _validate(entries, source, warnings)
     version = document.get("version", SUPPORTED_VERSION)
     if not isinstance(version, int) or version > SUPPORTED_VERSION:
         raise CatalogueError(
@@ -50,9 +62,13 @@ def parse_catalogue(document: Any, *, source: str = "catalogue") -> ParsedCatalo
         )
     entries = document.get("models")
     if not isinstance(entries, list):
-        raise CatalogueError(f"The {source} has no 'models' list.")
+        raise CatalogueError(f"The {source} has no 'data' list (nor the older 'models' list).")
+    return _validate(entries, source, warnings)
+
+
+def _validate(entries: list[Any], source: str, warnings: list[str]) -> ParsedCatalogue:
     models: list[CatalogueModel] = []
-    warnings: list[str] = []
+    warnings = list(warnings)
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         label = entry.get("id") if isinstance(entry, dict) else None

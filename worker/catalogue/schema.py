@@ -1,8 +1,14 @@
-"""The catalogue document as pydantic models.
+"""The catalogue as the worker holds it: models with their variants (pydantic models).
 
+This is the sandbox's first document shape (``{"version": 1, "models": [...]}``); the
+real API's shape (``{"data": [...]}``) is converted into it by :mod:`worker.catalogue.api_shape`.
 Unknown keys are ignored so the control plane can add fields without breaking deployed workers.
 Validation is per model entry: :func:`worker.catalogue.parse.parse_catalogue` validates each entry
 on its own, so one malformed entry is skipped with a warning instead of failing the document.
+
+A variant installs into the built-in backend with a pinned SHA-256 and either a ``gguf_url`` or a
+Hugging Face repository and file (``hf_repo`` + ``hf_file``, optionally ``hf_revision``); in the
+latter case the pin is checked against the Hub's LFS hash before anything is downloaded.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.catalogue.refs import ID_PATTERN, TAG_PATTERN
+from worker.errors import BadRequest
 
 TaskName = Literal["chat", "embedding", "image", "transcription"]
 BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -34,6 +41,9 @@ class CatalogueVariant(BaseModel):
     backends: tuple[str, ...] = ()
     gguf_url: str | None = None
     gguf_sha256: str | None = None
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    hf_revision: str | None = None
     ollama_tag: str | None = None
     lmstudio_id: str | None = None
     speaches_id: str | None = None
@@ -69,10 +79,57 @@ class CatalogueVariant(BaseModel):
             return text  # relative to the API URL (the sandbox serves its files this way)
         raise ValueError("gguf_url must be an http(s) URL or a path starting with '/'")
 
+    @field_validator("hf_repo")
+    @classmethod
+    def _hf_repo(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from worker.hf.refs import parse_hf_ref
+
+        try:
+            ref = parse_hf_ref(f"hf.co/{value.strip()}")
+        except BadRequest as exc:
+            raise ValueError(exc.message) from None
+        if ref.quant or ref.file or ref.revision:
+            raise ValueError("hf_repo must be OWNER/REPO")
+        return ref.repo
+
+    @field_validator("hf_file")
+    @classmethod
+    def _hf_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from worker.hf.refs import parse_hf_ref
+
+        try:
+            ref = parse_hf_ref(f"hf.co/o/r/resolve/main/{value.strip()}")
+        except BadRequest as exc:
+            raise ValueError(exc.message.replace("'hf.co/o/r/resolve/main/", "'")) from None
+        return ref.file
+
+    @field_validator("hf_revision")
+    @classmethod
+    def _hf_revision(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from worker.hf.refs import parse_hf_ref
+
+        try:
+            parse_hf_ref(f"hf.co/o/r/tree/{value.strip()}")
+        except BadRequest as exc:
+            raise ValueError(exc.message) from None
+        return value.strip()
+
+    @property
+    def hf_source(self) -> bool:
+        """The GGUF comes from a Hugging Face repository (``hf_repo`` + ``hf_file``)."""
+        return bool(self.hf_repo and self.hf_file)
+
     @property
     def installs_into_pendra(self) -> bool:
-        """Only a URL *with* a pinned hash may be installed into the built-in backend."""
-        return bool(self.gguf_url and self.gguf_sha256)
+        """Only a source (a URL or an HF file) *with* a pinned hash installs into the built-in
+        backend."""
+        return bool((self.gguf_url or self.hf_source) and self.gguf_sha256)
 
 
 class CatalogueModel(BaseModel):

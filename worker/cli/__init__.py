@@ -21,6 +21,9 @@ from worker import __version__
 from worker.errors import PendraError, UsageError
 
 EXIT_INTERRUPTED = 130
+EXIT_MISSING_EXTRA = 2
+OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {"docker": ("docker", "the Docker SDK for Python")}
+"""Modules only some commands need, installed with an extra: module -> (extra, what it is)."""
 
 
 def _command_modules() -> list[ModuleType]:
@@ -98,6 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pendra: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as exc:
+        if exc.name not in OPTIONAL_EXTRAS:
+            raise
+        extra, what = OPTIONAL_EXTRAS[exc.name]
+        print(
+            f"pendra: this needs {what}, which is not installed with Pendra by default.\n"
+            f"  → {sys.executable} -m pip install 'pendra-worker[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_MISSING_EXTRA
 
 
 if __name__ == "__main__":  # pragma: no cover

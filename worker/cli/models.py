@@ -6,6 +6,10 @@ the command acts directly on the same ``PENDRA_HOME``. ``--json`` prints only JS
 
 Exit codes: 0 done; 1 failed (the message says why and what to do); 130 interrupted. An install
 interrupted by Ctrl-C keeps its partial download: running it again resumes.
+
+REF is a catalogue ref (``qwen3.6:27b``) or, for the built-in backend, a Hugging Face ref
+(``hf.co/OWNER/REPO[:QUANT]``). ``pendra pull``, ``list``/``ls`` and ``rm`` (:mod:`.verbs`) are the
+same commands under the names Ollama users type.
 """
 
 from __future__ import annotations
@@ -13,12 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import shutil
 import sys
 from typing import Any
 
 ORDER = 30
 FINAL = frozenset({"done", "failed", "cancelled"})
+INSTALL_DESCRIPTION = (
+    "Install REF into the built-in backend (a verified download into the modelstore) or into "
+    "another backend with --backend. REF is a catalogue ref (<id>:<tag>, see `pendra catalogue`) "
+    "or a Hugging Face GGUF repository: hf.co/OWNER/REPO[:QUANT] (default quantisation Q4_K_M; "
+    "also hf://… and huggingface.co URLs). HF_TOKEN (or `hf auth login`) is used for gated and "
+    "private repositories, HF_ENDPOINT for a mirror."
+)
+REF_HELP = "e.g. gemma3:270m or hf.co/bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,12 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     install = sub.add_parser(
         "install",
         help="install a catalogue model, with live progress",
-        description=(
-            "Install REF (<catalogue id>:<tag>, see `pendra catalogue`) into the built-in backend "
-            "(a verified download into the modelstore) or into another backend with --backend."
-        ),
+        description=INSTALL_DESCRIPTION,
     )
-    install.add_argument("ref", metavar="REF", help="e.g. gemma3:270m")
+    install.add_argument("ref", metavar="REF", help=REF_HELP)
     install.add_argument("--backend", metavar="B", help="pendra, ollama, lmstudio or speaches")
     install.add_argument("--json", action="store_true", help="print the finished job as JSON")
     install.set_defaults(handler=run_install)
@@ -202,15 +212,24 @@ class ProgressPrinter:
             self._drawn = False
 
 
+def normalised_ref(text: str) -> str:
+    """``text`` checked; a catalogue ref in its full form (``llama3.2`` → ``llama3.2:latest``), a
+    Hugging Face ref as typed (a pasted URL keeps its revision or file)."""
+    from worker.catalogue.refs import ModelRef
+    from worker.installs.refs import parse_install_ref
+
+    parsed = parse_install_ref(text)
+    return str(parsed) if isinstance(parsed, ModelRef) else text.strip()
+
+
 def run_install(args: argparse.Namespace) -> int:
-    from worker.catalogue.refs import parse_ref
     from worker.settings import load_settings
 
-    parse_ref(args.ref)  # a bad ref is an error before anything else happens
+    ref = normalised_ref(args.ref)  # a bad ref is an error before anything else happens
     settings = load_settings()
     printer = ProgressPrinter()
     try:
-        job = asyncio.run(install(settings, args.ref, args.backend, printer))
+        job = asyncio.run(install(settings, ref, args.backend, printer))
     except KeyboardInterrupt:
         printer.close()
         print(
@@ -279,17 +298,21 @@ async def _install_directly(
     settings: Any, ref: str, backend: str | None, printer: ProgressPrinter
 ) -> dict[str, Any]:
     from worker.backends.registry import BackendRegistry
-    from worker.catalogue import CatalogueClient
+    from worker.catalogue import Catalogue, CatalogueClient
     from worker.events import EventBus
+    from worker.hf.refs import looks_like_hf_ref
     from worker.installs import InstallManager
 
-    catalogue = await CatalogueClient(settings).load()
-    if catalogue.cached:
-        print(f"pendra: using the cached catalogue ({catalogue.stale_reason})", file=sys.stderr)
-    _, variant = catalogue.find(ref)
-    builtin_only = backend == "pendra" or (
-        backend is None and variant.installs_into_pendra and settings.builtin_enabled
-    )
+    if looks_like_hf_ref(ref):  # resolved on the Hub by the job; no catalogue needed
+        catalogue, builtin_only = Catalogue(models=()), True
+    else:
+        catalogue = await CatalogueClient(settings).load()
+        if catalogue.cached:
+            print(f"pendra: using the cached catalogue ({catalogue.stale_reason})", file=sys.stderr)
+        _, variant = catalogue.find(ref)
+        builtin_only = backend == "pendra" or (
+            backend is None and variant.installs_into_pendra and settings.builtin_enabled
+        )
     registry = BackendRegistry()
     if not builtin_only:
         from worker.backends.discovery import discover_backends
@@ -299,6 +322,9 @@ async def _install_directly(
     async def load() -> Any:
         return catalogue
 
+    # The job's own failure is printed by the caller with its hint; without this the manager's
+    # log line would reach stderr too (Python prints unhandled warnings when nothing is set up).
+    logging.getLogger("worker").addHandler(logging.NullHandler())
     bus = EventBus()
     events = bus.subscribe(kinds={"install"})
     manager = InstallManager(settings, registry, bus, catalogue_loader=load)
@@ -318,11 +344,9 @@ async def _install_directly(
 
 # -- pendra models rm -----------------------------------------------------------------------------
 def run_rm(args: argparse.Namespace) -> int:
-    from worker.catalogue.refs import parse_ref
     from worker.settings import load_settings
 
-    parse_ref(args.ref)
-    result = asyncio.run(remove(load_settings(), args.ref, args.backend))
+    result = asyncio.run(remove(load_settings(), normalised_ref(args.ref), args.backend))
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -338,12 +362,12 @@ async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]
     if isinstance(result, dict):
         return result
     from worker.backends.registry import BackendRegistry
-    from worker.catalogue.refs import parse_ref
+    from worker.hf.refs import looks_like_hf_ref
     from worker.installs import InstallManager
     from worker.installs.builtin import installed_files
 
     registry = BackendRegistry()
-    local = installed_files(settings.models_dir, parse_ref(ref))
+    local = looks_like_hf_ref(ref) or installed_files(settings.models_dir, ref)
     if backend not in (None, "pendra") or (backend is None and not local):
         from worker.backends.discovery import discover_backends
 

@@ -175,14 +175,14 @@ async def _adopt_existing(
     return InstalledFile(dest, sha256, actual, downloaded=False)
 
 
-def installed_files(models_dir: Path, ref: ModelRef) -> list[Path]:
-    """The GGUFs whose sidecar says they are ``ref``."""
-    if not models_dir.is_dir():
-        return []
+def installed_files(models_dir: Path, ref: ModelRef | str) -> list[Path]:
+    """The GGUFs whose sidecar says they are ``ref`` (in the modelstore or an install folder)."""
+    from worker.installs.hf import find_installs
+
     return sorted(
-        p
-        for p in models_dir.iterdir()
-        if is_model_file(p.name) and p.is_file() and owner_ref(p) == str(ref)
+        r.gguf
+        for r in find_installs(models_dir, str(ref))
+        if r.complete and is_model_file(r.gguf.name)
     )
 
 
@@ -203,13 +203,13 @@ def remove_from_store(models_dir: Path, ref: ModelRef, url: str | None = None) -
 
     Used when no built-in backend runs in this process (``pendra models rm`` without a worker);
     with a worker running, ``PendraBackend.uninstall`` does it and refuses a model that is serving.
+    Installs with several files (split GGUFs, projectors; from Hugging Face) go with all of them.
     """
+    from worker.installs.hf import find_installs, remove_record
+
     removed: list[Path] = []
-    for gguf in installed_files(models_dir, ref):
-        for path in (gguf, sidecar_path(gguf)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path)
+    for record in find_installs(models_dir, str(ref)):
+        removed += remove_record(record)
     for path in partial_files(models_dir, ref, url):
         dest = path.with_name(
             path.name.lstrip(".").removesuffix(".part.json").removesuffix(".part")

@@ -81,14 +81,24 @@ def is_hf_host(host: str | None) -> bool:
     return any(host == h or host.endswith("." + h) for h in HF_HOSTS)
 
 
-def request_headers(url: str, environ: Mapping[str, str]) -> dict[str, str]:
+class IntegrityError(InstallError):
+    """The downloaded bytes are not the pinned file (wrong SHA-256 or size): nothing installed."""
+
+    code = "integrity_error"
+
+
+def request_headers(
+    url: str, environ: Mapping[str, str], extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Headers for the first request: identity encoding (byte offsets must be file offsets) and
-    the ``HF_TOKEN`` bearer only for Hugging Face hosts. Redirects to another origin (the HF CDN)
-    drop ``Authorization`` (aiohttp does this on cross-origin redirects)."""
+    the ``HF_TOKEN`` bearer only for Hugging Face hosts, then ``extra`` (a caller that resolved
+    the URL on the Hub passes the Hub's token for the Hub's own origin). Redirects to another
+    origin (the HF CDN) drop ``Authorization`` (aiohttp does this on cross-origin redirects)."""
     headers = {"Accept-Encoding": "identity", "User-Agent": f"pendra-worker/{__version__}"}
     token = environ.get("HF_TOKEN", "").strip()
     if token and is_hf_host(urlsplit(url).hostname):
         headers["Authorization"] = f"Bearer {token}"
+    headers.update(extra or {})
     return headers
 
 
@@ -164,8 +174,11 @@ async def download_verified(
     progress: Progress | None = None,
     environ: Mapping[str, str] | None = None,
     timeout_s: float = READ_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
 ) -> DownloadResult:
-    """Download ``url`` to ``dest``; the result is there only if its SHA-256 is ``sha256``."""
+    """Download ``url`` to ``dest``; the result is there only if its SHA-256 is ``sha256``.
+
+    ``headers`` go with the first request (not with a redirect to another origin)."""
     sha256 = sha256.lower()
     report = progress or (lambda phase, done, total: None)
     part, meta = partial_path(dest), validator_path(dest)
@@ -184,7 +197,7 @@ async def download_verified(
             sha256,
             size,
             report,
-            dict(os.environ if environ is None else environ),
+            request_headers(url, os.environ if environ is None else environ, headers),
             timeout_s,
         )
 
@@ -197,7 +210,7 @@ async def _download_locked(
     sha256: str,
     size: int | None,
     report: Progress,
-    environ: dict[str, str],
+    first_headers: dict[str, str],
     timeout_s: float,
 ) -> DownloadResult:
     # What is already there, and may we build on it?
@@ -215,7 +228,7 @@ async def _download_locked(
         hasher = await asyncio.to_thread(_hash_prefix, part, have)
     resumed_from = have
 
-    headers = request_headers(url, environ)
+    headers = dict(first_headers)
     validator = strong_validator(saved.get("etag"), saved.get("last_modified"))
     if have and (size is None or have < size):
         headers["Range"] = f"bytes={have}-"
@@ -257,7 +270,7 @@ async def _download_locked(
     got = hasher.hexdigest()
     if (size is not None and have != size) or got != sha256:
         _discard(part, meta)
-        raise InstallError(
+        raise IntegrityError(
             f"The download of {dest.name} does not match the pinned SHA-256 "
             f"(expected {sha256}, got {got}; {have} bytes"
             + (f", expected {size})." if size is not None else ")."),
@@ -325,7 +338,7 @@ async def _receive(
             hint="check the network; if it persists, the catalogue entry may be out of date",
         )
     if size is not None and total is not None and total != size:
-        raise InstallError(
+        raise IntegrityError(
             f"The server offers {total} bytes for {dest.name}, but the catalogue pins {size}.",
             hint="nothing was installed; the catalogue entry and the file disagree",
         )

@@ -9,6 +9,13 @@ events (the admin API and the control plane relay them) and is kept on the job f
 Built-in backend: the GGUF is downloaded straight into the modelstore (:mod:`.builtin`). External
 backends (Ollama, LM Studio, Speaches): their own ``Backend.install``/``uninstall`` with the name
 the catalogue gives for that backend (``ollama_tag``, ``lmstudio_id``, ``speaches_id``).
+
+Hugging Face refs (``hf.co/OWNER/REPO[:QUANT]``) install into the built-in backend: the job first
+resolves the ref on the Hub (phase ``resolving``: the quantisation, the files, their LFS SHA-256,
+the commit), then downloads every file pinned to that hash (:mod:`.hf`). The job's ``ref`` becomes
+the resolved one (``hf.co/OWNER/REPO:Q4_K_M``), the id the model is served under. A catalogue
+variant may name an HF repository and file instead of a URL; its pin is checked against the Hub's
+LFS hash before anything is downloaded.
 """
 
 from __future__ import annotations
@@ -20,17 +27,28 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from worker.backends.base import BackendStatus, InstallProgress
 from worker.backends.registry import BackendRegistry
 from worker.catalogue import Catalogue, CatalogueClient
-from worker.catalogue.refs import ModelRef, parse_ref
+from worker.catalogue.refs import ModelRef
 from worker.catalogue.schema import CatalogueModel, CatalogueVariant
 from worker.errors import BadRequest, InstallError, ModelNotFound, PendraError
 from worker.events import EventBus
-from worker.installs.builtin import install_into_store, installed_files, remove_from_store
+from worker.hardware import free_disk
+from worker.hf.refs import HFRef
+from worker.installs.builtin import (
+    FREE_SPACE_MARGIN,
+    install_into_store,
+    installed_files,
+    remove_from_store,
+)
+from worker.installs.download import free_space_error, partial_path
+from worker.installs.hf import InstallRecord, find_installs, install_folder, remove_record
 from worker.installs.rate import RateMeter
+from worker.installs.refs import parse_install_ref
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +83,8 @@ class InstallJob:
     hint: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    requested: str = ""
+    """The ref as asked for (a Hugging Face ref's ``ref`` changes once it is resolved)."""
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _meter: RateMeter = field(default_factory=RateMeter, repr=False)
     _last_event: float = field(default=0.0, repr=False)
@@ -107,7 +127,9 @@ class InstallJob:
 def backend_target(backend: str, variant: CatalogueVariant) -> str | None:
     """The id ``backend`` installs ``variant`` by, or ``None`` when the catalogue gives none."""
     if backend == BUILTIN:
-        return variant.gguf_url if variant.installs_into_pendra else None
+        if not variant.installs_into_pendra:
+            return None
+        return variant.gguf_url or f"hf.co/{variant.hf_repo}/{variant.hf_file}"
     field_name = BACKEND_ID_FIELD.get(backend)
     return getattr(variant, field_name) if field_name else None
 
@@ -186,7 +208,9 @@ class InstallManager:
     # -- commands ---------------------------------------------------------------------------------
     async def start(self, ref: str, backend: str | None = None) -> InstallJob:
         """Start installing ``ref`` (or join the running job for the same ref and backend)."""
-        parsed = parse_ref(ref)
+        parsed = parse_install_ref(ref)
+        if isinstance(parsed, HFRef):
+            return self._start_hf(parsed, backend)
         catalogue = await self._load_catalogue()
         model, variant = catalogue.find(parsed)
         chosen = choose_backend(variant, self.available_backends(), backend)
@@ -194,10 +218,33 @@ class InstallManager:
             if job.ref == str(parsed) and job.backend == chosen and not job.finished:
                 return job
         target = backend_target(chosen, variant) or ""
-        job = InstallJob(ref=str(parsed), backend=chosen, target=target)
+        job = InstallJob(ref=str(parsed), backend=chosen, target=target, requested=str(parsed))
         self._jobs[job.id] = job
         self._publish(job, force=True)
-        job._task = asyncio.create_task(self._run(job, parsed, model, variant))
+        job._task = asyncio.create_task(
+            self._guarded(job, lambda: self._run(job, parsed, model, variant))
+        )
+        return job
+
+    def _start_hf(self, ref: HFRef, backend: str | None) -> InstallJob:
+        if backend not in (None, BUILTIN):
+            raise BadRequest(
+                f"Hugging Face refs install into the built-in backend ({BUILTIN}), not {backend}.",
+                hint=f"drop --backend; for Ollama use `ollama pull {ref}`",
+            )
+        if not self.settings.builtin_enabled:
+            raise InstallError(
+                "The built-in backend is disabled on this worker, and Hugging Face refs install "
+                "into it.",
+                hint="enable it (builtin.enabled in the config), or use another backend's tools",
+            )
+        for job in self._jobs.values():
+            if job.requested == str(ref) and job.backend == BUILTIN and not job.finished:
+                return job
+        job = InstallJob(ref=str(ref), backend=BUILTIN, target=ref.base, requested=str(ref))
+        self._jobs[job.id] = job
+        self._publish(job, force=True)
+        job._task = asyncio.create_task(self._guarded(job, lambda: self._run_hf(job, ref)))
         return job
 
     async def install(self, ref: str, backend: str | None = None) -> InstallJob:
@@ -215,24 +262,36 @@ class InstallManager:
 
     async def uninstall(self, ref: str, backend: str | None = None) -> dict[str, Any]:
         """Remove ``ref`` from ``backend`` (default: wherever it is installed)."""
-        parsed = parse_ref(ref)
+        parsed = parse_install_ref(ref)
         for job in self._jobs.values():
-            if job.ref == str(parsed) and not job.finished and backend in (None, job.backend):
+            asked = str(parsed) in (job.ref, job.requested)
+            if asked and not job.finished and backend in (None, job.backend):
                 raise InstallError(
                     f"{parsed} is being installed into {job.backend} right now.",
                     hint=f"cancel the install first (job {job.id})",
                 )
-        variant = await self._variant_or_none(parsed)
-        chosen = backend or self._installed_where(parsed, variant)
-        if chosen == BUILTIN:
-            removed = await self._uninstall_builtin(parsed, variant)
-            target = ", ".join(removed) or str(parsed)
+        shown = str(parsed)
+        if isinstance(parsed, HFRef):
+            if backend not in (None, BUILTIN):
+                raise BadRequest(
+                    f"Hugging Face refs are installed in the built-in backend ({BUILTIN}).",
+                    hint="drop --backend",
+                )
+            chosen = BUILTIN
+            shown, removed = await self._uninstall_hf(parsed)
+            target = ", ".join(removed) or shown
         else:
-            target = await self._uninstall_external(parsed, chosen, variant)
-        self.events.publish("models", backend=chosen, ref=str(parsed))
+            variant = await self._variant_or_none(parsed)
+            chosen = backend or self._installed_where(parsed, variant)
+            if chosen == BUILTIN:
+                removed = await self._uninstall_builtin(parsed, variant)
+                target = ", ".join(removed) or str(parsed)
+            else:
+                target = await self._uninstall_external(parsed, chosen, variant)
+        self.events.publish("models", backend=chosen, ref=shown)
         self.events.publish(
             "install",
-            ref=str(parsed),
+            ref=shown,
             backend=chosen,
             phase="removed",
             bytes_done=0,
@@ -241,7 +300,7 @@ class InstallManager:
             eta_s=None,
             error=None,
         )
-        return {"ref": str(parsed), "backend": chosen, "removed": target}
+        return {"ref": shown, "backend": chosen, "removed": target}
 
     async def close(self) -> None:
         """Cancel every running job (partials stay for a later resume)."""
@@ -256,34 +315,115 @@ class InstallManager:
     async def _run(
         self, job: InstallJob, ref: ModelRef, model: CatalogueModel, variant: CatalogueVariant
     ) -> None:
+        self._progress(job, "starting", 0, variant.size_bytes)
+        if job.backend == BUILTIN and variant.hf_source:
+            await self._install_catalogued_hf(job, ref, model, variant)
+        elif job.backend == BUILTIN:
+            result = await install_into_store(
+                self.settings.models_dir,
+                ref,
+                model,
+                variant,
+                lambda phase, done, total: self._progress(job, phase, done, total),
+            )
+            job.target = result.path.name
+            job.detail = "downloaded" if result.downloaded else "already installed"
+            await self._refresh_builtin()
+        else:
+            backend = self.registry.get(job.backend)
+            if backend is None or backend.status is not BackendStatus.READY:
+                raise InstallError(f"The {job.backend} backend is not available any more.")
+
+            def on_progress(event: InstallProgress) -> None:
+                if event.phase != "done":
+                    self._progress(
+                        job, event.phase, event.bytes_done, event.bytes_total, event.detail
+                    )
+
+            await backend.install(job.target, on_progress)
+            await backend.refresh()  # list the new model now, not at the next discovery tick
+
+    async def _refresh_builtin(self) -> None:
+        builtin = self.registry.get(BUILTIN)
+        if builtin is not None:
+            await builtin.refresh()
+
+    async def _run_hf(self, job: InstallJob, ref: HFRef) -> None:
+        from worker.hf.resolve import hub_endpoint, hub_offline, hub_token, offline_error, resolve
+
+        self._progress(job, "resolving", 0, None, f"asking {hub_endpoint()}")
+        if hub_offline():
+            existing = installed_ref_of(self.settings.models_dir, ref)
+            if existing is None:
+                raise offline_error(str(ref))
+            job.ref, job.detail = existing, "already installed (HF_HUB_OFFLINE is set)"
+            return
+        token = await asyncio.to_thread(hub_token)
+        resolved = await asyncio.to_thread(resolve, ref, token=token)
+        job.ref, job.detail = resolved.ref, resolved.note
+        if resolved.note:
+            log.info("install of %s: %s", ref, resolved.note)
+        await self._download_resolved(job, resolved, token, job.ref, None, None)
+        job.detail = (job.detail or "") + (f"; {resolved.note}" if resolved.note else "")
+
+    async def _install_catalogued_hf(
+        self, job: InstallJob, ref: ModelRef, model: CatalogueModel, variant: CatalogueVariant
+    ) -> None:
+        """A catalogue variant naming an HF file: its pin must be the Hub's LFS hash."""
+        from worker.hf.resolve import hub_token, resolve
+
+        assert variant.hf_repo and variant.hf_file and variant.gguf_sha256
+        self._progress(job, "resolving", 0, variant.size_bytes, f"hf.co/{variant.hf_repo}")
+        hf = HFRef(variant.hf_repo, revision=variant.hf_revision, file=variant.hf_file)
+        token = await asyncio.to_thread(hub_token)
+        resolved = await asyncio.to_thread(resolve, hf, token=token, pin_sha256=variant.gguf_sha256)
+        job.detail = None
+        await self._download_resolved(
+            job, resolved, token, str(ref), model.task, variant.context_length
+        )
+
+    async def _download_resolved(
+        self,
+        job: InstallJob,
+        resolved: Any,
+        token: str | None,
+        ref: str,
+        task: str | None,
+        context_length: int | None,
+    ) -> None:
+        from worker.installs.hf import install_resolved
+
+        models_dir = self.settings.models_dir
+        folder = install_folder(models_dir, resolved)
+        have = sum(
+            path.stat().st_size
+            for item in resolved.files
+            for path in (folder / item.name, partial_path(folder / item.name))
+            if path.is_file()
+        )
+        free = free_disk(models_dir)
+        needed = max(0, resolved.size - have)
+        if free is not None and needed + FREE_SPACE_MARGIN > free:
+            raise free_space_error(
+                folder / resolved.parts[0].name, needed + FREE_SPACE_MARGIN, free
+            )
+        result = await install_resolved(
+            models_dir,
+            resolved,
+            lambda phase, done, total: self._progress(job, phase, done, total),
+            ref=ref,
+            token=token,
+            task=task,
+            context_length=context_length,
+        )
+        job.target = result.path.name
+        job.detail = "downloaded" if result.downloaded else "already installed"
+        await self._refresh_builtin()
+
+    async def _guarded(self, job: InstallJob, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a job's work; every way it can end becomes the job's final phase."""
         try:
-            self._progress(job, "starting", 0, variant.size_bytes)
-            if job.backend == BUILTIN:
-                result = await install_into_store(
-                    self.settings.models_dir,
-                    ref,
-                    model,
-                    variant,
-                    lambda phase, done, total: self._progress(job, phase, done, total),
-                )
-                job.target = result.path.name
-                job.detail = "downloaded" if result.downloaded else "already installed"
-                builtin = self.registry.get(BUILTIN)
-                if builtin is not None:
-                    await builtin.refresh()
-            else:
-                backend = self.registry.get(job.backend)
-                if backend is None or backend.status is not BackendStatus.READY:
-                    raise InstallError(f"The {job.backend} backend is not available any more.")
-
-                def on_progress(event: InstallProgress) -> None:
-                    if event.phase != "done":
-                        self._progress(
-                            job, event.phase, event.bytes_done, event.bytes_total, event.detail
-                        )
-
-                await backend.install(job.target, on_progress)
-                await backend.refresh()  # list the new model now, not at the next discovery tick
+            await work()
             self._finish(job, "done")
             # The dashboard and the link re-read the model lists on this event.
             self.events.publish("models", backend=job.backend, ref=job.ref)
@@ -380,11 +520,38 @@ class InstallManager:
     ) -> list[str]:
         backend = self.registry.get(BUILTIN)
         if backend is not None and backend.capabilities.uninstall:
+            records = find_installs(self.settings.models_dir, str(ref))
             await backend.uninstall(str(ref))  # refuses a model that is serving
+            await asyncio.to_thread(_remove_leftovers, records)
             return [str(ref)]
         url = variant.gguf_url if variant else None
         removed = await asyncio.to_thread(remove_from_store, self.settings.models_dir, ref, url)
         return [p.name for p in removed]
+
+    async def _uninstall_hf(self, ref: HFRef) -> tuple[str, list[str]]:
+        """Remove an installed Hugging Face model (all its files); the ref removed and names."""
+        records = find_installs(self.settings.models_dir, str(ref))
+        refs = sorted({r.ref for r in records})
+        if len(refs) > 1:
+            raise InstallError(
+                f"{len(refs)} quantisations of {ref.base} are installed: {', '.join(refs)}.",
+                hint=f"name the one to remove, e.g. `pendra rm {refs[0]}`",
+            )
+        if not records:
+            raise ModelNotFound(
+                f"{ref} is not installed in the built-in modelstore ({self.settings.models_dir}).",
+                hint="see what is installed with `pendra models`",
+            )
+        shown = refs[0]
+        backend = self.registry.get(BUILTIN)
+        if (
+            backend is not None
+            and backend.capabilities.uninstall
+            and any(r.complete for r in records)
+        ):
+            await backend.uninstall(shown)  # unloads it; refuses a model that is serving
+        removed = await asyncio.to_thread(_remove_leftovers, records)
+        return shown, [shown] if backend is not None else [p.name for p in removed]
 
     async def _uninstall_external(
         self, ref: ModelRef, kind: str, variant: CatalogueVariant | None
@@ -402,3 +569,20 @@ class InstallManager:
             )
         await backend.uninstall(target)
         return target
+
+
+def _remove_leftovers(records: list[InstallRecord]) -> list[Path]:
+    """What is left of installs after the backend removed their GGUF and sidecar: split parts,
+    projectors, partial downloads, the install folder."""
+    removed: list[Path] = []
+    for record in records:
+        removed += remove_record(record)
+    return removed
+
+
+def installed_ref_of(models_dir: Path, ref: HFRef) -> str | None:
+    """The ref of a complete install of ``ref`` (its only quantisation when it names none)."""
+    complete = sorted({r.ref for r in find_installs(models_dir, str(ref)) if r.complete})
+    if ref.quant is None and len(complete) > 1:
+        return None
+    return complete[0] if complete else None

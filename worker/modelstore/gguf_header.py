@@ -67,6 +67,9 @@ class GGUFHeader:
     header_bytes: int = 0
     data_end: int = 0
     """The smallest file size that holds every tensor the header lists (0 when unknown)."""
+    parameter_count: int = 0
+    """The number of elements of every tensor the header lists (the model's parameters; of this
+    part only, for a split GGUF)."""
 
 
 class _Cursor:
@@ -168,13 +171,15 @@ def parse_gguf_header(buf: Any, size: int | None = None) -> GGUFHeader:
         else:
             raise GGUFHeaderError(f"metadata {key!r} has unknown value type {type_id}")
     header_end = cur.pos
-    data_end = _tensor_data_end(cur, tensor_count, metadata.get("general.alignment", 32))
+    data_end, parameters = _tensor_data_end(
+        cur, tensor_count, metadata.get("general.alignment", 32)
+    )
     if data_end > size:
         raise GGUFHeaderError(
             f"the file is truncated: its tensors need {data_end} bytes but it has {size} "
             "(an interrupted download or copy)"
         )
-    return GGUFHeader(version, tensor_count, metadata, arrays, header_end, data_end)
+    return GGUFHeader(version, tensor_count, metadata, arrays, header_end, data_end, parameters)
 
 
 # ggml tensor types -> (block size in elements, bytes per block), for the common types. Tensors of
@@ -186,11 +191,13 @@ _GGML_BLOCKS: dict[int, tuple[int, int]] = {
 }  # fmt: skip
 
 
-def _tensor_data_end(cur: _Cursor, tensor_count: int, alignment: Any) -> int:
-    """Walk the tensor infos after the metadata; return where the last tensor's data ends."""
+def _tensor_data_end(cur: _Cursor, tensor_count: int, alignment: Any) -> tuple[int, int]:
+    """Walk the tensor infos after the metadata: where the last tensor's data ends, and the number
+    of elements of all tensors."""
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         alignment = 32
     furthest = 0
+    total_elements = 0
     for index in range(tensor_count):
         name = cur.string(f"the name of tensor #{index}", MAX_KEY_BYTES)
         n_dims = cur.u32(f"the dimension count of tensor {name!r}")
@@ -203,8 +210,9 @@ def _tensor_data_end(cur: _Cursor, tensor_count: int, alignment: Any) -> int:
         offset = cur.u64(f"the data offset of tensor {name!r}")
         block, block_bytes = _GGML_BLOCKS.get(ggml_type, (1, 0))
         furthest = max(furthest, offset + (elements // block) * block_bytes)
+        total_elements += elements
     data_start = -(-cur.pos // alignment) * alignment
-    return data_start + furthest if tensor_count else 0
+    return (data_start + furthest if tensor_count else 0), total_elements
 
 
 def _skip_array(cur: _Cursor, key: str, depth: int) -> ArrayInfo:

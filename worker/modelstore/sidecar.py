@@ -4,6 +4,11 @@
 ignored, and ``chat_format`` (a llama.cpp chat format name for GGUFs without a template) is honoured
 when present. A sidecar that cannot be used raises :class:`SidecarError` with the reason; the store
 then falls back to the GGUF's own header and says so.
+
+Installs from Hugging Face add what the repository said: ``revision`` (the commit the files were
+pinned to), ``quantisation``, ``has_chat_template``, ``licence``, ``mmproj`` (the projector file
+beside a vision model) and ``files`` (every file of the install with its SHA-256 and size: the
+parts of a split GGUF, the projector). ``ref`` is then ``hf.co/OWNER/REPO:QUANT``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from worker.atomic_files import write_atomic
 from worker.backends.base import Task
 
 MAX_SIDECAR_BYTES = 256 * 1024
+MAX_REF_LENGTH = 300
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_+\[\]()-][A-Za-z0-9._+\[\]()-]*$")
+_OPTIONAL_TEXT = ("revision", "quantisation", "licence")
 
 
 class SidecarError(ValueError):
@@ -34,13 +42,77 @@ class Sidecar:
     context_length: int | None = None
     installed_at: str | None = None
     chat_format: str | None = None
+    revision: str | None = None
+    quantisation: str | None = None
+    has_chat_template: bool | None = None
+    licence: str | None = None
+    mmproj: str | None = None
+    files: tuple[SidecarFile, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["task"] = self.task.value if self.task else None
-        if data["chat_format"] is None:
-            del data["chat_format"]
+        data["files"] = [f.as_json() for f in self.files]
+        for optional in ("chat_format", *_OPTIONAL_TEXT, "has_chat_template", "mmproj", "files"):
+            if data[optional] in (None, []):
+                del data[optional]
         return data
+
+
+@dataclass(frozen=True)
+class SidecarFile:
+    """One file of a multi-file install, in the install's folder."""
+
+    file: str
+    sha256: str
+    size: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "size": self.size}
+
+
+def _is_ref(ref: Any) -> bool:
+    """A catalogue ref (no ``/``) or a Hugging Face ref (``hf.co/OWNER/REPO:QUANT``)."""
+    if not isinstance(ref, str) or not ref.strip() or len(ref) > MAX_REF_LENGTH:
+        return False
+    text = ref.strip()
+    if "/" not in text:
+        return True
+    from worker.errors import BadRequest
+    from worker.hf.refs import looks_like_hf_ref, parse_hf_ref
+
+    if not looks_like_hf_ref(text):
+        return False
+    try:
+        parse_hf_ref(text)
+    except BadRequest:
+        return False
+    return True
+
+
+def _files(value: Any) -> tuple[SidecarFile, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > 1000:
+        raise SidecarError("'files' must be a list of {file, sha256, size}")
+    out = []
+    for item in value:
+        name = item.get("file") if isinstance(item, dict) else None
+        sha = item.get("sha256") if isinstance(item, dict) else None
+        size = item.get("size") if isinstance(item, dict) else None
+        if (
+            not isinstance(name, str)
+            or not _FILE_NAME.match(name)
+            or ".." in name
+            or not isinstance(sha, str)
+            or not _SHA256.match(sha.lower())
+            or isinstance(size, bool)
+            or not isinstance(size, int)
+            or size < 0
+        ):
+            raise SidecarError(f"'files' has an entry that is not {{file, sha256, size}}: {item!r}")
+        out.append(SidecarFile(name, sha.lower(), size))
+    return tuple(out)
 
 
 def parse_sidecar(data: Any) -> Sidecar:
@@ -48,8 +120,12 @@ def parse_sidecar(data: Any) -> Sidecar:
     if not isinstance(data, dict):
         raise SidecarError("it is not a JSON object")
     ref = data.get("ref")
-    if not isinstance(ref, str) or not ref.strip() or "/" in ref or len(ref) > 200:
-        raise SidecarError(f"'ref' must be a model reference like 'gemma3:270m', got {ref!r}")
+    if not _is_ref(ref):
+        raise SidecarError(
+            "'ref' must be a model reference like 'gemma3:270m' or "
+            f"'hf.co/OWNER/REPO:QUANT', got {ref!r}"
+        )
+    assert isinstance(ref, str)
     task_raw = data.get("task")
     task = None
     if task_raw is not None:
@@ -71,6 +147,15 @@ def parse_sidecar(data: Any) -> Sidecar:
         raise SidecarError(f"'chat_format' must be a string, got {chat_format!r}")
     url = data.get("source_url")
     installed = data.get("installed_at")
+    texts = {
+        key: data.get(key) if isinstance(data.get(key), str) else None for key in _OPTIONAL_TEXT
+    }
+    template = data.get("has_chat_template")
+    mmproj = data.get("mmproj")
+    if mmproj is not None and (
+        not isinstance(mmproj, str) or not _FILE_NAME.match(mmproj) or ".." in mmproj
+    ):
+        raise SidecarError(f"'mmproj' must be a file name beside the model, got {mmproj!r}")
     return Sidecar(
         ref=ref.strip(),
         task=task,
@@ -79,6 +164,10 @@ def parse_sidecar(data: Any) -> Sidecar:
         context_length=context,
         installed_at=installed if isinstance(installed, str) else None,
         chat_format=chat_format or None,
+        has_chat_template=template if isinstance(template, bool) else None,
+        mmproj=mmproj,
+        files=_files(data.get("files")),
+        **texts,
     )
 
 

@@ -26,7 +26,13 @@ from typing import Any
 from worker.backends.base import Task
 from worker.modelstore.facts import ModelFacts, facts_from_header
 from worker.modelstore.gguf_header import GGUFHeaderError, read_gguf_header
-from worker.modelstore.naming import is_model_file, is_partial, sidecar_path, stem_id
+from worker.modelstore.naming import (
+    is_model_file,
+    is_partial,
+    sidecar_path,
+    split_parts,
+    stem_id,
+)
 from worker.modelstore.sidecar import Sidecar, SidecarError, read_sidecar
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,7 @@ class StoredModel:
 
 @dataclass
 class _CacheEntry:
-    key: tuple[int, int, int]
+    key: tuple[int, ...]
     model: StoredModel
 
 
@@ -178,7 +184,8 @@ class ModelStore:
             side_mtime = side.stat().st_mtime_ns
         except OSError:
             side_mtime = 0
-        key = (st.st_size, st.st_mtime_ns, side_mtime)
+        parts = _other_part_sizes(path)
+        key = (st.st_size, st.st_mtime_ns, side_mtime, *parts)
         entry = self._cache.get(path)
         if entry and entry.key == key:
             return entry.model
@@ -270,8 +277,22 @@ def _resolve_duplicates(models: list[StoredModel]) -> list[StoredModel]:
     return out
 
 
+def _other_part_sizes(path: Path) -> tuple[int, ...]:
+    """The sizes of parts 2+ of a split GGUF (-1 for a missing part); ``()`` for one file."""
+    sizes = []
+    for part in split_parts(path)[1:]:
+        try:
+            sizes.append(part.stat().st_size)
+        except OSError:
+            sizes.append(-1)
+    return tuple(sizes)
+
+
 def describe_file(path: Path, size: int, mtime_ns: int) -> StoredModel:
-    """Classify one GGUF: the sidecar when present and valid, else the header (never raises)."""
+    """Classify one GGUF: the sidecar when present and valid, else the header (never raises).
+
+    A split GGUF is described by its first part; its size is that of all parts, and a missing
+    part makes it unusable (llama.cpp would fail to load it)."""
     notes: list[str] = []
     sidecar: Sidecar | None = None
     side = sidecar_path(path)
@@ -291,6 +312,15 @@ def describe_file(path: Path, size: int, mtime_ns: int) -> StoredModel:
         error = f"cannot read the file: {exc.strerror or exc}"
     if facts is not None and facts.architecture is None:
         error = "the GGUF header has no general.architecture; llama.cpp cannot load it"
+    others = _other_part_sizes(path)
+    missing = [
+        part.name
+        for part, part_size in zip(split_parts(path)[1:], others, strict=True)
+        if part_size < 0
+    ]
+    if missing and error is None:
+        error = f"split GGUF with missing part(s): {', '.join(missing)}"
+    size += sum(part_size for part_size in others if part_size > 0)
     model_id = sidecar.ref if sidecar else stem_id(path)
     task = (sidecar.task if sidecar and sidecar.task else None) or (facts.task if facts else None)
     context = (sidecar.context_length if sidecar else None) or (

@@ -15,7 +15,7 @@ from worker.errors import ConfigError
 from worker.keys import WorkerKey, generate_key, read_key_file, write_key_file
 from worker.protocol import MAX_FRAME_BYTES, SUPPORTED_VERSIONS, VERIFY_PATH, WORKER_PATH
 from worker.sandbox import commands, ingress
-from worker.sandbox.catalogue import default_files, model_ids
+from worker.sandbox.catalogue import api_document, default_files, model_ids
 from worker.sandbox.hub import WorkerHub
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     app[HUB_KEY] = hub
     app[ingress.API_KEY] = config.api_key
     app[ingress.KNOWN_MODELS] = model_ids(config.catalogue)
-    catalogue_body = config.catalogue
+    catalogue_body = api_document(config.catalogue)
 
     async def catalogue(_request: web.Request) -> web.Response:
         return web.json_response(catalogue_body)
