@@ -38,7 +38,11 @@ def fake_tools(bin_dir: Path, records: Path) -> None:
     }
     for tool, answer in answers.items():
         script = bin_dir / tool
-        script.write_text(f"#!/bin/sh\nenv -0 > '{records}/{tool}.'$$'.env'\n{answer}\n")
+        record = f"'{records}/{tool}.'$$'.env'"
+        # Written aside, then renamed: a reader never sees half a record.
+        script.write_text(
+            f"#!/bin/sh\nenv -0 > {record}.tmp && mv {record}.tmp {record}\n{answer}\n"
+        )
         script.chmod(0o755)
 
 
