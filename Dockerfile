@@ -31,9 +31,14 @@ COPY --from=build /opt/pendra /opt/pendra
 ENV PATH=/opt/pendra/bin:$PATH \
     PENDRA_HOME=/home/pendra/.pendra \
     PENDRA_MODELS_DIR=/models \
+    XDG_CACHE_HOME=/home/pendra/.pendra/cache \
     PYTHONUNBUFFERED=1
 USER pendra
 VOLUME ["/models", "/home/pendra/.pendra"]
+# SIGTERM drains in-flight requests (up to 30 s by default): stop with `docker stop -t 45`.
 STOPSIGNAL SIGTERM
+# Healthy means the worker answers on its admin socket and holds its control-plane link.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+  CMD ["pendra", "healthcheck"]
 ENTRYPOINT ["pendra"]
 CMD ["--no-ui"]

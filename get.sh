@@ -52,6 +52,8 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
 
   -y, --yes            non-interactive: no questions asked
       --no-ui          install, then run the worker headless (as a service where one is available)
+      --docker         install, then run the worker in Docker (`pendra stack up`; needs Docker,
+                       which get.sh never installs)
       --no-start       install only; start nothing
       --key-file FILE  store the worker key from FILE (kept 0600 in ~/.pendra/worker.key)
       --version V      install pendra-worker version V
@@ -66,7 +68,7 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
                        including ones you put there yourself (other files and folders stay)
   -h, --help           this help
 
-Environment: PENDRA_YES, PENDRA_NO_UI, PENDRA_NO_START, PENDRA_KEY_FILE, PENDRA_VERSION (as the
+Environment: PENDRA_YES, PENDRA_NO_UI, PENDRA_DOCKER, PENDRA_NO_START, PENDRA_KEY_FILE, PENDRA_VERSION (as the
 flags); PENDRA_HOME (default ~/.pendra); PENDRA_PYTHON (interpreter to use); PENDRA_BIN_DIR
 (default ~/.local/bin); PENDRA_INSTALL_SOURCE (a checkout, a wheel or a pip requirement to install
 instead of the published package); PENDRA_ACCEL (auto|cpu|cuda|metal|vulkan); PENDRA_WHEEL_INDEX
@@ -75,15 +77,17 @@ EOF
   }
 
   # ---------------------------------------------------------------------------------- arguments
-  local yes=0 no_ui=0 no_start=0 uninstall=0 purge=0 remove_models=0 remove_all_models=0
+  local yes=0 no_ui=0 docker=0 no_start=0 uninstall=0 purge=0 remove_models=0 remove_all_models=0
   local key_file="${PENDRA_KEY_FILE:-}" version="${PENDRA_VERSION:-}"
   truthy "${PENDRA_YES:-}" && yes=1
   truthy "${PENDRA_NO_UI:-}" && no_ui=1
+  truthy "${PENDRA_DOCKER:-}" && docker=1
   truthy "${PENDRA_NO_START:-}" && no_start=1
   while [ $# -gt 0 ]; do
     case "$1" in
       -y | --yes) yes=1 ;;
       --no-ui) no_ui=1 ;;
+      --docker) docker=1 ;;
       --no-start) no_start=1 ;;
       --uninstall) uninstall=1 ;;
       --purge) purge=1 ;;
@@ -112,6 +116,12 @@ EOF
   if [ "$uninstall" = 0 ] && { [ "$purge" = 1 ] || [ "$remove_models" = 1 ]; }; then
     die "--purge, --remove-models and --remove-all-models only go with --uninstall"
   fi
+  if [ "$docker" = 1 ] && { [ "$no_start" = 1 ] || [ "$uninstall" = 1 ]; }; then
+    die "--docker starts the worker in Docker; it does not go with --no-start or --uninstall" \
+      "after an install, start it any time with: pendra stack up"
+  fi
+  # --docker is a headless start, like --no-ui, in a container instead of a service.
+  [ "$docker" = 1 ] && no_ui=1
 
   # --------------------------------------------------------------------------------- paths
   # Absolute paths: every Python below runs from a neutral directory, not from this one.
@@ -307,6 +317,11 @@ EOF
       foreign) kept+=("$venv (not made by get.sh)") ;;
     esac
     [ -e "$home_dir/run" ] && going+=("$home_dir/run")
+    if [ -d "$home_dir/stack" ]; then
+      [ "$worker_ok" = 1 ] && going+=("the worker's Docker containers, if running (pendra stack down)")
+      going+=("$home_dir/stack")
+      kept+=("the Docker volumes pendra-models and pendra-home (docker volume rm pendra-models pendra-home)")
+    fi
     local purgeable=()
     for item in config.toml config.yaml worker.key workload.key sandbox logs cache; do
       [ -e "$home_dir/$item" ] && purgeable+=("$home_dir/$item")
@@ -347,6 +362,11 @@ EOF
         pendra_cli service uninstall --system || rc=$?
         [ "$rc" = 0 ] || [ "$rc" = 4 ] || warn "removing the system service failed (exit $rc); continuing"
       fi
+      if [ -d "$home_dir/stack" ]; then
+        rc=0
+        pendra_cli stack down || rc=$?
+        [ "$rc" = 0 ] || warn "removing the Docker containers failed (exit $rc); continuing (see: docker ps)"
+      fi
     fi
     if [ ${#model_files[@]} -gt 0 ]; then
       local remove_args=(remove-models) outcome=""
@@ -377,6 +397,10 @@ EOF
     if [ -e "$home_dir/run" ]; then
       rm -rf "${home_dir:?}/run"
       removed+=("$home_dir/run")
+    fi
+    if [ -e "$home_dir/stack" ]; then
+      rm -rf "${home_dir:?}/stack"
+      removed+=("$home_dir/stack")
     fi
     if [ "$purge" = 1 ]; then
       for item in ${purgeable[@]+"${purgeable[@]}"}; do
@@ -690,7 +714,10 @@ os.execvp(sys.argv[1], sys.argv[1:])'
   fi
 
   step "Installing the remaining dependencies"
-  run_logged "installing dependencies" "${pip[@]}" install "$wheel" ||
+  # --docker: also the `docker` extra (the Docker SDK) that `pendra stack` needs.
+  local wanted="$wheel"
+  [ "$docker" = 1 ] && wanted="${wheel}[docker]"
+  run_logged "installing dependencies" "${pip[@]}" install "$wanted" ||
     die "could not install pendra-worker's dependencies" "see $log"
   local installed
   installed="$(pendra_cli --version 2>>"$log")" || die "the installed pendra does not start" "see $log"
@@ -740,7 +767,14 @@ os.execvp(sys.argv[1], sys.argv[1:])'
     key_path="$(vpy_run -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
       die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
     [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
-      "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd service install"
+      "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd $([ "$docker" = 1 ] && echo "stack up" || echo "service install")"
+    if [ "$docker" = 1 ]; then
+      step "Starting the worker in Docker"
+      pendra_cli stack up ||
+        die "could not start the worker in Docker" "see the message above; \`$pendra_cmd doctor\` checks Docker (install it from https://docs.docker.com/engine/install/)"
+      say "The worker runs in Docker. Check it with: $pendra_cmd status   (container: $pendra_cmd stack status, logs: $pendra_cmd stack logs -f)"
+      return 0
+    fi
     step "Starting the worker headless"
     local rc=0
     pendra_cli service install || rc=$?

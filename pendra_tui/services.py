@@ -164,6 +164,18 @@ class WorkerLauncher(Protocol):
         ...
 
 
+class DockerWorkerLauncher(WorkerLauncher, Protocol):
+    """Starts the worker in Docker instead (``pendra stack up``)."""
+
+    def unavailable(self) -> str | None:
+        """Why Docker cannot run the worker here (blocking: asks the daemon); None when it can."""
+        ...
+
+    async def start_with_progress(self, progress: Callable[[str], None]) -> str:
+        """:meth:`start`, calling ``progress`` (from a worker thread) with each step's line."""
+        ...
+
+
 @dataclass
 class Services:
     """Everything the app is given. Built by :func:`real_services` or by a test."""
@@ -178,6 +190,8 @@ class Services:
     clock: Clock = field(default_factory=lambda: MonotonicClock())
     backend_kinds: Sequence[str] = ()
     """External kinds the Backends screen offers (``worker.settings.BACKEND_KINDS``)."""
+    docker: DockerWorkerLauncher | None = None
+    """The "run the worker in Docker" choice of the Review screen; None hides it."""
 
 
 # -- real implementations ----------------------------------------------------------------------
@@ -584,6 +598,56 @@ class ProcessLauncher:
         return " | ".join(lines[-LOG_TAIL_ON_FAILURE:])
 
 
+class DockerLauncher:
+    """Runs the worker in Docker through ``installer.stack_run`` (what ``pendra stack up`` does):
+    the image is assembled from this installation, the worker container started, and Start
+    waits until it is connected. The dashboard then attaches through the socket the container
+    shares with the host."""
+
+    def __init__(self, settings: Settings, *, wait_s: float | None = None) -> None:
+        self._settings = settings
+        self._wait_s = wait_s
+
+    def unavailable(self) -> str | None:
+        from worker.errors import PendraError
+
+        try:
+            from installer.stack_docker import connect
+
+            connect(timeout_s=5).close()
+        except PendraError as exc:
+            return exc.message
+        except ModuleNotFoundError as exc:  # the `docker` extra is not installed
+            return (
+                f"this installation lacks the Python package {exc.name!r}: "
+                f"{sys.executable} -m pip install 'pendra-worker[docker]'"
+            )
+        except Exception as exc:
+            return f"Docker cannot be used here ({exc.__class__.__name__}: {exc})"
+        return None
+
+    def plan(self) -> list[str]:
+        return [
+            "build the worker image from this installation (first time: a minute or two) and "
+            "start its container (`pendra stack up`); it restarts with Docker",
+            "open the live dashboard once the worker answers",
+        ]
+
+    async def start(self) -> str:
+        return await self.start_with_progress(lambda _line: None)
+
+    async def start_with_progress(self, progress: Callable[[str], None]) -> str:
+        from installer.stack_run import DEFAULT_WAIT_S, stack_up
+
+        wait_s = self._wait_s if self._wait_s is not None else DEFAULT_WAIT_S
+        document = await asyncio.to_thread(
+            stack_up, self._settings, {}, wait_s=wait_s, progress=progress
+        )
+        worker = (document.get("worker") or {}).get("worker") or {}
+        state = worker.get("state") or "not answering yet"
+        return f"the worker runs in Docker (container pendra-worker-1, {state})"
+
+
 def real_services(settings: Settings) -> Services:
     """The services ``pendra`` runs with."""
     from worker.settings import BACKEND_KINDS
@@ -598,4 +662,5 @@ def real_services(settings: Settings) -> Services:
         launcher=ProcessLauncher(settings),
         clock=MonotonicClock(),
         backend_kinds=BACKEND_KINDS,
+        docker=DockerLauncher(settings),
     )

@@ -17,6 +17,9 @@ from pendra_tui.services import BackendCandidate, CatalogueData, Check
 STEPS: tuple[str, ...] = ("prereqs", "key", "catalogue", "backends", "review")
 """The setup steps in order; one screen each."""
 
+RUN_MODES: tuple[str, ...] = ("process", "docker")
+"""How Start runs the worker: as a process or service on this machine, or in a Docker container."""
+
 STEP_TITLES: dict[str, str] = {
     "prereqs": "Prerequisites",
     "key": "Worker key",
@@ -44,6 +47,8 @@ class SetupState:
     builtin_enabled: bool = True
     verified: dict[str, BackendCandidate] = field(default_factory=dict)
     """The verification result of each explicit endpoint the user set."""
+    run_mode: str = "process"
+    """One of :data:`RUN_MODES`, chosen on the Review screen."""
 
 
 def blocking_checks(checks: Sequence[Check]) -> list[Check]:

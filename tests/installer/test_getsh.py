@@ -112,6 +112,12 @@ def test_help_and_bad_arguments(tmp_path: Path) -> None:
     for flag in ("--purge", "--remove-models", "--remove-all-models"):
         lonely = _run(["bash", str(GET_SH), flag], env, timeout=30)
         assert lonely.returncode == 1 and "only go with --uninstall" in lonely.stderr, flag
+    assert "--docker" in helped.stdout and "never installs" in helped.stdout
+    for other in ("--no-start", "--uninstall"):
+        clash = _run(["bash", str(GET_SH), "--docker", other], env, timeout=30)
+        assert clash.returncode == 1
+        assert "does not go with --no-start or --uninstall" in clash.stderr
+        assert "pendra stack up" in clash.stderr
     missing = _run(
         ["bash", str(GET_SH), "--yes", "--key-file", str(tmp_path / "nope")], env, timeout=30
     )

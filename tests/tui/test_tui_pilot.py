@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tui_fakes
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Input, Static
+from textual.widgets import Button, DataTable, Input, RadioButton, Static
 from tui_fakes import FAKE_KEY, OFFLINE_KEY, REJECTED_KEY, FakeWorker, make_services
 
 from pendra_tui.app import build_app
@@ -263,6 +263,38 @@ async def test_whole_setup_flow_by_keyboard_ends_on_the_dashboard(pendra_home: P
         assert len(app.screen_stack) == 2  # setup screens are gone, not stacked below
     assert (pendra_home / "worker.key").exists()
     assert not (pendra_home / "config.toml").exists()  # nothing changed: nothing written
+
+
+async def test_review_runs_the_worker_in_docker_when_chosen() -> None:
+    worker = FakeWorker(None)
+    services = make_services(worker=worker)
+    app = build_app(services, start="review", deterministic=True)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        await wait_for(
+            pilot, lambda: not app.screen.query_one("#mode-docker", RadioButton).disabled
+        )
+        assert "`pendra --no-ui` service" in text_of(app, "#review")
+        app.screen.query_one("#mode-docker", RadioButton).value = True
+        await wait_for(pilot, lambda: app.setup.run_mode == "docker")
+        assert "(`pendra stack up`)" in text_of(app, "#review")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+    assert services.docker.started == 1 and services.launcher.started == 0
+
+
+async def test_review_offers_docker_only_where_it_runs() -> None:
+    services = make_services(docker_unavailable="cannot talk to the Docker daemon")
+    app = build_app(services, start="review", deterministic=True)
+    app.setup.run_mode = "docker"  # chosen before, but the daemon is gone now
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        await wait_for(pilot, lambda: app.screen.query_one("#mode-docker", RadioButton).disabled)
+        assert "Docker is not available: cannot talk" in text_of(app, "#docker-note")
+        await wait_for(pilot, lambda: app.setup.run_mode == "process")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+    assert services.launcher.started == 1 and services.docker.started == 0
 
 
 async def test_dashboard_follows_events() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,42 @@ class FakeLauncher:
         return "service pendra-worker.service enabled and started"
 
 
+class FakeDockerLauncher:
+    """The "in Docker" choice: available (or not, with the daemon's reason), records its start."""
+
+    def __init__(
+        self, worker: FakeWorker, status_after_start: dict[str, Any], reason: str | None = None
+    ) -> None:
+        self.worker = worker
+        self.after = status_after_start
+        self.reason = reason
+        self.started = 0
+        self.progress_lines = ["building pendra-worker:0.1.0", "started pendra-worker-1"]
+
+    def unavailable(self) -> str | None:
+        return self.reason
+
+    def plan(self) -> list[str]:
+        return [
+            "build the worker image from this installation and start its container "
+            "(`pendra stack up`)",
+            "open the live dashboard once the worker answers",
+        ]
+
+    async def start(self) -> str:
+        return await self.start_with_progress(lambda _line: None)
+
+    async def start_with_progress(self, progress: Callable[[str], None]) -> str:
+        def run() -> None:
+            for line in self.progress_lines:
+                progress(line)
+
+        await asyncio.to_thread(run)
+        self.started += 1
+        self.worker.doc = self.after
+        return "the worker runs in Docker (container pendra-worker-1, connected)"
+
+
 FOUND_BACKENDS = [
     BackendCandidate("ollama", "http://localhost:11434", "ready", None, 3),
     BackendCandidate("lmstudio", None, "unreachable", "nothing on :1234"),
@@ -284,6 +320,7 @@ def make_services(
     found: list[BackendCandidate] | None = None,
     catalogue: FakeCatalogue | None = None,
     clock: FakeClock | None = None,
+    docker_unavailable: str | None = None,
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
     settings = load_settings()
@@ -298,6 +335,7 @@ def make_services(
         launcher=FakeLauncher(worker, running_status()),
         clock=clock or FakeClock(),
         backend_kinds=BACKEND_KINDS,
+        docker=FakeDockerLauncher(worker, running_status(), docker_unavailable),
     )
 
 

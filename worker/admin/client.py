@@ -64,8 +64,12 @@ class AdminClient:
         self.timeout_s = timeout_s
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> AdminClient:
-        return cls(settings.admin_socket)
+    def for_settings(cls, settings: Settings, *, timeout_s: float = CALL_TIMEOUT_S) -> AdminClient:
+        """The client of the worker running for this PENDRA_HOME: as a process or service, or
+        in the Docker stack (:func:`worker.admin.locate.admin_socket_for`)."""
+        from worker.admin.locate import admin_socket_for
+
+        return cls(admin_socket_for(settings), timeout_s=timeout_s)
 
     # -- the API -----------------------------------------------------------------------------------
     async def ping(self) -> dict[str, Any]:

@@ -22,7 +22,10 @@ from worker.errors import PendraError, UsageError
 
 EXIT_INTERRUPTED = 130
 EXIT_MISSING_EXTRA = 2
-OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {"docker": ("docker", "the Docker SDK for Python")}
+OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {
+    "docker": ("docker", "the Docker SDK for Python"),
+    "packaging": ("docker", "packaging (`pendra stack` reads this installation's requirements)"),
+}
 """Modules only some commands need, installed with an extra: module -> (extra, what it is)."""
 
 
