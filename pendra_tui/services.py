@@ -563,6 +563,8 @@ class ProcessLauncher:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                # Not child_env(): this child is the worker itself, and in container mode its key
+                # (PENDRA_WORKER_KEY) or a Hugging Face token may only exist in this environment.
                 env={**os.environ, "PENDRA_HOME": str(self._settings.home)},
             )
         return process, offset
