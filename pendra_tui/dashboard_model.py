@@ -44,10 +44,21 @@ class BackendView:
     status: str
     capabilities: dict[str, bool]
     models: list[dict[str, Any]]
+    unusable: list[UnusableFile] = field(default_factory=list)
+    """Files the backend has but does not serve (the built-in backend's broken GGUFs)."""
 
     @property
     def model_ids(self) -> list[str]:
         return [str(m.get("id")) for m in self.models if m.get("id") is not None]
+
+
+@dataclass(frozen=True)
+class UnusableFile:
+    """A model file a backend does not serve, and why (status ``backends[].unusable``)."""
+
+    backend: str
+    file: str
+    error: str
 
 
 @dataclass
@@ -134,6 +145,11 @@ class DashboardModel:
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     error: str | None = None
     """Why the worker is not reachable, for the "worker not running" banner."""
+
+    @property
+    def unusable(self) -> list[UnusableFile]:
+        """Every backend's files that are not served, in backend order."""
+        return [bad for view in self.backends for bad in view.unusable]
 
     def uptime(self, now: float) -> float | None:
         """Uptime at clock reading ``now``, extrapolated from the last status."""
@@ -226,6 +242,8 @@ class DashboardModel:
         for view in self.backends:
             if view.name == backend:
                 view.models = [m if isinstance(m, dict) else {"id": str(m)} for m in models]
+                if isinstance(event.get("unusable"), list):
+                    view.unusable = parse_unusable(view.name, event["unusable"])
                 return {"backends"}
         return {"resync"}
 
@@ -281,7 +299,21 @@ def parse_backend(raw: Mapping[str, Any]) -> BackendView:
         status=str(raw.get("status") or "unknown"),
         capabilities={str(k): bool(v) for k, v in caps.items()},
         models=[m if isinstance(m, dict) else {"id": str(m)} for m in raw.get("models") or []],
+        unusable=parse_unusable(str(raw.get("name") or "?"), raw.get("unusable")),
     )
+
+
+def parse_unusable(backend: str, raw: Any) -> list[UnusableFile]:
+    """The ``unusable`` list of a backend (status document or ``models`` event); entries that
+    name no file are skipped."""
+    if not isinstance(raw, list):
+        return []
+    files = []
+    for item in raw:
+        if isinstance(item, Mapping) and (item.get("file") or item.get("id")):
+            name = str(item.get("file") or item.get("id"))
+            files.append(UnusableFile(backend, name, str(item.get("error") or "cannot be used")))
+    return files
 
 
 def parse_private(raw: Mapping[str, Any]) -> PrivateInferenceView:

@@ -179,8 +179,10 @@ class DashboardScreen(Screen[None]):
                 self.query_one(RequestsPanel).show(model.requests)
             if "gpus" in panels:
                 await self.query_one(GpuPanel).show(list(model.gpus.values()))
-            if "installs" in panels:
-                await self.query_one(InstallsPanel).show(list(model.installs.values()))
+            if "installs" in panels or "backends" in panels:  # bad model files come with backends
+                await self.query_one(InstallsPanel).show(
+                    list(model.installs.values()), model.unusable
+                )
 
     def _tick_uptime(self) -> None:
         self.query_one(LinkBar).uptime_s = self.model.uptime(self.app.services.clock.monotonic())

@@ -29,9 +29,16 @@ def backend_cells(view: BackendView) -> tuple[str, str, str, str, str]:
         "pendra (built-in)" if builtin else view.name,
         view.status,
         view.endpoint or ("in-process" if builtin else "—"),
-        str(len(view.models)),
+        models_cell(view),
         capability_summary(view.capabilities),
     )
+
+
+def models_cell(view: BackendView) -> str:
+    """How many models it serves, and how many files it cannot (pure): ``2`` or ``2 (+1 bad)``;
+    the Installs panel names each bad file with the reason."""
+    count = str(len(view.models))
+    return f"{count} (+{len(view.unusable)} bad)" if view.unusable else count
 
 
 def shown_backends(backends: Sequence[BackendView]) -> tuple[list[BackendView], str]:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import ProgressBar, Static
 
-from pendra_tui.dashboard_model import InstallView
+from pendra_tui.dashboard_model import InstallView, UnusableFile
 from pendra_tui.formatting import format_duration, format_progress, format_rate, install_eta
 
 
@@ -46,6 +46,17 @@ def install_line(view: InstallView) -> Text:
     return text
 
 
+def unusable_line(bad: UnusableFile) -> Text:
+    """``cut.gguf  not served`` and on a second line the reason and what to do (pure): a model
+    file the backend has but cannot serve, shown like a failed install. The built-in backend's
+    files are named alone, as ``pendra models`` does; another backend's get its name."""
+    where = "" if bad.backend == "pendra" else f"{bad.backend}: "
+    text = Text.assemble(f"{where}", (bad.file, "bold"), "  ", ("not served", "red"))
+    text.append(f"\n{bad.error}", style="red")
+    text.append("  → fix or remove the file")
+    return text
+
+
 def row_id(view: InstallView) -> str:
     """A widget id for a ref+backend (ids allow only letters, digits, - and _)."""
     raw = f"{view.ref}-{view.backend}"
@@ -74,13 +85,19 @@ class InstallRow(Vertical):
 
 
 class InstallsPanel(VerticalScroll):
-    """The installs the worker reports, newest last."""
+    """The installs the worker reports, newest last, then the model files no backend serves."""
 
     def compose(self) -> ComposeResult:
         yield Static("No installs running. Press i to install a model.", id="no-installs")
+        yield Static(id="unusable-files")
 
-    async def show(self, installs: Sequence[InstallView]) -> None:
-        self.query_one("#no-installs").display = not installs
+    async def show(
+        self, installs: Sequence[InstallView], unusable: Sequence[UnusableFile] = ()
+    ) -> None:
+        self.query_one("#no-installs").display = not installs and not unusable
+        bad = self.query_one("#unusable-files", Static)
+        bad.display = bool(unusable)
+        bad.update(Text("\n").join(unusable_line(item) for item in unusable))
         rows = {row.id: row for row in self.query(InstallRow)}
         wanted = {row_id(view): view for view in installs}
         for rid, row in rows.items():
@@ -91,5 +108,5 @@ class InstallsPanel(VerticalScroll):
                 rows[rid].show(view)
             else:
                 row = InstallRow(view)
-                await self.mount(row)
+                await self.mount(row, before=bad)
                 row.show(view)

@@ -24,6 +24,7 @@ from pendra_tui.dashboard_model import (
     BackendView,
     DashboardModel,
     PrivateInferenceView,
+    UnusableFile,
     capability_summary,
     sparkline_window,
 )
@@ -49,6 +50,7 @@ from pendra_tui.widgets.backends_table import (
     backend_cells,
     column_widths,
     fit_columns,
+    models_cell,
     shown_backends,
 )
 from pendra_tui.widgets.gpu_panel import (
@@ -58,7 +60,7 @@ from pendra_tui.widgets.gpu_panel import (
     short_gpu_name,
     util_label,
 )
-from pendra_tui.widgets.installs_panel import install_line, row_id
+from pendra_tui.widgets.installs_panel import install_line, row_id, unusable_line
 from pendra_tui.widgets.key_input import clean_key
 from pendra_tui.widgets.link_bar import link_text, private_text
 from worker.errors import ConfigError
@@ -292,6 +294,47 @@ def test_sparkline_window_and_helpers() -> None:
     )
     assert short_gpu_name("NVIDIA H100 80GB HBM3") == "H100 80GB HBM3"
     assert short_gpu_name("NVIDIA GeForce RTX 4090") == "RTX 4090"
+
+
+def test_unusable_files_come_from_the_status_and_from_models_events() -> None:
+    model = DashboardModel()
+    doc = _status()
+    doc["backends"][0]["unusable"] = [
+        {"file": "cut.gguf", "id": "cut", "error": "truncated"},
+        {"id": "no-file-name"},  # named by id only: still shown
+        "garbage",  # not an object: skipped
+        {"error": "names no file"},  # skipped
+    ]
+    model.apply_status(doc, now=0.0)
+    assert model.unusable == [
+        UnusableFile("pendra", "cut.gguf", "truncated"),
+        UnusableFile("pendra", "no-file-name", "cannot be used"),
+    ]
+    assert models_cell(model.backends[0]) == "2 (+2 bad)"
+    assert models_cell(model.backends[1]) == "3"  # no unusable key: nothing added
+
+    # the store watcher's event replaces the list; one without the key leaves it as it was
+    event = {
+        "kind": "models",
+        "backend": "pendra",
+        "models": [{"id": "gemma3:270m"}],
+        "unusable": [{"file": "late.gguf", "error": "not a GGUF file"}],
+    }
+    assert model.apply_event(event, 1.0) == {"backends"}
+    assert model.unusable == [UnusableFile("pendra", "late.gguf", "not a GGUF file")]
+    model.apply_event({"kind": "models", "backend": "pendra", "models": []}, 1.0)
+    assert [bad.file for bad in model.unusable] == ["late.gguf"]
+    model.apply_event({"kind": "models", "backend": "pendra", "models": [], "unusable": []}, 1.0)
+    assert model.unusable == [] and models_cell(model.backends[0]) == "0"
+
+
+def test_an_unusable_file_is_shown_with_its_reason_and_what_to_do() -> None:
+    builtin = unusable_line(UnusableFile("pendra", "cut.gguf", "truncated: 1.0 of 4.9 GB"))
+    assert builtin.plain == (
+        "cut.gguf  not served\ntruncated: 1.0 of 4.9 GB  → fix or remove the file"
+    )
+    other = unusable_line(UnusableFile("vllm", "x.bin", "unsupported"))
+    assert other.plain.startswith("vllm: x.bin  not served\n")
 
 
 def test_widget_text_functions() -> None:

@@ -82,7 +82,10 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
     api_url = f"http://127.0.0.1:{port}"
     key_file = tmp_path / "sandbox-worker.key"
     sandbox = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_file)
-    env = worker_env(clean_env, api_url, key_file, tmp_path / "models")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "cut.gguf").write_bytes(b"GGUF" + bytes(60))  # a file it cannot serve
+    env = worker_env(clean_env, api_url, key_file, models_dir)
     worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
     try:
         deadline = time.monotonic() + 30
@@ -104,6 +107,13 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
         assert "Traceback" not in screen
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        # the modelstore file it does not serve is named on the dashboard, with what to do
+        term.wait_screen(
+            lambda text: "cut.gguf  not served" in text and "fix or remove" in text, "cut.gguf"
+        )
+        # one dropped in while the app runs arrives through the worker's models event
+        (models_dir / "late.gguf").write_bytes(b"not a gguf at all")
+        term.wait_screen(lambda text: "late.gguf  not served" in text, "late.gguf")
 
         term.run("send-keys", "-t", "app", "q")
         deadline = time.monotonic() + 15

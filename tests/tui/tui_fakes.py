@@ -354,8 +354,27 @@ def gpu_reading(index: int, util: float, mem_gib: float, total_gib: float = 80.0
     }
 
 
+UNUSABLE_FILES = [
+    {
+        "file": "llama-3-8b-instruct.Q4_K_M.gguf",
+        "id": "llama-3-8b-instruct",
+        "task": "chat",
+        "size_bytes": 1_073_741_824,
+        "error": "truncated: the tensors need 4.92 GB, the file has 1.07 GB",
+    },
+    {
+        "file": "notes.gguf",
+        "id": "notes",
+        "task": None,
+        "size_bytes": 1024,
+        "error": "not a GGUF file (bad magic)",
+    },
+]
+"""Modelstore files the built-in backend does not serve (status ``backends[].unusable``)."""
+
+
 def running_status(
-    gpus: int = 1, installs: bool = False, state: str = "connected"
+    gpus: int = 1, installs: bool = False, state: str = "connected", unusable: bool = False
 ) -> dict[str, Any]:
     """A docs/status.md status document of a busy worker."""
     doc: dict[str, Any] = {
@@ -426,6 +445,8 @@ def running_status(
         "installs": [],
         "requests": {"in_flight": 2, "served": 12873, "failed": 14, "tokens_per_s": 184.6},
     }
+    if unusable:
+        doc["backends"][0]["unusable"] = UNUSABLE_FILES
     if installs:
         doc["installs"] = [
             {
@@ -479,9 +500,11 @@ LOG_LINES = [
 ]
 
 
-def dashboard_worker(gpus: int = 1, installs: bool = False, state: str = "connected") -> FakeWorker:
+def dashboard_worker(
+    gpus: int = 1, installs: bool = False, state: str = "connected", unusable: bool = False
+) -> FakeWorker:
     return FakeWorker(
-        running_status(gpus=gpus, installs=installs, state=state),
+        running_status(gpus=gpus, installs=installs, state=state, unusable=unusable),
         events=gpu_history_events(gpus) if gpus else [],
         logs=LOG_LINES,
     )

@@ -90,10 +90,14 @@ def _review_app() -> PendraApp:
 
 
 def _dashboard_app(
-    gpus: int = 1, installs: bool = False, offline: bool = False
+    gpus: int = 1, installs: bool = False, offline: bool = False, unusable: bool = False
 ) -> Callable[[], PendraApp]:
     def build() -> PendraApp:
-        worker = FakeWorker(None) if offline else tui_fakes.dashboard_worker(gpus, installs)
+        worker = (
+            FakeWorker(None)
+            if offline
+            else tui_fakes.dashboard_worker(gpus, installs, unusable=unusable)
+        )
         return build_app(make_services(worker=worker), start="dashboard", deterministic=True)
 
     return build
@@ -193,6 +197,12 @@ SCENARIOS: list[Scenario] = [
         "dashboard-gpus-installs",
         "Three GPUs and two installs mid-way.",
         _dashboard_app(gpus=3, installs=True),
+        _dashboard_live,
+    ),
+    Scenario(
+        "dashboard-unusable-files",
+        "Two modelstore files the built-in backend cannot serve, each with the reason.",
+        _dashboard_app(gpus=1, unusable=True),
         _dashboard_live,
     ),
     Scenario(
