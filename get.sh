@@ -55,7 +55,7 @@ Usage: get.sh [options]          (or: curl -fsSL https://get.pendra.ai/worker | 
       --docker         install, then run the worker in Docker (`pendra stack up`; needs Docker,
                        which get.sh never installs)
       --no-start       install only; start nothing
-      --key-file FILE  store the worker key from FILE (kept 0600 in ~/.pendra/worker.key)
+      --key-file FILE  store the worker key from FILE (kept 0600, in ~/.pendra/config.yaml)
       --version V      install pendra-worker version V
       --uninstall      remove the venv, the `pendra` link and this installation's service
                        (keeps config, key and models); lists what goes and asks first
@@ -323,7 +323,7 @@ EOF
       kept+=("the Docker volumes pendra-models and pendra-home (docker volume rm pendra-models pendra-home)")
     fi
     local purgeable=()
-    for item in config.toml config.yaml worker.key workload.key sandbox logs cache; do
+    for item in config.yaml config.toml config.toml.migrated .config.lock worker.key workload.key sandbox logs cache; do
       [ -e "$home_dir/$item" ] && purgeable+=("$home_dir/$item")
     done
     for item in "$home_dir"/worker.key.*.bak; do
@@ -763,10 +763,10 @@ os.execvp(sys.argv[1], sys.argv[1:])'
     return 0
   fi
   if [ "$no_ui" = 1 ]; then
-    local key_path
-    key_path="$(vpy_run -c 'from worker.settings import load_settings; print(load_settings().resolved_key_file)' 2>>"$log")" ||
+    local key_state
+    key_state="$(vpy_run -c 'from worker.settings import load_settings; k = load_settings().key_location(); print("present" if k.present else "missing")' 2>>"$log")" ||
       die "the configuration in $home_dir cannot be read" "run: $pendra_cmd doctor"
-    [ -f "$key_path" ] || die "installed, but not started: the worker has no key yet ($key_path)." \
+    [ "$key_state" = present ] || die "installed, but not started: the worker has no key yet." \
       "store it: $pendra_cmd key set   (or re-run get.sh with --key-file FILE), then: $pendra_cmd $([ "$docker" = 1 ] && echo "stack up" || echo "service install")"
     if [ "$docker" = 1 ]; then
       step "Starting the worker in Docker"

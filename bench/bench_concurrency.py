@@ -1,7 +1,8 @@
 """Aggregate decode with N concurrent streams: the full Pendra path vs raw batched llama.cpp.
 
 * full path: N streams at once through client → sandbox → WSS → worker → built-in backend
-  (continuous batching when the backend has it; worker ``builtin.parallel`` = the largest N)
+  (continuous batching when the backend has it; worker ``builtin.parallel`` and
+  ``max_concurrent`` = the largest N)
 * raw: one ``llama_decode`` per step over a ``llama_batch`` holding N sequences, native greedy
   sampler (:mod:`bench.raw_llama`), same GGUF, threads, per-sequence context and unified KV.
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             "PENDRA_THREADS": str(threads),
             "PENDRA_MAX_CONTEXT": str(SLOT_CONTEXT),
             "PENDRA_PARALLEL": str(top),
+            "MAX_CONCURRENT": str(top),  # the worker's in-flight cap (default 1) lets N through
         },
         profile_dir=profile_dir,
     )
@@ -114,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         title="Concurrent streams (aggregate decode)",
         intro=(
             f"`{model.name}`, {threads} thread(s), {args.tokens} tokens per stream, greedy, "
-            f"best of {args.rounds} alternating rounds per level; worker `builtin.parallel` = "
-            f"{top}, {SLOT_CONTEXT} tokens of context per sequence on both sides. Raw: one "
-            f"`llama_batch` with N sequences per step."
+            f"best of {args.rounds} alternating rounds per level; worker `builtin.parallel` and "
+            f"`max_concurrent` = {top}, {SLOT_CONTEXT} tokens of context per sequence on both "
+            f"sides. Raw: one `llama_batch` with N sequences per step."
         ),
         columns=("full path", "raw batched"),
     )

@@ -61,7 +61,19 @@ class Proc:
 
 
 def _clean_env(home: Path) -> dict[str, str]:
-    leaky = {"PENDRA_MODELS_DIR", "PENDRA_API_URL", "PENDRA_WORKER_KEY", "OPENAI_API_KEY"}
+    leaky = {
+        "PENDRA_MODELS_DIR",
+        "PENDRA_API_URL",
+        "PENDRA_WORKER_KEY",
+        "PENDRA_WORKER_KEY_FILE",
+        "APP_SERVER_WS_URL",
+        "GPU_WORKER_PRIVATE_KEY",
+        "WORKER_ID",
+        "WORKER_NAME",
+        "MODELS",
+        "MAX_CONCURRENT",
+        "OPENAI_API_KEY",
+    }
     env = {k: v for k, v in os.environ.items() if k not in leaky and not k.endswith("_ENDPOINT")}
     env["PENDRA_HOME"] = str(home)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

@@ -57,7 +57,10 @@ NETWORKS = ("bridge", "host")
 HOST_ALIAS = "host.docker.internal"
 
 # The worker's settings the container gets in its environment (none of them secret).
-ENV_API_URL = "PENDRA_API_URL"
+ENV_API_URL = "APP_SERVER_WS_URL"
+# Every name the control plane's URL goes by: the stack sets it from the resolved settings (a
+# loopback URL rewritten for the container), so the shell's own value never passes through as-is.
+API_URL_ENV = frozenset({ENV_API_URL, "PENDRA_API_URL"})
 ENV_KEY_FILE = "PENDRA_WORKER_KEY_FILE"
 ENV_MODELS_DIR = "PENDRA_MODELS_DIR"
 ENV_HOME = "PENDRA_HOME"
@@ -89,6 +92,9 @@ class StackSpec:
     home: Path
     key_file: Path
     image: str
+    key_text: str | None = field(default=None, repr=False)
+    """The key itself, when the settings hold it inline (config.yaml or the environment)
+    rather than in ``key_file``: written to the container's secret file all the same."""
     api_url: str | None = None
     gpu: bool = False
     with_ollama: bool = False
@@ -236,7 +242,7 @@ def passthrough_environment(settings: Any, environ: Mapping[str, str]) -> dict[s
         if not match:
             continue
         name = match.group(1)
-        if name in HOST_PATH_ENV or name == ENV_API_URL or _SECRET_ENV.search(name):
+        if name in HOST_PATH_ENV or name in API_URL_ENV or _SECRET_ENV.search(name):
             continue
         if environ.get(name, "").strip():
             env[name] = environ[name]
@@ -423,9 +429,33 @@ def to_yaml(document: Mapping[str, Any]) -> str:
 
 
 def _private_copy(source: Path, target: Path, owner: tuple[int, int]) -> None:
-    """``target`` = ``source``'s bytes, mode 0400, owned by ``owner`` (as root) — written to a
-    temporary name first, so a reader never sees a partial or wrongly owned key."""
-    data = source.read_bytes()
+    """``target`` = ``source``'s bytes, mode 0400, owned by ``owner`` (as root)."""
+    _private_write(target, source.read_bytes(), owner)
+
+
+def _config_without_key(config: Path) -> bytes:
+    """The settings file for the container, without ``gpu_worker_private_key``: the key reaches
+    the container as its secret file only."""
+    from worker.config_file import edit_text, parse_yaml_text, render_flat
+    from worker.errors import ConfigError
+
+    text = config.read_text(encoding="utf-8")
+    try:
+        if "gpu_worker_private_key" not in parse_yaml_text(text, config):
+            return text.encode("utf-8")
+    except ConfigError:  # not YAML the worker reads: it will say so itself, in the container
+        return text.encode("utf-8")
+    edited = edit_text(text, {"gpu_worker_private_key": None})
+    if edited is None:  # the key sits in a nested section: write the settings out flat
+        data = parse_yaml_text(text, config)
+        data.pop("gpu_worker_private_key", None)
+        edited = render_flat(data)
+    return edited.encode("utf-8")
+
+
+def _private_write(target: Path, data: bytes, owner: tuple[int, int]) -> None:
+    """``target`` = ``data``, mode 0400, owned by ``owner`` (as root) — written to a temporary
+    name first, so a reader never sees a partial or wrongly owned key."""
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
@@ -451,16 +481,23 @@ def _own_dir(path: Path, owner: tuple[int, int], mode: int = 0o700) -> None:
 def prepare_host_files(spec: StackSpec, paths: StackPaths) -> None:
     """The stack directory, the key and config copies, the admin socket directory, and a host
     models directory — each owned by the container's user."""
-    if not spec.key_file.is_file():
+    if spec.key_text is None and not spec.key_file.is_file():
         raise StackError(
             f"no worker key at {spec.key_file}",
             hint="store it first: `pendra key set` (paste it) or `pendra key set --file FILE`",
         )
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(paths.dir, 0o700)
-    _private_copy(spec.key_file, paths.secret, spec.run_as)
+    if spec.key_text is not None:
+        _private_write(paths.secret, (spec.key_text + "\n").encode("utf-8"), spec.run_as)
+    else:
+        _private_copy(spec.key_file, paths.secret, spec.run_as)
     if spec.config_file is not None and spec.config_file.is_file():
-        _private_copy(spec.config_file, paths.config_copy(spec.config_file), spec.run_as)
+        _private_write(
+            paths.config_copy(spec.config_file),
+            _config_without_key(spec.config_file),
+            spec.run_as,
+        )
     _own_dir(paths.run_dir, spec.run_as)
     if spec.models_is_dir:
         models = Path(spec.models)

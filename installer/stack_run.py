@@ -85,6 +85,14 @@ def resolve(settings: Any, given: Mapping[str, Any] | None = None) -> Resolved:
 
 
 def build_spec(settings: Any, resolved: Resolved, image: str) -> StackSpec:
+    from worker.identity import ensure_worker_id
+    from worker.keys import load_configured_key
+
+    # The container gets a copy of config.yaml: give it the worker's id first, so a container
+    # that is re-created keeps it. The key travels as the secret file, wherever it is kept.
+    settings, _note = ensure_worker_id(settings)
+    location = settings.key_location()
+    key_text = load_configured_key(settings).text if location.kind == "inline" else None
     extra = {
         **passthrough_environment(settings, os.environ),
         **backend_environment(settings, resolved.network),
@@ -94,6 +102,7 @@ def build_spec(settings: Any, resolved: Resolved, image: str) -> StackSpec:
     return StackSpec(
         home=settings.home,
         key_file=settings.resolved_key_file,
+        key_text=key_text,
         image=image,
         api_url=settings.api_url,
         gpu=options.gpu,

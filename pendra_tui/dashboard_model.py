@@ -133,6 +133,8 @@ class DashboardModel:
     reachable: bool = False
     state: str = "offline"
     version: str | None = None
+    worker_name: str | None = None
+    worker_id: str | None = None
     uptime_s: float | None = None
     uptime_at: float | None = None
     """Clock reading (monotonic) when ``uptime_s`` was received; uptime ticks from there."""
@@ -165,6 +167,8 @@ class DashboardModel:
         worker = doc.get("worker") or {}
         self.state = str(worker.get("state") or self.state)
         self.version = worker.get("version", self.version)
+        self.worker_name = worker.get("worker_name", self.worker_name)
+        self.worker_id = worker.get("worker_id", self.worker_id)
         if worker.get("uptime_s") is not None:
             self.uptime_s = float(worker["uptime_s"])
             self.uptime_at = now

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-def run(attach: bool = False) -> int:
-    """Open the app: the dashboard when ``attach`` (or a key is stored), else the setup flow.
+def run(attach: bool = False, setup: bool = False) -> int:
+    """Open the app: the dashboard when ``attach`` (or a key is stored), else the setup flow;
+    ``setup`` opens the setup flow whatever is configured (``pendra setup``), pre-filled.
 
     Returns the exit code. The worker keeps running after the app exits.
     """
@@ -21,6 +22,7 @@ def run(attach: bool = False) -> int:
     from pendra_tui.app import build_app
     from pendra_tui.services import real_services
 
-    app = build_app(real_services(settings), start="dashboard" if attach else "auto")
+    start = "setup" if setup else "dashboard" if attach else "auto"
+    app = build_app(real_services(settings), start=start)
     result = app.run()
     return int(result or 0)

@@ -16,7 +16,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -133,8 +132,17 @@ class PrerequisiteChecker(Protocol):
 class KeyStore(Protocol):
     def has_key(self) -> bool: ...
 
+    def where(self) -> str | None:
+        """Where the configured key comes from, for people (``None`` when there is none)."""
+        ...
+
     def store(self, key: str) -> Path:
-        """Write the key 0600, atomically; return where."""
+        """Write the key 0600, atomically, where the worker reads it; return where."""
+        ...
+
+    def keep_environment_key(self) -> Path | None:
+        """A key that only the environment gives (``GPU_WORKER_PRIVATE_KEY``) is stored too, so
+        the worker has it in a shell without the variable; returns where, or None."""
         ...
 
 
@@ -143,7 +151,30 @@ class KeyVerifier(Protocol):
         """``None`` when the format is right, else what is wrong with it."""
         ...
 
-    async def verify(self, key: str) -> KeyVerdict: ...
+    async def verify(self, key: str, server_url: str | None = None) -> KeyVerdict:
+        """Ask the control plane at ``server_url`` (default: the configured one)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the key step shows and saves besides the key."""
+
+    server_url: str
+    """``app_server_ws_url``."""
+    worker_name: str
+    worker_id: str | None = None
+
+
+class SettingsStore(Protocol):
+    """The settings the setup flow shows and saves (config.yaml)."""
+
+    def identity(self) -> Identity: ...
+
+    def save_identity(self, server_url: str, worker_name: str) -> Path:
+        """Check and write ``app_server_ws_url`` and ``worker_name``; raises ``ConfigError``
+        naming the setting that is wrong. The services use the new values from then on."""
+        ...
 
 
 class BackendProbe(Protocol):
@@ -187,6 +218,7 @@ class Services:
     verifier: KeyVerifier
     backends: BackendProbe
     launcher: WorkerLauncher
+    config: SettingsStore
     clock: Clock = field(default_factory=lambda: MonotonicClock())
     backend_kinds: Sequence[str] = ()
     """External kinds the Backends screen offers (``worker.settings.BACKEND_KINDS``)."""
@@ -197,23 +229,50 @@ class Services:
 # -- real implementations ----------------------------------------------------------------------
 
 
+class LiveSettings:
+    """The settings the real adapters share; reloaded when the setup flow saves config.yaml, so
+    the catalogue, the key check and the launcher use the control plane just chosen."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+
+    def reload(self) -> Settings:
+        from worker.settings import load_settings
+
+        self.current = load_settings()
+        return self.current
+
+
+class _Adapter:
+    """Holds the shared :class:`LiveSettings` (or one fixed ``Settings``)."""
+
+    def __init__(self, settings: Settings | LiveSettings) -> None:
+        self._live = settings if isinstance(settings, LiveSettings) else LiveSettings(settings)
+
+    @property
+    def _settings(self) -> Settings:
+        return self._live.current
+
+
 class MonotonicClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
 
-class AdminWorkerClient:
+class AdminWorkerClient(_Adapter):
     """The real admin client, created on first use (the module is imported only then)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings | LiveSettings) -> None:
+        super().__init__(settings)
         self._client: Any = None
+        self._for: Settings | None = None
 
     def _get(self) -> Any:
-        if self._client is None:
+        if self._client is None or self._for is not self._settings:
             from worker.admin.client import AdminClient
 
             self._client = AdminClient.for_settings(self._settings)
+            self._for = self._settings
         return self._client
 
     async def status(self) -> dict[str, Any]:
@@ -249,11 +308,8 @@ class AdminWorkerClient:
         return await self._get().logs(tail)
 
 
-class LiveCatalogue:
+class LiveCatalogue(_Adapter):
     """``worker.catalogue.CatalogueClient`` + fit verdicts for this machine."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
 
     async def load(self) -> CatalogueData:
         from worker.catalogue import CatalogueClient
@@ -288,11 +344,8 @@ class LiveCatalogue:
         return judge
 
 
-class InstallerChecks:
+class InstallerChecks(_Adapter):
     """``installer.checks.run_checks`` mapped onto :class:`Check`."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
 
     def run(self) -> list[Check]:
         from installer.checks import run_checks
@@ -312,59 +365,84 @@ class InstallerChecks:
         ]
 
 
-class FileKeyStore:
-    """The worker key at ``settings.default_key_file``, written 0600 and atomically."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+class SettingsKeyStore(_Adapter):
+    """The worker key, where the worker reads it (``worker.keys.store_key``): config.yaml's
+    ``gpu_worker_private_key`` on a new machine, or the key file already in use; 0600, atomic."""
 
     def has_key(self) -> bool:
-        if os.environ.get("PENDRA_WORKER_KEY", "").strip():
-            return True
-        path = self._settings.resolved_key_file
-        try:
-            return path.is_file() and path.stat().st_size > 0
-        except OSError:
-            return False
+        return self._settings.key_location().present
+
+    def where(self) -> str | None:
+        location = self._settings.key_location()
+        return location.source if location.present else None
 
     def store(self, key: str) -> Path:
-        path = self._settings.default_key_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".worker.key.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(key + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from worker.keys import parse_key, store_key
+
+        stored, _notes = store_key(self._settings, parse_key(key))
+        self._live.reload()
+        return stored.path
+
+    def keep_environment_key(self) -> Path | None:
+        from dataclasses import replace
+
+        from worker.keys import parse_key, store_key
+
+        settings = self._settings
+        location = settings.key_location()
+        if location.kind != "inline" or not location.from_environment or not settings.private_key:
+            return None
+        # Stored as if the variable were not set: where this home keeps its key.
+        sources = {k: v for k, v in settings.sources.items() if k != "private_key"}
+        stored, _notes = store_key(
+            replace(settings, private_key=None, sources=sources), parse_key(settings.private_key)
+        )
+        self._live.reload()
+        return stored.path
+
+
+class ConfigFileSettings(_Adapter):
+    """``app_server_ws_url`` and ``worker_name`` in config.yaml (``pendra_tui.backend_config``)."""
+
+    def identity(self) -> Identity:
+        settings = self._settings
+        return Identity(settings.server_url, settings.worker_name, settings.worker_id)
+
+    def save_identity(self, server_url: str, worker_name: str) -> Path:
+        from pendra_tui.backend_config import identity_changes, save_changes
+
+        path = self._settings.config_file
+        save_changes(path, identity_changes(server_url, worker_name))
+        self._live.reload()
         return path
 
 
-class LinkKeyVerifier:
+class LinkKeyVerifier(_Adapter):
     """Format via ``worker.keys.validate_key_format``, live via ``worker.link.verify_key``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
     def check_format(self, key: str) -> str | None:
-        from worker.errors import PendraError
-        from worker.keys import validate_key_format
+        from worker.keys import KeyProblem, validate_key_format
 
         try:
             validate_key_format(key)
-        except (PendraError, ValueError) as exc:
-            return str(getattr(exc, "message", exc))
+        except KeyProblem as exc:
+            return exc.one_line()  # what is wrong and which forms a key has
         return None
 
-    async def verify(self, key: str) -> KeyVerdict:
-        from worker.link.verify import verify_key
+    async def verify(self, key: str, server_url: str | None = None) -> KeyVerdict:
+        from dataclasses import replace
 
+        from worker.link.verify import verify_key
+        from worker.settings import parse_control_plane_url
+
+        settings = self._settings
+        if server_url:
+            try:
+                settings = replace(settings, api_url=parse_control_plane_url(server_url))
+            except ValueError as exc:
+                return KeyVerdict(None, str(exc))
         try:
-            result = await verify_key(self._settings, key)
+            result = await verify_key(settings, key)
         except (OSError, asyncio.TimeoutError) as exc:  # verify_key reports these itself; belt
             return KeyVerdict(None, f"control plane not reachable ({exc.__class__.__name__})")
         if result.status == "valid":
@@ -374,7 +452,7 @@ class LinkKeyVerifier:
         return KeyVerdict(False, result.message)
 
 
-class DiscoveryProbe:
+class DiscoveryProbe(_Adapter):
     """Backend discovery and the per-kind verification of an explicit endpoint.
 
     Both use ``worker.backends.discovery`` exactly as the running worker does, so the Backends
@@ -382,8 +460,8 @@ class DiscoveryProbe:
     disabled by the configuration, or not found (saying where it looked).
     """
 
-    def __init__(self, settings: Settings, *, options: Any = None) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings | LiveSettings, *, options: Any = None) -> None:
+        super().__init__(settings)
         self._options = options
         """``worker.backends.discovery.DiscoveryOptions`` (hosts, ports); tests point it at
         loopback servers they start."""
@@ -425,8 +503,10 @@ class DiscoveryProbe:
     def save(self, endpoints: Mapping[str, str], builtin_enabled: bool) -> Path:
         from pendra_tui.backend_config import save_backend_choices
 
-        save_backend_choices(self._settings.config_file, endpoints, builtin_enabled)
-        return self._settings.config_file
+        path = self._settings.config_file
+        save_backend_choices(path, endpoints, builtin_enabled)
+        self._live.reload()
+        return path
 
 
 def _candidate(doc: Mapping[str, Any]) -> BackendCandidate:
@@ -449,7 +529,7 @@ LOG_TAIL_ON_FAILURE = 5
 CONSOLE_FILE_NAME = "worker-console.log"
 
 
-class ProcessLauncher:
+class ProcessLauncher(_Adapter):
     """Starts the worker: as a service when the installer can, else ``pendra --no-ui`` detached.
 
     The detached process gets its own session (it outlives this terminal); it logs to
@@ -462,12 +542,12 @@ class ProcessLauncher:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | LiveSettings,
         *,
         prefer_service: bool = True,
         startup_wait_s: float = STARTUP_WAIT_S,
     ) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._prefer_service = prefer_service
         self._startup_wait_s = startup_wait_s
         self._manager: Any = None
@@ -651,17 +731,19 @@ class DockerLauncher:
 
 
 def real_services(settings: Settings) -> Services:
-    """The services ``pendra`` runs with."""
+    """The services ``pendra`` runs with; they share one :class:`LiveSettings`."""
     from worker.settings import BACKEND_KINDS
 
+    live = LiveSettings(settings)
     return Services(
-        worker=AdminWorkerClient(settings),
-        catalogue=LiveCatalogue(settings),
-        checks=InstallerChecks(settings),
-        keys=FileKeyStore(settings),
-        verifier=LinkKeyVerifier(settings),
-        backends=DiscoveryProbe(settings),
-        launcher=ProcessLauncher(settings),
+        worker=AdminWorkerClient(live),
+        catalogue=LiveCatalogue(live),
+        checks=InstallerChecks(live),
+        keys=SettingsKeyStore(live),
+        verifier=LinkKeyVerifier(live),
+        backends=DiscoveryProbe(live),
+        launcher=ProcessLauncher(live),
+        config=ConfigFileSettings(live),
         clock=MonotonicClock(),
         backend_kinds=BACKEND_KINDS,
         docker=DockerLauncher(settings),

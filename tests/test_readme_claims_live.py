@@ -1,7 +1,7 @@
 """What the README and ``--help`` say about the commands holds on real processes.
 
 A real ``pendra sandbox`` and ``pendra --no-ui`` pointed at it; the commands then run in a shell
-that has the worker's ``PENDRA_HOME`` but not its ``PENDRA_API_URL`` (the default, the public
+that has the worker's ``PENDRA_HOME`` but not its ``APP_SERVER_WS_URL`` (the default, the public
 service, is unreachable from here). ``pendra catalogue`` and ``pendra doctor`` still answer for
 the control plane the worker uses, because they go through the running worker.
 """
@@ -45,7 +45,7 @@ def test_catalogue_and_doctor_go_through_the_running_worker(
     env = worker_env(clean_env, api_url, key_file, tmp_path / "models")
     env["PENDRA_BUILTIN"] = "false"
     worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
-    shell = dict(clean_env)  # same PENDRA_HOME, no PENDRA_API_URL
+    shell = dict(clean_env)  # same PENDRA_HOME, no control plane URL
     try:
         deadline = time.monotonic() + 60
         while pendra(shell, "status", "--json", timeout=30).returncode != 0:
@@ -65,12 +65,13 @@ def test_catalogue_and_doctor_go_through_the_running_worker(
 
         doctor = pendra(shell, "doctor", "--json")
         report = json.loads(doctor.stdout)
-        assert report["running_worker"]["control_plane"] == api_url
+        ws_url = "ws" + api_url.removeprefix("http")  # the status names the WebSocket base
+        assert report["running_worker"]["control_plane"] == ws_url
         plane = next(c for c in report["checks"] if c["id"] == "control_plane")
         assert plane["status"] == "ok", plane
         assert "control_plane" not in report["required_failed"]
         text = pendra(shell, "doctor")
-        assert f"running worker's control plane ({api_url})" in text.stdout
+        assert f"running worker's control plane ({ws_url})" in text.stdout
     finally:
         assert stop(worker) == 0, worker.output()
         stop(sandbox)

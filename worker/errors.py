@@ -123,6 +123,15 @@ class Cancelled(PendraError):
     code = "cancelled"
 
 
+class WorkerBusy(PendraError):
+    """The worker already runs its ``max_concurrent`` requests: the control plane should send
+    this one elsewhere or retry it later. Refused at once rather than queued, so a full worker
+    never hides its load."""
+
+    http_status = 503
+    code = "worker_busy"
+
+
 class InstallError(PendraError):
     """An install or uninstall failed; the modelstore is left as it was before."""
 

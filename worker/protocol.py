@@ -23,7 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
-WORKER_PATH = "/api/v1/worker/connect"
+WORKER_PATH = "/ws/gpu"
+"""Where the control plane serves workers (``app_server_ws_url`` + this path)."""
+LEGACY_WORKER_PATH = "/api/v1/worker/connect"
+"""The path earlier versions dialled; the sandbox still serves it."""
 VERIFY_PATH = "/api/v1/worker/verify"
 PROTOCOL_HEADER = "X-Pendra-Protocol"
 VERSION_HEADER = "X-Pendra-Worker-Version"
@@ -56,7 +59,7 @@ class FrameError(Exception):
 
 class _Frame(BaseModel):
     # Unknown keys are ignored so either end can add fields without breaking the other.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     def dump(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -199,6 +202,9 @@ class Hello(_Frame):
     capabilities: dict[str, bool] = Field(default_factory=dict)
     max_concurrency: int = 1
     previous_attempts: int = 0
+    worker_id: str | None = Field(default=None, max_length=64)
+    """The worker's own stable id (``worker_id`` setting); the key's fingerprint when absent."""
+    worker_name: str | None = Field(default=None, max_length=128)
 
 
 class Load(_Frame):

@@ -1,11 +1,14 @@
 """Dispatches OpenAI-shaped requests to the backend that serves the model, and counts them.
 
 The router is the only path from the link (and any local ingress) to the backends. It resolves the
-model through the :class:`~worker.backends.registry.BackendRegistry`, bounds how many requests each
-backend runs at once (the rest wait their turn, so a burst cannot overload a backend), and keeps
-the counters the status document, heartbeats and the dashboard show: in flight, served, failed and
-a tokens-per-second rate over a sliding window. Counter changes are published as ``requests``
-events, at most a few times a second while tokens stream.
+model through the :class:`~worker.backends.registry.BackendRegistry`, enforces the worker's
+in-flight cap (``max_concurrent``, across all backends: a request over it is refused at once with
+:class:`~worker.errors.WorkerBusy`, 503 ``worker_busy``, which the control plane reads as "send it
+elsewhere or later"), bounds how many requests each backend runs at once (the rest wait their
+turn, so a burst cannot overload a backend), and keeps the counters the status document,
+heartbeats and the dashboard show: in flight, served, failed, refused busy and a tokens-per-second
+rate over a sliding window. Counter changes are published as ``requests`` events, at most a few
+times a second while tokens stream.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, TypeVar
 
 from worker.backends.base import Backend, StreamChunk, TranscriptionRequest
 from worker.backends.registry import BackendRegistry
-from worker.errors import BadRequest, Cancelled
+from worker.errors import BadRequest, Cancelled, WorkerBusy
 from worker.events import EventBus
 
 T = TypeVar("T")
@@ -38,13 +41,17 @@ class RequestCounters:
     cancelled: int
     tokens_total: int
     tokens_per_s: float
+    rejected_busy: int = 0
+    max_concurrent: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "in_flight": self.in_flight,
+            "max_concurrent": self.max_concurrent,
             "served": self.served,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "rejected_busy": self.rejected_busy,
             "tokens_total": self.tokens_total,
             "tokens_per_s": round(self.tokens_per_s, 2),
         }
@@ -83,7 +90,7 @@ def model_of(body: Mapping[str, Any]) -> str:
 
 
 class Router:
-    """Routes requests by model id; per-backend concurrency limits; request counters."""
+    """Routes requests by model id; the in-flight cap; per-backend limits; request counters."""
 
     def __init__(
         self,
@@ -92,10 +99,14 @@ class Router:
         *,
         limits: Mapping[str, int] | None = None,
         default_limit: int = DEFAULT_LIMIT,
+        max_in_flight: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.events = events
+        self.max_in_flight = max_in_flight
+        """The worker's cap on requests in flight across all backends (None: no cap)."""
+        self._rejected_busy = 0
         self._limits = dict(limits or {})
         self._default_limit = default_limit
         self._semaphores: dict[str, asyncio.Semaphore] = {}
@@ -117,6 +128,8 @@ class Router:
             cancelled=self._cancelled,
             tokens_total=self._tokens_total,
             tokens_per_s=self._rate.rate(self._clock()),
+            rejected_busy=self._rejected_busy,
+            max_concurrent=self.max_in_flight,
         )
 
     @property
@@ -133,6 +146,16 @@ class Router:
         self.events.publish("requests", **self.counters().as_dict())
 
     def _begin(self) -> None:
+        """Take an in-flight slot, or refuse at once when the worker is at its cap."""
+        cap = self.max_in_flight
+        if cap is not None and self._in_flight >= cap:
+            self._rejected_busy += 1
+            self._publish()
+            raise WorkerBusy(
+                f"This worker is busy: it runs at most {cap} request(s) at once "
+                f"(max_concurrent) and all are in use.",
+                hint="send the request to another worker, or retry when one finishes",
+            )
         self._in_flight += 1
         self._publish(force=True)
 

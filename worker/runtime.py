@@ -167,10 +167,15 @@ class Worker:
         self.settings = settings
         self.key = key
         self.events = EventBus()
-        self.registry = BackendRegistry(backends or ())
+        self.registry = BackendRegistry(backends or (), models_filter=settings.models_filter)
         self._own_backends = backends is None
         self._discover = discover and backends is None
-        self.router = Router(self.registry, self.events, default_limit=settings.parallel)
+        self.router = Router(
+            self.registry,
+            self.events,
+            default_limit=settings.parallel,
+            max_in_flight=settings.max_concurrent,
+        )
         self.private = PrivateInference.for_home(
             settings.home, enabled=settings.private_inference, events=self.events
         )
@@ -284,8 +289,14 @@ class Worker:
                 "state": self.state,
                 "version": __version__,
                 "uptime_s": round(uptime, 1),
-                "worker_id": self.key.worker_id if self.key is not None else None,
-                "control_plane": self.settings.api_url,
+                "worker_id": self.settings.worker_id,
+                "worker_name": self.settings.worker_name,
+                "key_id": self.key.key_id if self.key is not None else None,
+                "control_plane": self.settings.server_url,
+                "max_concurrent": self.settings.max_concurrent,
+                "models_filter": (
+                    list(self.settings.models_filter) if self.settings.models_filter else None
+                ),
                 "private_inference": self.private.status(),
             },
             "backends": backends,
@@ -330,7 +341,9 @@ class Worker:
                 ca_file=self.settings.ca_file,
                 gpus=lambda: self.gpus(),  # late-bound: enable_operations() may add a sampler
                 supported=self._supported,
-                max_concurrency=self.settings.parallel,
+                max_concurrency=self.settings.max_concurrent,
+                worker_id=self.settings.worker_id,
+                worker_name=self.settings.worker_name,
                 private=self.private,
             )
             self.link.on_drain_requested = self.request_stop

@@ -54,7 +54,7 @@ def check_control_plane(ctx: CheckContext) -> CheckResult:
     fix = (
         "allow outbound HTTPS (443) to "
         f"{host}; behind a proxy set HTTPS_PROXY. To try Pendra offline, run `pendra sandbox` "
-        "and set PENDRA_API_URL=http://127.0.0.1:8787"
+        "and set APP_SERVER_WS_URL=ws://127.0.0.1:8787"
     )
     if result.error == "tls":
         fix = "check the system clock and CA certificates, or a TLS-inspecting proxy"

@@ -91,9 +91,15 @@ def check_config(ctx: CheckContext) -> CheckResult:
 
 
 def check_key(ctx: CheckContext) -> CheckResult:
-    """The worker key file: present and private. Only its metadata is read, never its content."""
+    """The worker key: configured, and in a private file. Only metadata is read, never the key."""
     title = "Worker key"
-    path = ctx.settings.resolved_key_file
+    location = ctx.settings.key_location()
+    if location.kind == "inline" and location.path is None:
+        return CheckResult(
+            "worker_key", title, Status.OK, False, f"from {location.source} (not stored on disk)"
+        )
+    path = location.path or ctx.settings.resolved_key_file
+    what = "gpu_worker_private_key in " if location.kind == "inline" else ""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -102,8 +108,9 @@ def check_key(ctx: CheckContext) -> CheckResult:
             title,
             Status.WARN,
             False,
-            f"no worker key at {path} yet: the worker cannot connect until it has one.",
-            "pendra key set   # paste the key from the Pendra dashboard",
+            f"no worker key yet (no gpu_worker_private_key in {ctx.settings.config_file}, no "
+            f"key file at {path}): the worker cannot connect until it has one.",
+            "pendra key set   # paste the key from the Pendra console",
         )
     except OSError as exc:
         return CheckResult(
@@ -121,10 +128,11 @@ def check_key(ctx: CheckContext) -> CheckResult:
             title,
             Status.FAIL,
             True,
-            f"{path} is readable by other users (mode {mode:04o}); the worker refuses to use it.",
+            f"{what}{path} is readable by other users (mode {mode:04o}); the worker refuses to "
+            "use a key others can read.",
             f"chmod 600 {path}",
         )
-    return CheckResult("worker_key", title, Status.OK, False, f"{path} (mode {mode:04o})")
+    return CheckResult("worker_key", title, Status.OK, False, f"{what}{path} (mode {mode:04o})")
 
 
 def check_disk(ctx: CheckContext) -> CheckResult:
@@ -161,7 +169,7 @@ def check_disk(ctx: CheckContext) -> CheckResult:
             Status.WARN,
             True,
             f"{where}: room for small models only.",
-            "point PENDRA_MODELS_DIR (or models_dir in config.toml) at a larger disk",
+            "point PENDRA_MODELS_DIR (or models_dir in config.yaml) at a larger disk",
         )
     return CheckResult("disk", title, Status.OK, True, where)
 

@@ -2,7 +2,7 @@
 
 Space enables/disables the row; enter (or e) sets an explicit endpoint, which the backend's own
 check verifies on the spot before it is accepted. Continue saves the changes to
-``$PENDRA_HOME/config.toml`` ``[backends]``, keeping the user's other keys.
+``$PENDRA_HOME/config.yaml`` (``<kind>_endpoint``), keeping the user's other keys.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class BackendsScreen(SetupStep):
         yield DataTable(id="backend-table", cursor_type="row", zebra_stripes=True)
         yield Static(
             "[dim]space: enable/disable · enter: set an explicit endpoint · "
-            "changes are saved to config.toml[/dim]",
+            "changes are saved to config.yaml[/dim]",
             classes="explain",
         )
 

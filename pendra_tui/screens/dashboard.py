@@ -170,6 +170,8 @@ class DashboardScreen(Screen[None]):
                 bar = self.query_one(LinkBar)
                 bar.state = model.state
                 bar.version = model.version
+                bar.worker_name = model.worker_name
+                bar.worker_id = model.worker_id
                 bar.error = None if model.reachable else model.error
                 bar.private = model.private
                 self._tick_uptime()

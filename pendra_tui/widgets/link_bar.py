@@ -1,4 +1,5 @@
-"""The one-line bar at the top of the dashboard: link state, uptime, private inference, version."""
+"""The one-line bar at the top of the dashboard: which worker, link state, uptime, private
+inference, version."""
 
 from __future__ import annotations
 
@@ -41,10 +42,16 @@ def link_text(
     uptime_s: float | None,
     version: str | None,
     private: PrivateInferenceView | None = None,
+    name: str | None = None,
+    worker_id: str | None = None,
 ) -> Text:
-    """The bar's content (pure, so it is unit-tested)."""
+    """The bar's content (pure, so it is unit-tested). The worker's name comes first and its id
+    last: on a narrow terminal the id is what gets cut."""
     glyph, colour = STATE_STYLES.get(state, ("?", "yellow"))
-    text = Text.assemble(("Pendra worker  ", "bold"), (f"{glyph} {state}", f"bold {colour}"))
+    text = Text("Pendra worker ", style="bold")
+    if name:
+        text.append(f"{name} ", style="bold")
+    text.append(f" {glyph} {state}", style=f"bold {colour}")
     if uptime_s is not None:
         text.append(f"   up {format_duration(uptime_s)}")
     if private is not None and state != "not running":
@@ -52,6 +59,8 @@ def link_text(
         text.append_text(private_text(private))
     if version:
         text.append(f"   v{version}", style="dim")
+    if worker_id and state != "not running":
+        text.append(f"   {worker_id}", style="dim")
     if state == "not running":
         text.append("   start it with pendra --no-ui · retrying", style="italic")
     return text
@@ -66,13 +75,24 @@ class LinkBar(Static):
     """Seconds since the worker started; ``None`` while unknown."""
     version: reactive[str | None] = reactive(None)
     """The worker's version string."""
+    worker_name: reactive[str | None] = reactive(None)
+    """``worker_name``: what the console calls this worker."""
+    worker_id: reactive[str | None] = reactive(None)
+    """``worker_id``: the worker's stable id."""
     error: reactive[str | None] = reactive(None)
     """Why the worker is not reachable (shown while ``state`` is "not running")."""
     private: reactive[PrivateInferenceView | None] = reactive(None, always_update=True)
     """The worker's private inference (None: not reported)."""
 
     def render(self) -> Text:
-        return link_text(self.state, self.uptime_s, self.version, self.private)
+        return link_text(
+            self.state,
+            self.uptime_s,
+            self.version,
+            self.private,
+            name=self.worker_name,
+            worker_id=self.worker_id,
+        )
 
     def watch_state(self, state: str) -> None:
         for name in STATE_STYLES:

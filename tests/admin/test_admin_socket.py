@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -18,7 +19,9 @@ import pytest
 from admin_test_worker import TestWorker
 
 from worker.admin import AdminClient, AdminServer, AdminSocketError, WorkerAlreadyRunning
-from worker.settings import load_settings
+from worker.admin.locate import stack_socket
+from worker.keys import generate_key
+from worker.settings import BACKEND_KINDS, load_settings
 
 NOBODY = 65534
 
@@ -104,6 +107,57 @@ async def test_a_second_worker_on_the_same_home_is_refused(pendra_home: Path) ->
         assert f"pid {os.getpid()}" in str(caught.value)
         assert "PENDRA_HOME" in str(caught.value)
         assert (await AdminClient(path).ping())["pid"] == os.getpid(), "the first one still serves"
+
+
+async def test_a_worker_beside_the_docker_stack_worker_is_refused(pendra_home: Path) -> None:
+    """The stack's worker listens on ``stack/run/admin.sock`` (bind-mounted from its container);
+    a process or service worker for the same home must not start beside it."""
+    path = load_settings().admin_socket
+    async with AdminServer(TestWorker(), stack_socket(pendra_home)):
+        with pytest.raises(WorkerAlreadyRunning) as caught:
+            await AdminServer(TestWorker(), path).start()
+        assert "in Docker" in caught.value.message
+        assert caught.value.hint and "pendra stack down" in caught.value.hint
+        assert not path.exists()
+    # The lock went with the refusal: once the stack's worker is gone, the process worker starts.
+    async with AdminServer(TestWorker(), path):
+        assert (await AdminClient(path).ping())["pid"] == os.getpid()
+
+
+def test_pendra_no_ui_refuses_to_start_beside_the_docker_stack_worker(
+    pendra_home: Path, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Through the real command: ``pendra --no-ui`` by hand while ``pendra stack up`` runs."""
+    stack = stack_socket(pendra_home)
+    stack.parent.mkdir(parents=True, mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(stack))
+    listener.listen()
+    key_file = tmp_path / "worker.key"
+    key_file.write_text(generate_key().text + "\n")
+    key_file.chmod(0o600)
+    env = {
+        **clean_env,
+        "PENDRA_WORKER_KEY_FILE": str(key_file),
+        "PENDRA_API_URL": "http://127.0.0.1:9",
+        "PENDRA_MODELS_DIR": str(tmp_path / "models"),
+        **{f"{kind.upper()}_ENDPOINT": "off" for kind in BACKEND_KINDS},
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "worker", "--no-ui"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        listener.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "already running in Docker" in result.stderr
+    assert "pendra stack down" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_something_else_at_the_socket_path_is_not_deleted(pendra_home: Path) -> None:

@@ -114,7 +114,7 @@ async def test_offline_without_cache_is_a_clear_error(monkeypatch: pytest.Monkey
     with pytest.raises(CatalogueError) as caught:
         await client().load()
     assert "Cannot fetch the catalogue" in caught.value.message
-    assert caught.value.hint and "PENDRA_API_URL" in caught.value.hint
+    assert caught.value.hint and "APP_SERVER_WS_URL" in caught.value.hint
 
 
 async def test_a_malformed_entry_does_not_hide_the_rest(server: CatalogueServer) -> None:

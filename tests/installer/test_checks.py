@@ -127,7 +127,7 @@ def test_python_states(tmp_path: Path) -> None:
 
 
 def test_config_error_is_reported_not_raised(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text("api_url = [broken\n", encoding="utf-8")
+    (tmp_path / "config.toml").write_text("api_url = [broken\n", encoding="utf-8")  # migrated
     probes = fake_probes(environ={"PENDRA_HOME": str(tmp_path)})
     ctx = make_context(probes=probes)
     result = system.check_config(ctx)
@@ -154,6 +154,31 @@ def test_key_states_never_read_the_key(tmp_path: Path) -> None:
     ok = system.check_key(ctx)
     assert ok.status is Status.OK and "0600" in ok.detail
     assert all("pk_secret" not in str(r.to_dict()) for r in (missing, loose, ok))
+
+
+def test_key_in_config_yaml_is_checked_by_the_file_mode(tmp_path: Path) -> None:
+    from worker.keys import generate_key
+
+    key = generate_key(console_form=True).text
+    config = tmp_path / "config.yaml"
+    config.write_text(f"gpu_worker_private_key: {key}\n")
+    config.chmod(0o644)
+    ctx = make_context(probes=fake_probes(environ={"PENDRA_HOME": str(tmp_path)}))
+    loose = system.check_key(ctx)
+    assert loose.status is Status.FAIL and loose.fix == f"chmod 600 {config}"
+    assert "gpu_worker_private_key in" in loose.detail
+    config.chmod(0o600)
+    ok = system.check_key(make_context(probes=fake_probes(environ={"PENDRA_HOME": str(tmp_path)})))
+    assert ok.status is Status.OK and "0600" in ok.detail
+    from_env = system.check_key(
+        make_context(
+            probes=fake_probes(
+                environ={"PENDRA_HOME": str(tmp_path / "x"), "GPU_WORKER_PRIVATE_KEY": key}
+            )
+        )
+    )
+    assert from_env.status is Status.OK and "GPU_WORKER_PRIVATE_KEY" in from_env.detail
+    assert all(key not in str(r.to_dict()) for r in (loose, ok, from_env))
 
 
 def test_disk_states(tmp_path: Path) -> None:

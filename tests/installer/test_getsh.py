@@ -421,8 +421,9 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     assert (venv / ".pendra-get").read_text() == "ready\n"
     version = _run([str(link), "--version"], env, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("pendra-worker ")
-    stored = pendra_home / "worker.key"
+    stored = pendra_home / "config.yaml"  # gpu_worker_private_key, as Pendra's docs keep it
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert f"gpu_worker_private_key: {first_key.text}" in stored.read_text()
     assert first_key.text not in first.stdout + first.stderr  # never echoed
     assert first_key.text not in (pendra_home / "logs" / "install.log").read_text()
 
@@ -433,9 +434,9 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     assert checks["llama_cpp"]["status"] == "ok" and "cpu build" in checks["llama_cpp"]["detail"]
     assert checks["worker_key"]["status"] == "ok"
 
-    # The user's own configuration, which a re-run must not touch.
-    config = pendra_home / "config.toml"
-    config.write_text('log_level = "debug"\n')
+    # The user's own lines in the configuration, which a re-run must not touch.
+    with stored.open("a") as handle:
+        handle.write("# my own line\nlog_level: debug\n")
     env2 = _env(home)
 
     # 4. Re-run directly from the checkout (./get.sh installs the checkout it lives in), with a
@@ -448,9 +449,11 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     assert f"Upgrading pendra-worker from {ROOT}" in second.stderr
     assert "the cpu build is already installed; keeping it" in second.stderr
     assert "Building llama.cpp" not in second.stderr
-    assert config.read_text() == 'log_level = "debug"\n'
+    text = stored.read_text()
+    assert text.endswith("# my own line\nlog_level: debug\n") and first_key.text not in text
+    assert f"gpu_worker_private_key: {second_key.text}" in text
     (backup,) = pendra_home.glob("worker.key.*.bak")
-    assert read_key_file(backup) == first_key and read_key_file(stored) == second_key
+    assert read_key_file(backup) == first_key
     assert str(backup) in second.stdout + second.stderr
     assert _run([str(link), "--version"], env2, timeout=60).returncode == 0
 
@@ -529,7 +532,7 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     assert _contents(downloads) == users  # pendra's four files gone, the rest byte for byte
     assert not venv.exists() and not link.exists() and not link.is_symlink()
     left = _tree(pendra_home)
-    assert {"config.toml", "worker.key", backup.name} <= left
+    assert {"config.yaml", backup.name} <= left
     assert not any(p.startswith(("venv", "run")) for p in left)
     kept = removed.stderr.split("Kept:")[1]
     assert "mine.gguf (not downloaded by pendra" in kept and "other entries" in kept

@@ -66,7 +66,7 @@ def test_cpu_compose_on_a_bridge_as_a_host_user(tmp_path: Path) -> None:
     assert worker["environment"] == {
         "PENDRA_MODELS_DIR": "/models",
         "PENDRA_WORKER_KEY_FILE": "/run/secrets/pendra_worker_key",
-        "PENDRA_API_URL": "https://api.example",
+        "APP_SERVER_WS_URL": "https://api.example",
     }
     assert doc["secrets"] == {"pendra_worker_key": {"file": f"{tmp_path}/stack/worker.key"}}
     assert worker["secrets"] == [{"source": "pendra_worker_key", "target": "pendra_worker_key"}]
@@ -191,11 +191,16 @@ def test_settings_from_the_shell_pass_through_but_not_paths_or_secrets(pendra_ho
     }
     passed = passthrough_environment(load_settings(env), env)
     assert passed == {"PENDRA_THREADS": "1", "PENDRA_LOG_LEVEL": "debug"}
+    # The documented name neither: the stack sets the URL itself, rewritten for the container.
+    documented = {**env, "APP_SERVER_WS_URL": "ws://127.0.0.1:9"}
+    del documented["PENDRA_API_URL"]
+    passed = passthrough_environment(load_settings(documented), documented)
+    assert passed == {"PENDRA_THREADS": "1", "PENDRA_LOG_LEVEL": "debug"}
 
 
 def test_host_files_are_private_copies(tmp_path: Path) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text('log_level = "debug"\n')
+    config = tmp_path / "config.yaml"
+    config.write_text("log_level: debug\n")
     config.chmod(0o600)
     uid_gid = (os.geteuid(), os.getegid()) if os.geteuid() else (10001, 10001)
     s = spec(tmp_path, config_file=config, run_as=uid_gid)
@@ -203,7 +208,7 @@ def test_host_files_are_private_copies(tmp_path: Path) -> None:
     paths.dir.mkdir()
     (paths.dir / ".worker.key.tmp").write_text("a leftover from a crash")
     prepare_host_files(s, paths)
-    for copy, text in ((paths.secret, SECRET + "\n"), (paths.dir / "config.toml", None)):
+    for copy, text in ((paths.secret, SECRET + "\n"), (paths.dir / "config.yaml", None)):
         info = copy.stat()
         assert stat.S_IMODE(info.st_mode) == 0o400 and info.st_uid == uid_gid[0]
         assert text is None or copy.read_text() == text
@@ -212,6 +217,32 @@ def test_host_files_are_private_copies(tmp_path: Path) -> None:
     run = paths.run_dir.stat()
     assert stat.S_IMODE(run.st_mode) == 0o700 and run.st_uid == uid_gid[0]
     prepare_host_files(s, paths)  # again: the 0400 copies are replaced, not refused
+
+
+def test_a_key_kept_in_config_yaml_reaches_the_container_as_its_secret_only(
+    tmp_path: Path,
+) -> None:
+    from worker.keys import generate_key
+
+    key = generate_key(console_form=True).text
+    config = tmp_path / "config.yaml"
+    config.write_text(f"# mine\nworker_name: box\ngpu_worker_private_key: {key}\n")
+    config.chmod(0o600)
+    uid_gid = (os.geteuid(), os.getegid()) if os.geteuid() else (10001, 10001)
+    s = StackSpec(
+        home=tmp_path,
+        key_file=tmp_path / "absent.key",
+        key_text=key,
+        image="i",
+        config_file=config,
+        run_as=uid_gid,
+    )
+    paths = StackPaths(tmp_path)
+    prepare_host_files(s, paths)
+    assert paths.secret.read_text() == key + "\n"
+    copy = (paths.dir / "config.yaml").read_text()
+    assert key not in copy and "worker_name: box" in copy and copy.startswith("# mine\n")
+    assert key not in repr(s)
 
 
 def test_host_files_need_a_key(tmp_path: Path) -> None:

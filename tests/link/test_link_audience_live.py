@@ -187,7 +187,9 @@ def sandbox_with_public_url(
     while "Pendra sandbox ready" not in proc.out.read_text(errors="replace"):
         assert proc.popen.poll() is None and time.monotonic() < deadline, proc.output()
         time.sleep(0.05)
-    assert f"PENDRA_API_URL={public_url} " in proc.out.read_text()
+    # the banner tells workers the public URL, in the ws:// spelling APP_SERVER_WS_URL takes
+    ws_url = "ws" + public_url.removeprefix("http")
+    assert f"APP_SERVER_WS_URL={ws_url} " in proc.out.read_text()
     return proc
 
 

@@ -31,47 +31,82 @@ def _pendra(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess
     )
 
 
+def _configured(home: Path):  # type: ignore[no-untyped-def]
+    from worker.keys import load_configured_key
+    from worker.settings import load_settings
+
+    return load_configured_key(load_settings({"PENDRA_HOME": str(home)}))
+
+
+@pytest.mark.parametrize("form", ["seed", "go", "pdk"])
 def test_key_set_from_stdin_stores_0600_and_never_echoes(
-    clean_env: dict[str, str], pendra_home: Path
+    clean_env: dict[str, str], pendra_home: Path, form: str
 ) -> None:
-    key = generate_key()
-    result = _pendra(["key", "set"], clean_env, stdin=key.text + "\n")
+    """The console's 32-byte and 64-byte base64 forms, and a pdk_ key, all go in as pasted."""
+    import base64
+
+    key = generate_key(console_form=True)
+    text = {
+        "seed": base64.b64encode(key.seed).decode(),
+        "go": key.text,
+        "pdk": generate_key().text,
+    }[form]
+    result = _pendra(["key", "set"], clean_env, stdin=text + "\n")
     assert result.returncode == 0, result.stderr
-    stored = pendra_home / "worker.key"
+    stored = pendra_home / "config.yaml"
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
-    assert read_key_file(stored) == key
-    assert key.text not in result.stdout + result.stderr
-    assert key.worker_id in result.stdout
+    assert f"gpu_worker_private_key: {text}" in stored.read_text()
+    assert _configured(pendra_home).text == text
+    assert text not in result.stdout + result.stderr
+    assert _configured(pendra_home).key_id in result.stdout
 
 
 def test_key_set_from_file_and_bad_input(
     clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
 ) -> None:
     source = tmp_path / "pasted.txt"
-    key = generate_key()
-    source.write_text(key.text)
+    key = generate_key(console_form=True)
+    source.write_text(key.text + "\n")
     assert _pendra(["key", "set", "--file", str(source)], clean_env).returncode == 0
-    assert read_key_file(pendra_home / "worker.key") == key
-    typo = key.text[:-1] + ("A" if key.text[-1] != "A" else "B")
+    assert _configured(pendra_home) == key
+    mangled = key.text[:-10] + "AAAAAAAA=="  # the public half no longer matches
+    result = _pendra(["key", "set"], clean_env, stdin=mangled)
+    assert result.returncode == 4 and "public half" in result.stderr
+    assert "Traceback" not in result.stderr and mangled not in result.stderr
+    assert _configured(pendra_home) == key  # the good key was not replaced
+    pdk = generate_key().text
+    typo = pdk[:-1] + ("A" if pdk[-1] != "A" else "B")
     result = _pendra(["key", "set"], clean_env, stdin=typo)
-    assert result.returncode == 4 and "typo" in result.stderr and "Traceback" not in result.stderr
-    assert typo not in result.stderr
-    assert read_key_file(pendra_home / "worker.key") == key  # the good key was not replaced
+    assert result.returncode == 4 and "typo" in result.stderr and typo not in result.stderr
+    cut = _pendra(["key", "set"], clean_env, stdin=key.text[:30])
+    assert cut.returncode == 4 and "32-byte seed" in cut.stderr and "64-byte" in cut.stderr
     missing = _pendra(["key", "set", "--file", str(tmp_path / "nope")], clean_env)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_key_set_updates_a_key_file_in_use(
+    clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "keys" / "worker.key"
+    env = {**clean_env, "PENDRA_WORKER_KEY_FILE": str(key_file)}
+    key = generate_key(console_form=True)
+    result = _pendra(["key", "set"], env, stdin=key.text)
+    assert result.returncode == 0, result.stderr
+    assert read_key_file(key_file) == key and str(key_file) in result.stdout
+    assert not (pendra_home / "config.yaml").exists()
 
 
 def test_key_set_backs_up_a_different_key_and_says_where(
     clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
 ) -> None:
-    stored = pendra_home / "worker.key"
-    first, second = generate_key(), generate_key()
+    config = pendra_home / "config.yaml"
+    first, second = generate_key(console_form=True), generate_key(console_form=True)
     source = tmp_path / "first.key"
     source.write_text(first.text + "\n")
     assert _pendra(["key", "set", "--file", str(source)], clean_env).returncode == 0
 
     same = _pendra(["key", "set", "--file", str(source)], clean_env)
-    assert same.returncode == 0 and "already this key" in same.stdout
+    assert same.returncode == 0 and "already holds this key" in same.stdout
     assert list(pendra_home.glob("worker.key.*")) == []  # the same key: no backup
 
     source.write_text(second.text + "\n")
@@ -80,21 +115,34 @@ def test_key_set_backs_up_a_different_key_and_says_where(
     (backup,) = pendra_home.glob("worker.key.*.bak")
     assert read_key_file(backup) == first  # readable by the loader: 0600 and intact
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
-    assert read_key_file(stored) == second
-    assert str(backup) in replaced.stdout and first.worker_id in replaced.stdout
+    assert _configured(pendra_home) == second
+    assert str(backup) in replaced.stdout and first.key_id in replaced.stdout
     assert first.text not in replaced.stdout + replaced.stderr
     assert second.text not in replaced.stdout + replaced.stderr
 
-    # Not a key at all (a file someone put there): kept too, never silently lost.
-    stored.write_text("my notes, not a key\n")
-    stored.chmod(0o600)
-    source.write_text(first.text)
+    # A damaged key in config.yaml (hand-edited): kept too, never silently lost, and replaceable.
+    text = config.read_text().replace(second.text, "my-notes-not-a-key")
+    config.write_text(text)
     again = _pendra(["key", "set", "--file", str(source)], clean_env)
     assert again.returncode == 0, again.stderr
     backups = sorted(pendra_home.glob("worker.key.*.bak"))
     assert len(backups) == 2 and "not a valid key" in again.stdout
-    assert any(b.read_text() == "my notes, not a key\n" for b in backups)
-    assert read_key_file(stored) == first
+    assert any(b.read_text() == "my-notes-not-a-key\n" for b in backups)
+    assert _configured(pendra_home) == second
+
+
+def test_key_set_backs_up_a_key_file_in_use_too(
+    clean_env: dict[str, str], pendra_home: Path, tmp_path: Path
+) -> None:
+    stored = pendra_home / "worker.key"
+    first, second = generate_key(), generate_key()
+    stored.write_text(first.text + "\n")
+    stored.chmod(0o600)
+    replaced = _pendra(["key", "set"], clean_env, stdin=second.text)
+    assert replaced.returncode == 0, replaced.stderr
+    (backup,) = pendra_home.glob("worker.key.*.bak")
+    assert read_key_file(backup) == first and read_key_file(stored) == second
+    assert not (pendra_home / "config.yaml").exists()
 
 
 def test_sandbox_key_out_is_reused_across_restarts(

@@ -120,7 +120,7 @@ def test_openai_client_through_sandbox_and_worker_processes(
         assert key_text not in cmdline(proc.pid)
     assert stop(stack.worker) == 0
     log_file = pendra_home / "logs" / "worker.log"
-    assert log_file.exists() and "link: connected as wk_" in log_file.read_text()
+    assert log_file.exists() and "link: connected as wrk-" in log_file.read_text()
     assert key_text not in log_file.read_text()
     assert key_text not in stack.worker.output() + stack.sandbox.output()
     # Prompts are relayed, never logged.

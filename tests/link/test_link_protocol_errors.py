@@ -163,6 +163,8 @@ async def test_worker_answers_bad_frames_and_keeps_serving(
     )
     reply = await channel.next(5)
     assert isinstance(reply, ErrorFrame) and reply.code == "unknown_request_kind"
+    channel.finished = True
+    await channel.close()  # frees the slot: the worker runs one request at a time by default
 
     api = openai.AsyncOpenAI(base_url=sandbox.url + "/v1", api_key=sandbox.api_key, max_retries=0)
     ok = await api.chat.completions.create(

@@ -1,4 +1,5 @@
-"""Router: resolution, per-backend concurrency, counters and token rate, cancellation."""
+"""Router: resolution, the models filter, the in-flight cap, per-backend concurrency, counters
+and token rate, cancellation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from link_fakes import FAKE_EMBED, FAKE_MODEL, FakeBackend
 
 from worker.backends.base import StreamChunk
 from worker.backends.registry import BackendRegistry
-from worker.errors import BadRequest, ModelNotFound
+from worker.errors import BadRequest, ModelNotFound, WorkerBusy
 from worker.events import EventBus
 from worker.link.streaming import pump_stream
 from worker.router import Router, TokenRate
@@ -69,6 +70,48 @@ async def test_closing_a_stream_cancels_the_backend_and_counts_it() -> None:
     assert backend.closed_early == 1
     c = router.counters()
     assert (c.in_flight, c.cancelled, c.served) == (0, 1, 0)
+
+
+async def test_in_flight_cap_refuses_at_once_across_backends() -> None:
+    """max_concurrent counts every backend together; over it the answer is busy, not a queue."""
+    slow = FakeBackend(words=1000, delay_s=0.01)
+    await slow.refresh()
+    other = FakeBackend()
+    other.kind = "other"  # type: ignore[misc]
+    await other.refresh()
+    router = Router(BackendRegistry([slow, other]), EventBus(), max_in_flight=2)
+    first = router.chat_stream(_body("a"))
+    second = router.chat_stream({**_body("b"), "model": f"other/{FAKE_MODEL}"})
+    await first.__anext__()
+    await second.__anext__()
+    assert router.in_flight == 2
+    with pytest.raises(WorkerBusy, match="at most 2") as info:
+        await router.chat(_body("c"))
+    assert info.value.http_status == 503 and info.value.code == "worker_busy"
+    with pytest.raises(WorkerBusy):
+        await router.chat_stream(_body("d")).__anext__()
+    counters = router.counters()
+    assert (counters.rejected_busy, counters.failed, counters.in_flight) == (2, 0, 2)
+    await first.aclose()  # type: ignore[attr-defined]
+    reply = await router.chat(_body("e"))  # a slot is free again
+    assert reply["choices"][0]["message"]["content"].startswith("e-0")
+    await second.aclose()  # type: ignore[attr-defined]
+    assert router.counters().as_dict()["max_concurrent"] == 2
+
+
+async def test_models_filter_limits_routing_and_advertising() -> None:
+    backend = FakeBackend()
+    await backend.refresh()
+    registry = BackendRegistry([backend], models_filter=[FAKE_MODEL])
+    assert [advertised for _b, _m, advertised in registry.advertised_models()] == [FAKE_MODEL]
+    router = Router(registry, EventBus())
+    assert (await router.chat(_body("x")))["model"] == FAKE_MODEL
+    with pytest.raises(ModelNotFound, match="models setting leaves it out") as info:
+        await router.embeddings({"model": FAKE_EMBED, "input": "x"})
+    assert FAKE_MODEL in (info.value.hint or "")
+    qualified = BackendRegistry([backend], models_filter=[f"fake/{FAKE_EMBED}"])
+    assert [a for _b, _m, a in qualified.advertised_models()] == [FAKE_EMBED]
+    assert qualified.resolve(f"fake/{FAKE_EMBED}")[1] == FAKE_EMBED
 
 
 def test_token_rate_window() -> None:

@@ -17,8 +17,8 @@ from pendra import _private_inference as sdk_pi
 from pendra._streaming import PrivateStreamGuard
 
 from worker.private_inference.envelope import (
-    SUITE,
     SealedRequestRefused,
+    hpke_suite,
     open_request,
 )
 from worker.private_inference.wire import (
@@ -47,8 +47,8 @@ RFC_EXPORT_TEST = bytes.fromhex("51de9fb22c3c9721ddac64470a37c9800d3b14452b9f354
 
 
 def test_worker_hpke_matches_the_rfc_vector() -> None:
-    context = SUITE.create_recipient_context(
-        RFC_ENC, SUITE.kem.deserialize_private_key(RFC_SK_R), info=RFC_INFO
+    context = hpke_suite().create_recipient_context(
+        RFC_ENC, hpke_suite().kem.deserialize_private_key(RFC_SK_R), info=RFC_INFO
     )
     assert context.open(RFC_CT0, aad=RFC_AAD0) == RFC_PT
     assert context.export(b"", 32) == RFC_EXPORT_EMPTY
@@ -61,8 +61,8 @@ def test_sdk_hpke_matches_the_rfc_vector_and_the_worker() -> None:
     assert sender.seal(RFC_AAD0, RFC_PT) == RFC_CT0
     assert sender.export(b"TestContext", 32) == RFC_EXPORT_TEST
     # And the other direction: what the worker's library seals, the SDK's code opens.
-    pk = SUITE.kem.deserialize_public_key(RFC_PK_R)
-    enc2, worker_sender = SUITE.create_sender_context(pk, info=SUITE_INFO)
+    pk = hpke_suite().kem.deserialize_public_key(RFC_PK_R)
+    enc2, worker_sender = hpke_suite().create_sender_context(pk, info=SUITE_INFO)
     sealed = worker_sender.seal(b"data key", aad=b"")
     receiver = sdk_hpke.setup_base_r(RFC_SK_R, enc2, SUITE_INFO)
     assert receiver.open(b"", sealed) == b"data key"

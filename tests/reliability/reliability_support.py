@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from aiohttp import web
 
 from worker.keys import WorkerKey, generate_key
@@ -46,6 +47,22 @@ async def wait_for(
 def open_fds(pid: int | None = None) -> int:
     """File descriptors a process holds now (Linux /proc)."""
     return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
+
+
+def tcp_fds_on_port(port: int, pid: int | None = None) -> int:
+    """Descriptors of a process's connected TCP sockets with ``port`` at either end (not listeners).
+
+    Pooled keep-alive HTTP connections come and go with the pool's own policy; leak checks count
+    them apart from every other descriptor.
+    """
+    process = psutil.Process(pid or os.getpid())
+    return sum(
+        1
+        for conn in process.net_connections(kind="tcp")
+        if conn.fd != -1
+        and conn.status != psutil.CONN_LISTEN
+        and (conn.laddr.port == port or (conn.raddr and conn.raddr.port == port))
+    )
 
 
 def live_tasks() -> int:

@@ -1,5 +1,9 @@
 """Load: 256 concurrent streams through the sandbox to one worker, and a bounded soak.
 
+The worker runs at its largest ``max_concurrent`` (64): the sandbox holds the rest back until a
+slot frees, as the control plane does, so the test also covers that queue never losing or mixing
+up a stream.
+
 Real sandbox ingress + WebSocket hub, real Worker/link/router, the vLLM emulator as a fast backend
 (all in this process on 127.0.0.1). Every stream carries a unique marker in its prompt and the
 emulator echoes it back, so a lost, duplicated or mixed-up stream shows as a wrong text.
@@ -47,7 +51,9 @@ async def test_256_concurrent_streams_none_lost_none_mixed_up() -> None:
     emulator = VllmEmulator(models=[MODEL], faults=Faults(chunk_delay_s=0.002))
     await emulator.start()
     sandbox = await start_sandbox()
-    running = await start_worker(sandbox, {"vllm": emulator.url}, {MODEL}, PENDRA_PARALLEL="64")
+    running = await start_worker(
+        sandbox, {"vllm": emulator.url}, {MODEL}, PENDRA_PARALLEL="64", MAX_CONCURRENT="64"
+    )
     limits = httpx.Limits(max_connections=STREAMS + 8, max_keepalive_connections=STREAMS + 8)
     try:
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -119,7 +125,9 @@ async def test_soak_mixed_traffic_keeps_memory_and_tasks_flat() -> None:
     emulator = VllmEmulator(models=[MODEL], faults=Faults(chunk_delay_s=0.001))
     await emulator.start()
     sandbox = await start_sandbox()
-    running = await start_worker(sandbox, {"vllm": emulator.url}, {MODEL}, PENDRA_PARALLEL="16")
+    running = await start_worker(
+        sandbox, {"vllm": emulator.url}, {MODEL}, PENDRA_PARALLEL="16", MAX_CONCURRENT="16"
+    )
     seen: Counter[str] = Counter()
     samples: list[tuple[float, int, int, int]] = []
     try:

@@ -23,11 +23,11 @@ import pytest
 
 from pendra_tui.services import (
     DiscoveryProbe,
-    FileKeyStore,
     InstallerChecks,
     LinkKeyVerifier,
     LiveCatalogue,
     ProcessLauncher,
+    SettingsKeyStore,
 )
 from tests.emulators import OllamaEmulator
 from worker.backends.discovery import DiscoveryOptions
@@ -104,10 +104,15 @@ async def test_key_verifier_against_the_real_control_plane(
     key = sandbox.key
     verifier = LinkKeyVerifier(load_settings())
     assert verifier.check_format(key.text) is None
-    problem = verifier.check_format("pwk_short")
-    assert problem and "pwk_short" not in problem
+    problem = verifier.check_format("pdk_short")
+    assert problem and "pdk_short" not in problem
     accepted = await verifier.verify(key.text)
     assert accepted.accepted is True
+    # a control plane typed on the key step is the one asked, before anything is saved
+    elsewhere = await LinkKeyVerifier(load_settings()).verify(
+        key.text, f"ws://127.0.0.1:{closed_port()}"
+    )
+    assert elsewhere.accepted is None
     refused = await verifier.verify(generate_key().text)  # well-formed, not registered
     assert refused.accepted is False and refused.message
     monkeypatch.setenv("PENDRA_API_URL", f"http://127.0.0.1:{closed_port()}")
@@ -118,14 +123,15 @@ async def test_key_verifier_against_the_real_control_plane(
 
 
 def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
-    store = FileKeyStore(load_settings())
+    store = SettingsKeyStore(load_settings())
     assert not store.has_key()
-    key = generate_key().text
+    key = generate_key(console_form=True).text
     path = store.store(key)
-    assert path == pendra_home / "worker.key"
+    assert path == pendra_home / "config.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text().strip() == key and store.has_key()
-    assert [p.name for p in pendra_home.iterdir()] == ["worker.key"]  # no temp file left
+    assert load_settings().private_key == key and store.has_key()
+    names = sorted(p.name for p in pendra_home.iterdir())
+    assert names == [".config.lock", "config.yaml"]  # no temp file left
 
 
 async def test_discovery_finds_a_real_ollama_and_reports_the_rest(
@@ -202,7 +208,7 @@ async def test_launcher_falls_back_to_a_detached_worker_and_never_starts_two(
         monkeypatch.setenv(f"{kind.upper()}_ENDPOINT", "off")
     monkeypatch.setenv("PENDRA_MODELS_DIR", str(tmp_path / "models"))
     settings = load_settings()
-    FileKeyStore(settings).store(key.text)
+    SettingsKeyStore(settings).store(key.text)
     launcher = ProcessLauncher(settings)
     launcher._manager = BrokenServiceManager()
     try:
@@ -226,7 +232,7 @@ async def test_launcher_falls_back_to_a_detached_worker_and_never_starts_two(
 
 async def test_launcher_reports_a_worker_that_exits_at_start(pendra_home: Path) -> None:
     settings = load_settings()
-    (pendra_home / "config.toml").write_text("this is = not [valid toml\n")
+    (pendra_home / "config.yaml").write_text("worker_name: [unclosed\n")
     launcher = ProcessLauncher(settings, prefer_service=False)
     try:
         with pytest.raises(PendraError) as caught:
@@ -235,5 +241,5 @@ async def test_launcher_reports_a_worker_that_exits_at_start(pendra_home: Path) 
         # off the loop: the in-process sandbox must answer the worker's drain meanwhile
         await asyncio.to_thread(kill, launcher.process)
     assert "exited at start" in caught.value.message
-    assert "config.toml" in caught.value.message  # the worker's own words, quoted
+    assert "config.yaml is not valid YAML" in caught.value.message  # the worker's own words
     assert caught.value.hint and "worker-console.log" in caught.value.hint

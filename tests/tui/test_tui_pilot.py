@@ -1,7 +1,7 @@
 """Behaviour of the app driven with the keyboard (Textual pilot) against the fakes in tui_fakes.
 
-Assertions are on app state, on what the fakes were asked to do, and on real files (key store,
-config.toml); waits are bounded predicates, never bare sleeps.
+Assertions are on app state, on what the fakes were asked to do, and on real files (the key and
+the settings in config.yaml); waits are bounded predicates, never bare sleeps.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -
     app = build_app(services, start="key", deterministic=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
-        key_file = pendra_home / "worker.key"
+        key_file = pendra_home / "config.yaml"
 
         await pilot.press(*"not-a-key", "enter")
         await wait_for(pilot, lambda: "not a worker key" in text_of(app, "#key-status"))
@@ -121,7 +121,7 @@ async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -
         assert field.password
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
-        assert key_file.read_text() == FAKE_KEY + "\n"
+        assert load_settings().private_key == FAKE_KEY
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert app.setup.key_note == "stored; accepted by the control plane"
         assert FAKE_KEY not in app.export_screenshot()
@@ -129,7 +129,7 @@ async def test_key_is_validated_stored_0600_and_never_shown(pendra_home: Path) -
         # Back to the key step: a stored key can be kept by leaving the field empty.
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
-        assert "already stored" in text_of(app, "#key-status")
+        assert "already configured" in text_of(app, "#key-status")
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
 
@@ -141,8 +141,61 @@ async def test_unreachable_control_plane_stores_the_key_with_a_note(pendra_home:
         await paste(pilot, OFFLINE_KEY)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
-        assert (pendra_home / "worker.key").read_text() == OFFLINE_KEY + "\n"
+        assert load_settings().private_key == OFFLINE_KEY
         assert "not checked live" in app.setup.key_note
+
+
+async def test_control_plane_and_name_are_saved_with_the_key(pendra_home: Path) -> None:
+    """What the key step shows is what `pendra --no-ui` uses later, in any shell."""
+    services = make_services()
+    app = build_app(services, start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        url = app.screen.query_one("#server-url", Input)
+        name = app.screen.query_one("#worker-name", Input)
+        assert url.value == "wss://api.pendra.ai" and name.value == tui_fakes.FAKE_WORKER_NAME
+        url.value = "ftp://nowhere"
+        await paste(pilot, FAKE_KEY)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: "not a control plane URL" in text_of(app, "#key-status"))
+        assert not (pendra_home / "config.yaml").exists() and services.verifier.verified == []
+        url.value = "ws://127.0.0.1:8787"
+        name.value = "lab box"
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+    assert services.verifier.servers == ["ws://127.0.0.1:8787"]
+    saved = load_settings({"PENDRA_HOME": str(pendra_home)})
+    assert saved.ws_url == "ws://127.0.0.1:8787/ws/gpu" and saved.api_url == "http://127.0.0.1:8787"
+    assert saved.worker_name == "lab box" and saved.private_key == FAKE_KEY
+    text = (pendra_home / "config.yaml").read_text()
+    assert "app_server_ws_url: ws://127.0.0.1:8787" in text and "worker_name: lab box" in text
+
+
+async def test_setup_on_a_configured_machine_is_prefilled(pendra_home: Path) -> None:
+    config = pendra_home / "config.yaml"
+    config.write_text(
+        f"# mine\napp_server_ws_url: wss://cp.example\nworker_name: rack-7\n"
+        f"gpu_worker_private_key: {FAKE_KEY}\n"
+    )
+    config.chmod(0o600)
+    services = make_services(worker=tui_fakes.dashboard_worker())
+    app = build_app(services, start="setup", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PrereqScreen))
+        await wait_for(pilot, lambda: app.setup.checks is not None)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        assert app.screen.query_one("#server-url", Input).value == "wss://cp.example"
+        assert app.screen.query_one("#worker-name", Input).value == "rack-7"
+        assert "already configured" in text_of(app, "#key-status")
+        assert app.screen.query_one("#key-input", Input).value == ""  # the key is never shown
+        app.screen.query_one("#worker-name", Input).value = "rack-8"
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+    assert services.verifier.verified == []  # the kept key was not sent anywhere
+    text = config.read_text()
+    assert text.startswith("# mine\n") and "worker_name: rack-8" in text
+    assert load_settings().private_key == FAKE_KEY
 
 
 async def test_catalogue_filter_task_and_multi_select_survive_back_and_forth() -> None:
@@ -261,8 +314,9 @@ async def test_whole_setup_flow_by_keyboard_ends_on_the_dashboard(pendra_home: P
         ]
         assert services.launcher.started == 1
         assert len(app.screen_stack) == 2  # setup screens are gone, not stacked below
-    assert (pendra_home / "worker.key").exists()
-    assert not (pendra_home / "config.toml").exists()  # nothing changed: nothing written
+    text = (pendra_home / "config.yaml").read_text()
+    assert "gpu_worker_private_key:" in text and "app_server_ws_url:" in text
+    assert "_endpoint" not in text and "builtin" not in text  # backends unchanged: not written
 
 
 async def test_review_runs_the_worker_in_docker_when_chosen() -> None:
@@ -405,3 +459,21 @@ async def test_dashboard_actions_go_to_the_worker() -> None:
         await pilot.press("q")
     assert app.return_code == 0
     assert ("drain",) in worker.calls and len([c for c in worker.calls if c == ("drain",)]) == 1
+
+
+async def test_a_key_given_only_by_the_environment_is_stored_by_setup(
+    pendra_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set up with GPU_WORKER_PRIVATE_KEY in the environment: the worker must have the key in a
+    shell without it too, so Continue stores it (0600) like a pasted one."""
+    monkeypatch.setenv("GPU_WORKER_PRIVATE_KEY", FAKE_KEY)
+    app = build_app(make_services(), start="key", deterministic=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, KeyScreen))
+        assert "GPU_WORKER_PRIVATE_KEY" in text_of(app, "#key-status")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen))
+    assert app.setup.key_note == "stored from the environment"
+    monkeypatch.delenv("GPU_WORKER_PRIVATE_KEY")
+    assert load_settings().private_key == FAKE_KEY
+    assert stat.S_IMODE((pendra_home / "config.yaml").stat().st_mode) == 0o600

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-from pendra_tui.backend_config import AUTO, OFF, merge_backend_choices, save_backend_choices
+from pendra_tui.backend_config import (
+    AUTO,
+    OFF,
+    backend_changes,
+    identity_changes,
+    save_backend_choices,
+)
 from pendra_tui.catalogue_rows import (
     CatalogueRow,
     default_backend,
@@ -43,7 +48,7 @@ from pendra_tui.formatting import (
 from pendra_tui.reconnect import backoff_delay
 from pendra_tui.screens.prereqs import blocked_text, check_text
 from pendra_tui.screens.review import review_text
-from pendra_tui.services import BackendCandidate, CatalogueData, Check, FileKeyStore
+from pendra_tui.services import BackendCandidate, CatalogueData, Check, SettingsKeyStore
 from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
 from pendra_tui.widgets.backends_table import COLUMNS as BACKEND_COLUMNS
 from pendra_tui.widgets.backends_table import (
@@ -65,11 +70,6 @@ from pendra_tui.widgets.key_input import clean_key
 from pendra_tui.widgets.link_bar import link_text, private_text
 from worker.errors import ConfigError
 from worker.settings import EndpointMode, load_settings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DATA = Path(__file__).parent / "data"
 
@@ -360,6 +360,9 @@ def test_widget_text_functions() -> None:
     assert link_text("connected", 8040, "0.1.0").plain == (
         "Pendra worker  ● connected   up 2h 14m   v0.1.0"
     )
+    assert link_text("connected", 8040, "0.1.0", name="lab-1", worker_id="wrk-5f3a").plain == (
+        "Pendra worker lab-1  ● connected   up 2h 14m   v0.1.0   wrk-5f3a"
+    )
     assert (
         "✗ not running   start it with pendra --no-ui" in link_text("not running", None, None).plain
     )
@@ -505,27 +508,36 @@ def test_review_text_lists_what_will_happen() -> None:
 
 
 # -- config writer and key store (real files) ---------------------------------------------------
-def test_merge_keeps_other_keys_and_replaces_every_spelling() -> None:
-    data = {
-        "api_url": "https://x",
-        "backends": {"OLLAMA_ENDPOINT": "http://a:1", "discovery_interval_s": 5},
-        "builtin": {"max_context": 4096},
+def test_backend_changes_replace_every_spelling() -> None:
+    changes = backend_changes({"ollama": OFF, "vllm": "http://b:8000"}, False)
+    assert changes == {
+        "backends.ollama": None,
+        "backends.ollama_endpoint": None,
+        "ollama_endpoint": "off",
+        "backends.vllm": None,
+        "backends.vllm_endpoint": None,
+        "vllm_endpoint": "http://b:8000",
+        "builtin.enabled": False,
     }
-    merged = merge_backend_choices(data, {"ollama": OFF, "vllm": "http://b:8000"}, False)
-    assert merged["api_url"] == "https://x"
-    assert merged["backends"] == {
-        "discovery_interval_s": 5,
-        "ollama": "off",
-        "vllm": "http://b:8000",
-    }
-    assert merged["builtin"] == {"max_context": 4096, "enabled": False}
-    assert data["backends"]["OLLAMA_ENDPOINT"] == "http://a:1"  # input untouched
+
+
+def test_identity_changes_are_checked_like_the_worker_reads_them() -> None:
+    changes = identity_changes("https://cp.example/", "  lab box ")
+    assert changes["app_server_ws_url"] == "wss://cp.example"
+    assert changes["api_url"] is None  # the old name goes, so two never disagree
+    assert changes["worker_name"] == "lab box"
+    with pytest.raises(ConfigError, match="app_server_ws_url"):
+        identity_changes("ftp://x", "a")
+    with pytest.raises(ConfigError, match="worker_name"):
+        identity_changes("wss://x", "   ")
 
 
 def test_saved_choices_are_what_the_worker_reads(pendra_home: Path) -> None:
-    config = pendra_home / "config.toml"
-    config.write_text('log_level = "debug"\n[backends]\nollama_endpoint = "http://old:1"\n')
-    config.chmod(0o600)
+    config = pendra_home / "config.yaml"
+    config.write_text(
+        "# my settings\nlog_level: debug\nbackends:\n  ollama_endpoint: http://old:1\n"
+    )
+    config.chmod(0o644)
     save_backend_choices(
         config,
         {"ollama": "http://gpu-box.lan:11434", "vllm": OFF, "lmstudio": AUTO},
@@ -538,32 +550,30 @@ def test_saved_choices_are_what_the_worker_reads(pendra_home: Path) -> None:
     assert settings.backend("lmstudio").mode is EndpointMode.AUTO
     assert settings.builtin_enabled is True
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
-    assert [p.name for p in pendra_home.iterdir()] == ["config.toml"]  # no temp file left
+    assert sorted(p.name for p in pendra_home.iterdir()) == [".config.lock", "config.yaml"]
 
 
 def test_broken_config_is_left_alone_with_a_clear_error(pendra_home: Path) -> None:
-    config = pendra_home / "config.toml"
-    config.write_text("backends = [not toml")
-    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+    config = pendra_home / "config.yaml"
+    config.write_text("backends: [not yaml")
+    with pytest.raises(ConfigError, match="not valid YAML") as caught:
         save_backend_choices(config, {"ollama": OFF}, True)
     assert caught.value.hint
-    assert config.read_text() == "backends = [not toml"
-    config.write_text('backends = "oops"\n')
-    with pytest.raises(ConfigError, match=r"\[backends\] .* is not a table"):
-        save_backend_choices(config, {"ollama": OFF}, True)
-    with config.open("rb") as handle:
-        assert tomllib.load(handle) == {"backends": "oops"}
+    assert config.read_text() == "backends: [not yaml"
 
 
 def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
-    store = FileKeyStore(load_settings())
-    assert not store.has_key()
-    path = store.store("pwk_test_secret")
-    assert path == pendra_home / "worker.key"
+    from worker.keys import generate_key
+
+    key = generate_key(console_form=True)
+    store = SettingsKeyStore(load_settings())
+    assert not store.has_key() and store.where() is None
+    path = store.store(key.text)
+    assert path == pendra_home / "config.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == "pwk_test_secret\n"
-    assert store.has_key()
-    assert sorted(p.name for p in pendra_home.iterdir()) == ["worker.key"]
+    assert f"gpu_worker_private_key: {key.text}" in path.read_text()
+    assert store.has_key() and "config.yaml" in (store.where() or "")
+    assert sorted(p.name for p in pendra_home.iterdir()) == [".config.lock", "config.yaml"]
 
 
 def test_clean_key_strips_pasted_whitespace() -> None:

@@ -2,9 +2,12 @@
 
 Everything is real: a ``pendra sandbox`` process (control plane, key verification, catalogue, the
 Gemma 3 270M file at /files/…, OpenAI ingress), the app with :func:`real_services` and this
-machine's prerequisite checks, the key pasted as the sandbox wrote it, ``gemma3:270m`` chosen in
-the catalogue, every external backend switched off on the Backends screen (saved to config.toml),
+machine's prerequisite checks, the key pasted as the sandbox wrote it (the console's base64 form),
+``gemma3:270m`` chosen in the catalogue, every external backend switched off on the Backends screen,
 then Start: no service manager runs here, so the worker starts as a detached ``pendra --no-ui``.
+The control plane comes from ``PENDRA_API_URL`` only until the key step saves it: after that the
+variable is gone, so the worker started at the end finds the control plane, the key and the
+backends in config.yaml alone, as a ``pendra --no-ui`` in a new shell would.
 The dashboard must show the install finish and the model served, and count the chat request that
 the official OpenAI client sends through the sandbox's ingress. Both processes are stopped at the
 end, the worker by its own process group, whatever happened.
@@ -101,7 +104,11 @@ async def test_setup_flow_to_a_serving_worker(
             # 3 the catalogue from the sandbox: filter, pick gemma3:270m
             await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen), "catalogue")
             assert "accepted by the control plane" in app.setup.key_note
-            assert (pendra_home / "worker.key").read_text().strip() == key_file.read_text().strip()
+            saved = load_settings()
+            assert saved.private_key == key_file.read_text().strip()
+            assert saved.sources["private_key"].endswith("config.yaml")
+            monkeypatch.delenv("PENDRA_API_URL")  # a new shell: only config.yaml is left
+            assert load_settings().api_url == api_url
             await wait_for(pilot, lambda: app.setup.catalogue is not None, "catalogue rows")
             await pilot.press("ctrl+f", *"270m", "enter")
             table = app.screen.query_one("#catalogue", DataTable)

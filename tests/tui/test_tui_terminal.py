@@ -8,6 +8,7 @@ socket and kills only that server. Also: ``pendra`` without a terminal says to u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def tmux(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Callable[..., Tm
     made: list[Tmux] = []
 
     def make(env: dict[str, str]) -> Tmux:
-        server = Tmux(f"pendra-test-{tmp_path.name}-{len(made)}", {**env, "TERM": "xterm-256color"})
+        # The pid too: tmux sockets live in one directory per user, shared by concurrent runs.
+        name = f"pendra-test-{os.getpid()}-{tmp_path.name}-{len(made)}"
+        server = Tmux(name, {**env, "TERM": "xterm-256color"})
         made.append(server)
         return server
 
@@ -178,3 +181,56 @@ def test_pendra_without_a_terminal_points_to_no_ui(
         assert result.returncode == 2
         assert "No terminal here" in result.stderr and "pendra --no-ui" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_setup_in_a_real_terminal_changes_a_configured_worker(
+    tmp_path: Path, clean_env: dict[str, str], tmux: Callable[..., Tmux], pendra_home: Path
+) -> None:
+    """``pendra setup`` at 80x24 on a configured machine: the flow opens pre-filled; a new key
+    typed in, the name changed, Continue saves both (the key checked by the sandbox)."""
+    from worker.keys import generate_key
+    from worker.settings import load_settings
+
+    port = free_port()
+    key_file = tmp_path / "sandbox-worker.key"
+    sandbox = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_file)
+    url = f"ws://127.0.0.1:{port}"
+    config = pendra_home / "config.yaml"
+    old_key = generate_key(console_form=True).text  # not accepted by this sandbox
+    config.write_text(
+        f"# configured earlier\napp_server_ws_url: {url}\nworker_name: rack-7\n"
+        f"gpu_worker_private_key: {old_key}\n"
+    )
+    config.chmod(0o600)
+    try:
+        term = tmux(clean_env)
+        command = f"{sys.executable} -m worker setup; sleep 60"
+        started = term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command)
+        assert started.returncode == 0, started.stderr
+        term.wait_screen(
+            lambda text: "Prerequisites" in text and "passed" in text, "the checks", timeout=60
+        )
+        term.run("send-keys", "-t", "app", "C-n")
+        screen = term.wait_screen(lambda text: "Worker name" in text, "the key step")
+        assert url in screen and "rack-7" in screen and "already configured" in screen
+        assert old_key[:12] not in screen and "Traceback" not in screen
+        lines = screen.splitlines()
+        assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+
+        new_key = key_file.read_text().strip()
+        term.run("send-keys", "-t", "app", "-l", new_key)
+        term.wait_screen(lambda text: "•" * 40 in text, "the masked key")
+        term.run("send-keys", "-t", "app", "Tab", "Tab", "Tab", "C-e", "C-u")
+        term.wait_screen(lambda text: "rack-7" not in text, "the name field cleared")
+        term.run("send-keys", "-t", "app", "-l", "rack-8")
+        screen = term.wait_screen(lambda text: "rack-8" in text, "the new name")
+        assert new_key[:12] not in screen  # masked while typed
+        term.run("send-keys", "-t", "app", "C-n")
+        term.wait_screen(lambda text: "Models" in text, "the catalogue step", timeout=30)
+        settings = load_settings({"PENDRA_HOME": str(pendra_home)})
+        assert settings.private_key == new_key and settings.worker_name == "rack-8"
+        assert config.read_text().startswith("# configured earlier\n")
+        assert new_key[:12] not in term.screen()
+        term.run("send-keys", "-t", "app", "C-q")
+    finally:
+        sandbox.kill()

@@ -3,13 +3,15 @@
 Only what cannot run here is faked: the worker process behind the admin socket (its own engineer's
 tests cover it; one pilot test runs the real one when available), the installer's host checks
 (they read this CI box, so their output would differ between machines), the public control plane
-(no internet) and the NVIDIA driver. The key store and the config writer are the real ones.
+(no internet) and the NVIDIA driver. The key store, the settings store and the config writer are
+the real ones, on the test's own PENDRA_HOME.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -21,20 +23,31 @@ from pendra_tui.services import (
     BackendCandidate,
     CatalogueData,
     Check,
-    FileKeyStore,
+    ConfigFileSettings,
     KeyVerdict,
     Services,
+    SettingsKeyStore,
 )
 from worker.errors import NoWorkerRunning
 from worker.settings import BACKEND_KINDS, load_settings
 
 DATA = Path(__file__).parent / "data"
-FAKE_KEY = "pwk_test_Zx9QmT4vLr8sNc2pEw7yHb5kDf3gJa6u"
-"""A well-formed key the fake verifier accepts; snapshot tests assert it never shows."""
-REJECTED_KEY = "pwk_test_Revoked00000000000000000000000000"
+FAKE_KEY = (
+    "Xb8JMjo6PAcYlVo+LA33j+yo0iMkvobV0EduTXjS65Fh2UvyRatfuc5xjk1cuEfWOTioMcpDRtxzuW7og74hcA=="
+)
+"""A real key in the console's form (fixed seed) that the fake control plane accepts; snapshot
+tests assert it never shows."""
+REJECTED_KEY = (
+    "4Qyc8a6IyDP0k1EQr+W+ib6oA+reed3oCgBtp/oP/0X71LXp2xo2OJsJwK53dwFhSJn+TEQwlrf898pWDugpCA=="
+)
 """Well-formed, but the fake control plane refuses it."""
-OFFLINE_KEY = "pwk_test_Offline00000000000000000000000000"
+OFFLINE_KEY = (
+    "nd3hn+ksWgECaBWJm7Ze4GskM+wy78n0vRC+MW+V+BZXIMe9QrCadbDCVB6IxwBr6pilgDOlcUhT7EROUqTIDA=="
+)
 """Well-formed; the fake control plane is unreachable for it."""
+
+
+FAKE_WORKER_NAME = "gpu-box-01"
 
 
 class FakeClock:
@@ -208,20 +221,24 @@ class FakeChecks:
 
 
 class FakeVerifier:
-    """Format: ``pwk_`` and 34+ characters. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
+    """Format: the worker's own parser. Live: refuses REJECTED_KEY, offline for OFFLINE_KEY."""
 
     def __init__(self) -> None:
         self.verified: list[str] = []
+        self.servers: list[str | None] = []
 
     def check_format(self, key: str) -> str | None:
-        if not key.startswith("pwk_"):
-            return "That is not a worker key: worker keys start with 'pwk_'."
-        if len(key) < 34:
-            return f"That is not a worker key: it has {len(key)} characters, a key has 34 or more."
+        from worker.keys import KeyProblem, parse_key
+
+        try:
+            parse_key(key)
+        except KeyProblem as exc:
+            return exc.one_line()
         return None
 
-    async def verify(self, key: str) -> KeyVerdict:
+    async def verify(self, key: str, server_url: str | None = None) -> KeyVerdict:
         self.verified.append(key)
+        self.servers.append(server_url)
         if key == REJECTED_KEY:
             return KeyVerdict(False, "unknown or revoked key")
         if key == OFFLINE_KEY:
@@ -322,17 +339,21 @@ def make_services(
     clock: FakeClock | None = None,
     docker_unavailable: str | None = None,
 ) -> Services:
-    """Services for one scenario; PENDRA_HOME comes from the environment (the test's own)."""
+    """Services for one scenario; PENDRA_HOME comes from the environment (the test's own). The
+    worker name defaults to a fixed one instead of this machine's host name (snapshots)."""
     settings = load_settings()
+    if "worker_name" not in settings.sources:  # the host name: not the same on every machine
+        settings = dataclasses.replace(settings, worker_name=FAKE_WORKER_NAME)
     worker = worker if worker is not None else FakeWorker(None)
     return Services(
         worker=worker,
         catalogue=catalogue or FakeCatalogue(),
         checks=FakeChecks(PASSING_CHECKS if checks is None else checks),
-        keys=FileKeyStore(settings),
+        keys=SettingsKeyStore(settings),
         verifier=FakeVerifier(),
         backends=FakeBackendProbe(FOUND_BACKENDS if found is None else found, settings.config_file),
         launcher=FakeLauncher(worker, running_status()),
+        config=ConfigFileSettings(settings),
         clock=clock or FakeClock(),
         backend_kinds=BACKEND_KINDS,
         docker=FakeDockerLauncher(worker, running_status(), docker_unavailable),
@@ -382,6 +403,8 @@ def running_status(
             "state": state,
             "version": "0.1.0",
             "uptime_s": 8040.0,
+            "worker_id": "wrk-5f3a9c21d7e4",
+            "worker_name": FAKE_WORKER_NAME,
             "private_inference": {
                 "enabled": True,
                 "fingerprint": "3f9a1c2b7d4e5f60" + "0" * 48,
@@ -493,7 +516,7 @@ def gpu_history_events(gpus: int, samples: int = 40) -> list[dict[str, Any]]:
 
 
 LOG_LINES = [
-    "INFO    pendra.link: connected to wss://api.pendra.ai/api/v1/worker/connect",
+    "INFO    pendra.link: connected to wss://api.pendra.ai/ws/gpu",
     "INFO    pendra.backends: found ollama at http://localhost:11434 (3 models)",
     "WARNING pendra.backends: speaches at http://localhost:8000 stopped answering",
     "INFO    pendra.router: chat qwen3:8b → pendra 212 tokens in 1.1 s",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from worker.admin.errors import WorkerAlreadyRunning
 from worker.admin.socket_file import socket_answers
 from worker.settings import Settings
 
@@ -30,3 +31,20 @@ def admin_socket_for(settings: Settings) -> Path:
     if not stack.exists() or socket_answers(own, timeout_s=0.5):
         return own
     return stack
+
+
+def refuse_beside_the_stack_worker(own_socket: Path) -> None:
+    """Refuse to start a process or service worker while the Docker stack's worker answers for
+    the same home: two workers with one key would compete for the control plane's link.
+
+    ``own_socket`` is ``HOME/run/admin.sock``; inside the stack's container that home has no
+    ``stack/run``, so the container's own worker never trips over this.
+    """
+    stack = stack_socket(own_socket.parent.parent)
+    if stack.exists() and socket_answers(stack, timeout_s=0.5):
+        raise WorkerAlreadyRunning(
+            f"A Pendra worker is already running in Docker for {own_socket.parent.parent} "
+            "(`pendra stack`).",
+            hint="use it (`pendra status`, `pendra attach`), or stop it with `pendra stack down` "
+            "before you start a worker as a process or a service",
+        )

@@ -1,9 +1,10 @@
-"""The local admin API: HTTP over ``$PENDRA_HOME/run/admin.sock`` (aiohttp), served from an
+"""The local admin API: HTTP over ``$PENDRA_HOME/run/admin.sock``, served from an
 :class:`~worker.admin.target.AdminTarget`.
 
 Only the worker's owner can reach it: the run directory is 0700, the socket 0600 from before it
 accepts, and each request's peer uid is checked with ``SO_PEERCRED`` where the OS has it. Routes and
-bodies are in docs/admin-api.md.
+bodies are in docs/admin-api.md. The HTTP itself is :mod:`worker.admin.http` (one request per
+connection, asyncio streams only), so the idle worker does not carry a web framework.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
+from urllib.parse import unquote
 
 from worker import __version__
 from worker.admin import wire
 from worker.admin.errors import AdminAccessDenied
+from worker.admin.http import HttpError, Request, Responder, handle_connection
+from worker.admin.locate import refuse_beside_the_stack_worker
 from worker.admin.peer import peer_allowed, peer_uid
 from worker.admin.socket_file import (
     InstanceLock,
@@ -41,22 +43,30 @@ STREAM_QUEUE = 2000
 SOCKET_CHECK_S = 2.0
 """How often the server checks that its socket file is still the one it listens on."""
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JSON = "application/json; charset=utf-8"
+Handler = Callable[[Request], Awaitable[Any]]
 
 
 async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=wire.to_json(data), status=status, content_type="application/json", charset="utf-8"
-    )
+def _status_of(error: PendraError) -> int:
+    return error.http_status if 400 <= error.http_status < 600 else 500
 
 
-def _error_response(error: PendraError) -> web.Response:
-    status = error.http_status if 400 <= error.http_status < 600 else 500
-    return _json_response(wire.error_body(error), status=status)
+def _http_error_body(exc: HttpError) -> tuple[bytes, str]:
+    error = PendraError(exc.message)
+    error.code = "not_found" if exc.status == 404 else "http_error"
+    return wire.to_json(wire.error_body(error)).encode("utf-8"), JSON
+
+
+class _Created:
+    """A handler's answer with a status other than 200."""
+
+    def __init__(self, data: Any, status: int) -> None:
+        self.data = data
+        self.status = status
 
 
 class AdminServer:
@@ -75,37 +85,46 @@ class AdminServer:
         self.keepalive_s = keepalive_s
         self.socket_check_s = socket_check_s
         self._lock = InstanceLock(self.socket_path.parent)
-        self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._running = False
         self._bound_inode: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self._routes = self._build_routes()
         self.started_at: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._runner is not None:
+        if self._running:
             return
         prepare_run_dir(self.socket_path.parent)
         self._lock.acquire()
         try:
+            refuse_beside_the_stack_worker(self.socket_path)
             clear_stale_socket(self.socket_path)
-            runner = web.AppRunner(
-                self._build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
-            )
-            await runner.setup()
-            await self._listen(runner)
+            await self._listen()
         except BaseException:
             self._lock.release()
             raise
-        self._runner = runner
+        self._running = True
         self.started_at = time.time()
         self._watchdog = asyncio.create_task(self._keep_socket(), name="admin-socket-watchdog")
         log.info("admin API listening on %s", self.socket_path)
 
-    async def _listen(self, runner: web.AppRunner) -> None:
+    async def _listen(self) -> None:
         sock = bind_private_socket(self.socket_path)
-        await web.SockSite(runner, sock).start()
+        server = await asyncio.start_unix_server(self._connection, sock=sock)
+        self._servers.append(server)
         self._bound_inode = self.socket_path.stat().st_ino
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await handle_connection(
+            reader,
+            writer,
+            self._dispatch,
+            max_body=wire.MAX_BODY_BYTES,
+            on_error=_http_error_body,
+        )
 
     async def _keep_socket(self) -> None:
         """Re-create the socket file if someone deletes or replaces it (a tmp cleaner, a stray
@@ -116,30 +135,34 @@ class AdminServer:
                 current = self.socket_path.lstat().st_ino
             except FileNotFoundError:
                 current = None
-            if current == self._bound_inode or self._runner is None:
+            if current == self._bound_inode or not self._running:
                 continue
             log.warning("admin socket %s was removed; creating it again", self.socket_path)
             try:
                 prepare_run_dir(self.socket_path.parent)
                 if current is not None:
                     clear_stale_socket(self.socket_path)
-                await self._listen(self._runner)
+                await self._listen()
             except PendraError as exc:
                 log.error("cannot re-create the admin socket: %s", exc.message)
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is None:
+        if not self._running:
             return
+        self._running = False
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
+        for server in self._servers:
+            server.close()
         for task in list(self._streams):
             task.cancel()  # event streams never end on their own
-        with contextlib.suppress(Exception):
-            await runner.cleanup()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._servers.clear()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self._lock.release()
@@ -152,69 +175,92 @@ class AdminServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- app --------------------------------------------------------------------------------------
-    def _build_app(self) -> web.Application:
-        app = web.Application(
-            middlewares=[self._peer_check, self._errors], client_max_size=wire.MAX_BODY_BYTES
-        )
-        app.router.add_get(wire.PATH_PING, self._ping)
-        app.router.add_get(wire.PATH_STATUS, self._status)
-        app.router.add_get(wire.PATH_EVENTS, self._events)
-        app.router.add_get(wire.PATH_LOGS, self._logs)
-        app.router.add_get(wire.PATH_CATALOGUE, self._catalogue)
-        app.router.add_post(wire.PATH_INSTALLS, self._install)
-        app.router.add_post(wire.PATH_CANCEL_INSTALL, self._cancel_install)
-        app.router.add_post(wire.PATH_UNINSTALL, self._uninstall)
-        app.router.add_post(wire.PATH_REFRESH_BACKENDS, self._refresh_backends)
-        app.router.add_post(wire.PATH_DRAIN, self._drain)
-        app.router.add_post(wire.PATH_ROTATE_WORKLOAD_KEY, self._rotate_workload_key)
-        return app
+    # -- routing --------------------------------------------------------------------------------
+    def _build_routes(self) -> list[tuple[str, re.Pattern[str], Handler]]:
+        """(method, path pattern, handler); ``{name}`` in a path matches one segment."""
+        table = [
+            ("GET", wire.PATH_PING, self._ping),
+            ("GET", wire.PATH_STATUS, self._status),
+            ("GET", wire.PATH_EVENTS, self._events),
+            ("GET", wire.PATH_LOGS, self._logs),
+            ("GET", wire.PATH_CATALOGUE, self._catalogue),
+            ("POST", wire.PATH_INSTALLS, self._install),
+            ("POST", wire.PATH_CANCEL_INSTALL, self._cancel_install),
+            ("POST", wire.PATH_UNINSTALL, self._uninstall),
+            ("POST", wire.PATH_REFRESH_BACKENDS, self._refresh_backends),
+            ("POST", wire.PATH_DRAIN, self._drain),
+            ("POST", wire.PATH_ROTATE_WORKLOAD_KEY, self._rotate_workload_key),
+        ]
+        return [(method, _path_pattern(path), handler) for method, path, handler in table]
 
-    @web.middleware
-    async def _peer_check(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        transport = request.transport
-        uid = peer_uid(transport.get_extra_info("socket") if transport else None)
+    def _route(self, request: Request) -> Handler:
+        allowed = False
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(request.path)
+            if match is None:
+                continue
+            if method == request.method:
+                request.match_info = {k: unquote(v) for k, v in match.groupdict().items()}
+                return handler
+            allowed = True
+        if allowed:
+            raise HttpError(405, f"{request.method} {request.path}: Method Not Allowed")
+        raise HttpError(404, f"{request.method} {request.path}: Not Found")
+
+    async def _dispatch(self, request: Request, responder: Responder) -> None:
+        """The peer check, the route, the handler, and one error envelope for every failure."""
+        uid = peer_uid(request.peer)  # asyncio's TransportSocket: getsockopt works on it
         if not peer_allowed(uid):
             log.warning("admin API refused a connection from uid %s", uid)
-            return _error_response(
-                AdminAccessDenied(
-                    f"This worker belongs to uid {os.geteuid()}; uid {uid} may not control it.",
-                    hint="run the command as the user that runs the worker",
-                )
+            error = AdminAccessDenied(
+                f"This worker belongs to uid {os.geteuid()}; uid {uid} may not control it.",
+                hint="run the command as the user that runs the worker",
             )
-        return await handler(request)
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+            await self._send_error(responder, error)
+            return
         try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            error = PendraError(f"{request.method} {request.path}: {exc.reason}")
-            error.code = "not_found" if exc.status == 404 else "http_error"
-            return _json_response(wire.error_body(error), status=exc.status)
+            handler = self._route(request)
+            if handler == self._events:  # the one answer that is a stream
+                await self._stream_events(request, responder)
+                return
+            result = await handler(request)
+        except HttpError as exc:
+            body, content_type = _http_error_body(exc)
+            await responder.send(exc.status, body, content_type)
+            return
         except PendraError as exc:
-            return _error_response(exc)
+            await self._send_error(responder, exc)
+            return
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("admin API %s %s failed", request.method, request.path)
-            return _error_response(
+            await self._send_error(
+                responder,
                 PendraError(
                     f"The worker failed while handling {request.path}.",
                     hint="see `pendra logs` for the details",
-                )
+                ),
             )
+            return
+        status = 200
+        if isinstance(result, _Created):
+            result, status = result.data, result.status
+        await responder.send(status, wire.to_json(result).encode("utf-8"), JSON)
+
+    @staticmethod
+    async def _send_error(responder: Responder, error: PendraError) -> None:
+        body = wire.to_json(wire.error_body(error)).encode("utf-8")
+        await responder.send(_status_of(error), body, JSON)
 
     # -- handlers ---------------------------------------------------------------------------------
-    async def _ping(self, request: web.Request) -> web.Response:
-        return _json_response({"pid": os.getpid(), "version": __version__})
+    async def _ping(self, request: Request) -> Any:
+        return {"pid": os.getpid(), "version": __version__}
 
-    async def _status(self, request: web.Request) -> web.Response:
-        return _json_response(await _resolve(self.target.status()))
+    async def _status(self, request: Request) -> Any:
+        return await _resolve(self.target.status())
 
-    async def _logs(self, request: web.Request) -> web.Response:
+    async def _logs(self, request: Request) -> Any:
         raw = request.query.get("tail", "200")
         try:
             tail = int(raw)
@@ -222,69 +268,69 @@ class AdminServer:
             raise BadRequest(f"tail must be a whole number, not {raw!r}") from None
         tail = max(0, min(tail, wire.MAX_LOG_TAIL))
         lines = await _resolve(self.target.log_tail(tail)) if tail else []
-        return _json_response({"lines": [str(line) for line in lines]})
+        return {"lines": [str(line) for line in lines]}
 
-    async def _catalogue(self, request: web.Request) -> web.Response:
-        return _json_response(await _resolve(self.target.catalogue()))
+    async def _catalogue(self, request: Request) -> Any:
+        return await _resolve(self.target.catalogue())
 
-    async def _install(self, request: web.Request) -> web.Response:
-        ref, backend = await self._ref_and_backend(request)
+    async def _install(self, request: Request) -> Any:
+        ref, backend = self._ref_and_backend(request)
         job = await _resolve(self.target.install(ref, backend))
-        return _json_response(job, status=202)
+        return _Created(job, 202)
 
-    async def _cancel_install(self, request: web.Request) -> web.Response:
+    async def _cancel_install(self, request: Request) -> Any:
         job_id = request.match_info["job_id"]
         result = await _resolve(self.target.cancel_install(job_id))
-        return _json_response(result if result is not None else {"cancelled": job_id})
+        return result if result is not None else {"cancelled": job_id}
 
-    async def _uninstall(self, request: web.Request) -> web.Response:
-        ref, backend = await self._ref_and_backend(request)
+    async def _uninstall(self, request: Request) -> Any:
+        ref, backend = self._ref_and_backend(request)
         result = await _resolve(self.target.uninstall(ref, backend))
-        return _json_response(result if result is not None else {"ref": ref, "removed": True})
+        return result if result is not None else {"ref": ref, "removed": True}
 
-    async def _refresh_backends(self, request: web.Request) -> web.Response:
-        return _json_response(await _resolve(self.target.refresh_backends()))
+    async def _refresh_backends(self, request: Request) -> Any:
+        return await _resolve(self.target.refresh_backends())
 
-    async def _drain(self, request: web.Request) -> web.Response:
+    async def _drain(self, request: Request) -> Any:
         result = await _resolve(self.target.drain())
-        return _json_response(result if result is not None else {"state": "draining"})
+        return result if result is not None else {"state": "draining"}
 
-    async def _rotate_workload_key(self, request: web.Request) -> web.Response:
+    async def _rotate_workload_key(self, request: Request) -> Any:
         rotate = getattr(self.target, "rotate_workload_key", None)
         if rotate is None:
             raise NotSupported("This worker has no workload key to rotate.")
-        return _json_response(await _resolve(rotate()))
+        return await _resolve(rotate())
 
-    async def _events(self, request: web.Request) -> web.StreamResponse:
+    async def _events(self, request: Request) -> Any:
+        """Routed here; answered by :meth:`_stream_events`, which owns the connection."""
+        return None
+
+    async def _stream_events(self, request: Request, responder: Responder) -> None:
         kinds = wire.parse_kinds(request.query.get("kinds"))
         subscription = self.target.events.subscribe(maxsize=STREAM_QUEUE, kinds=kinds)
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
-        response = web.StreamResponse(
-            headers={"Content-Type": wire.NDJSON, "Cache-Control": "no-store"}
-        )
         try:
-            await response.prepare(request)
+            await responder.start_stream(wire.NDJSON)
             while True:
                 try:
                     event = await asyncio.wait_for(subscription.get(), self.keepalive_s)
                 except asyncio.TimeoutError:
                     event = {"kind": wire.KEEPALIVE_KIND, "ts": time.time()}
-                await response.write(wire.encode_event(event))
-        except (ConnectionResetError, asyncio.CancelledError):
+                await responder.write(wire.encode_event(event))
+        except (ConnectionError, asyncio.CancelledError):
             pass  # the client went away, or the server is stopping
         finally:
             subscription.close()
             if task is not None:
                 self._streams.discard(task)
-        return response
 
     @staticmethod
-    async def _ref_and_backend(request: web.Request) -> tuple[str, str | None]:
+    def _ref_and_backend(request: Request) -> tuple[str, str | None]:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = request.json()
+        except (ValueError, UnicodeDecodeError):
             raise BadRequest("the request body is not JSON") from None
         if not isinstance(body, dict):
             raise BadRequest('the request body must be an object like {"ref": "qwen3.6:27b"}')
@@ -294,3 +340,13 @@ class AdminServer:
         if backend is not None and (not isinstance(backend, str) or not backend.strip()):
             raise BadRequest("backend must be a backend name such as pendra or ollama")
         return ref.strip(), backend.strip() if backend else None
+
+
+def _path_pattern(path: str) -> re.Pattern[str]:
+    """``/v1/installs/{job_id}/cancel`` → a pattern with a named group per ``{name}``."""
+    parts = re.split(r"\{(\w+)\}", path)
+    pattern = "".join(
+        re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)"
+        for index, part in enumerate(parts)
+    )
+    return re.compile(pattern)

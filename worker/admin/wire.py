@@ -67,9 +67,9 @@ def error_body(error: PendraError) -> dict[str, Any]:
 
 
 def _error_classes() -> dict[str, type[PendraError]]:
-    """The class each error code is rebuilt as. Several classes may share a code (a module's own
-    400 besides ``BadRequest``); the one nearest to :class:`PendraError`, and of those the first
-    defined, wins — the same answer whichever modules happen to be imported."""
+    # Breadth first, in definition order: when several classes share a code, the most general
+    # one (``BadRequest`` for ``invalid_request_error``) is the class a caller catches, whichever
+    # modules happen to be imported.
     found: dict[str, type[PendraError]] = {}
     pending: deque[type[PendraError]] = deque([PendraError])
     while pending:

@@ -8,8 +8,6 @@ look up refs.
 
 from __future__ import annotations
 
-from importlib import resources
-
 from worker.catalogue.client import Catalogue, CatalogueClient
 from worker.catalogue.parse import CatalogueError, ParsedCatalogue, parse_catalogue
 from worker.catalogue.refs import ModelRef, is_valid_ref, parse_ref
@@ -20,6 +18,8 @@ SAMPLE_CATALOGUE = "sample_catalogue.json"
 
 def sample_catalogue_bytes() -> bytes:
     """The bundled sample catalogue, as served by ``pendra sandbox``."""
+    from importlib import resources  # only the sandbox reads it; the worker does not load this
+
     return resources.files(__name__).joinpath(SAMPLE_CATALOGUE).read_bytes()
 
 

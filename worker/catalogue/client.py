@@ -154,7 +154,7 @@ class CatalogueClient:
             reason = str(exc) or type(exc).__name__
             raise CatalogueError(
                 f"Cannot fetch the catalogue from {self.url}: {reason}.",
-                hint="check the network and PENDRA_API_URL",
+                hint="check the network and APP_SERVER_WS_URL (the control plane)",
             ) from None
 
     def _from_cache(self, *, reason: str) -> Catalogue | None:

@@ -30,7 +30,7 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 class CatalogueVariant(BaseModel):
     """One installable build of a model (a size and a quantisation)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     tag: str = Field(pattern=TAG_PATTERN)
     parameters: str | None = None
@@ -135,7 +135,7 @@ class CatalogueVariant(BaseModel):
 class CatalogueModel(BaseModel):
     """One model with its variants."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""

@@ -10,15 +10,18 @@ so the headless worker never imports it (and runs where the app is not installed
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from worker import __version__
 from worker.errors import PendraError, UsageError
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_INTERRUPTED = 130
 EXIT_MISSING_EXTRA = 2
@@ -41,6 +44,8 @@ def _command_modules() -> list[ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # not for `pendra --no-ui`, which needs no parser
+
     parser = argparse.ArgumentParser(
         prog="pendra",
         description=(
@@ -76,6 +81,8 @@ def _launch_ui(args: argparse.Namespace) -> int:
             hint="use `pendra --no-ui`, or reinstall with get.sh",
         )
     run = next(iter(found)).load()
+    if getattr(args, "setup", False):
+        return int(run(setup=True) or 0)
     return int(run(attach=getattr(args, "attach", False)) or 0)
 
 
@@ -84,20 +91,35 @@ def report(error: PendraError) -> None:
     print(f"pendra: {error}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.no_ui:
-            if args.command:
-                parser.error("--no-ui runs the worker; it takes no command")
-            from worker.cli._headless import run_headless
+def _print_settings_warning(message: str) -> None:
+    print(f"pendra: warning: {message}", file=sys.stderr)
 
-            return run_headless()
-        handler = getattr(args, "handler", None)
-        if handler is None:
-            return _launch_ui(args)
-        return int(handler(args) or 0)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["--no-ui"]:
+        # The daemon (what the service runs): it needs none of the other commands, so their
+        # modules are not imported (the idle footprint is a feature).
+        from worker.cli._headless import run_headless
+
+        return _guarded(run_headless)
+    parser = build_parser()
+    args = parser.parse_args(words)
+    if args.no_ui:
+        parser.error("--no-ui runs the worker; it takes no command")
+    from worker.settings import report_warnings_to
+
+    report_warnings_to(_print_settings_warning)  # the headless worker logs them instead
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        return _guarded(lambda: _launch_ui(args))
+    return _guarded(lambda: int(handler(args) or 0))
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Run a command: a PendraError is its message and exit code, never a traceback."""
+    try:
+        return run()
     except PendraError as exc:
         report(exc)
         return exc.exit_code

@@ -30,7 +30,24 @@ def _worker_lines(doc: Mapping[str, Any]) -> list[str]:
     worker = doc.get("worker") if isinstance(doc.get("worker"), Mapping) else {}
     state = worker.get("state") or "unknown"
     version = worker.get("version") or DASH
-    return [f"Worker    {state} · v{version} · up {format_duration(worker.get('uptime_s'))}"]
+    lines = []
+    name, worker_id = worker.get("worker_name"), worker.get("worker_id")
+    if name or worker_id:
+        lines.append(f"Worker    {name or DASH} ({worker_id or DASH})")
+        lines.append(
+            f"          {state} · v{version} · up {format_duration(worker.get('uptime_s'))}"
+        )
+    else:
+        lines.append(
+            f"Worker    {state} · v{version} · up {format_duration(worker.get('uptime_s'))}"
+        )
+    plane = worker.get("control_plane")
+    if plane:
+        lines.append(f"Control   {plane}")
+    models = worker.get("models_filter")
+    if isinstance(models, list) and models:
+        lines.append(f"Serving   only {', '.join(str(m) for m in models)} (models setting)")
+    return lines
 
 
 def _private_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -53,8 +70,10 @@ def _private_lines(doc: Mapping[str, Any]) -> list[str]:
 
 def _request_lines(doc: Mapping[str, Any]) -> list[str]:
     requests = doc.get("requests") if isinstance(doc.get("requests"), Mapping) else {}
+    cap = requests.get("max_concurrent")
+    in_flight = _num(requests.get("in_flight"), "d")
     parts = [
-        f"{_num(requests.get('in_flight'), 'd')} in flight",
+        f"{in_flight} of {cap} in flight" if isinstance(cap, int) else f"{in_flight} in flight",
         f"{_num(requests.get('served'), ',d')} served",
         f"{_num(requests.get('failed'), ',d')} failed",
     ]

@@ -77,7 +77,7 @@ def render(info: dict[str, Any], *, rotated: bool) -> str:
     if not fingerprint:
         return (
             "Private inference is off on this worker, so it has no workload key.\n"
-            "  → turn it on with private_inference.enabled = true in config.toml "
+            "  → turn it on with `pendra config set private_inference.enabled true` "
             "(or PENDRA_PRIVATE_INFERENCE=true) and restart the worker"
         )
     lines = [f"{'New workload' if rotated else 'Workload'} key fingerprint: {fingerprint}"]

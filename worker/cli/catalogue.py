@@ -1,10 +1,10 @@
 """``pendra catalogue [--json]``: the public catalogue with a fit verdict for this machine.
 
 Through the running worker when there is one, so it shows the catalogue of the control plane the
-worker uses (the shell need not set ``PENDRA_API_URL``); directly otherwise. Offline, the last good
-copy is shown and marked as cached with its age. ``--json`` prints one
-object (stable keys: ``cached``, ``age_s``, ``source_url``, ``stale_reason``, ``warnings``,
-``machine``, ``models`` with each variant's ``fit``) and nothing else on stdout.
+worker uses (the shell need not set ``APP_SERVER_WS_URL``); directly otherwise. Offline, the last
+good copy is shown and marked as cached with its age. ``--json`` prints one object (stable keys:
+``cached``, ``age_s``, ``source_url``, ``stale_reason``, ``warnings``, ``machine``, ``models`` with
+each variant's ``fit``) and nothing else on stdout.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Show the Pendra model catalogue with a fit verdict per variant: gpu, partial (GPU + "
             "CPU), cpu, or no. Through the running worker when there is one (its control plane, "
-            "or its cached copy when offline); else from PENDRA_API_URL or the cached copy."
+            "or its cached copy when offline); else from APP_SERVER_WS_URL or the cached copy."
         ),
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -98,7 +98,7 @@ def _settings_to_check() -> tuple[Any, dict[str, Any] | None]:
 
     from worker.admin.client import call_running_worker
     from worker.errors import ConfigError, PendraError
-    from worker.settings import load_settings
+    from worker.settings import load_settings, parse_control_plane_url
 
     try:
         settings = load_settings()
@@ -111,10 +111,14 @@ def _settings_to_check() -> tuple[Any, dict[str, Any] | None]:
     if not isinstance(status, dict):
         return settings, None
     control_plane = (status.get("worker") or {}).get("control_plane") or settings.api_url
+    try:  # the status names the WebSocket base (wss://…); the checks speak HTTP to the same host
+        api_url = parse_control_plane_url(control_plane)
+    except ValueError:
+        return settings, None
     store = next(
         (b.get("endpoint") for b in status.get("backends") or [] if b.get("name") == "pendra"),
         None,
     )
     models_dir = Path(store) if store else settings.models_dir
     worker = {"control_plane": control_plane, "models_dir": str(models_dir)}
-    return dataclasses.replace(settings, api_url=control_plane, models_dir=models_dir), worker
+    return dataclasses.replace(settings, api_url=api_url, models_dir=models_dir), worker

@@ -1,4 +1,9 @@
-"""``pendra key set``: store the worker key (0600) without it ever touching argv or the screen."""
+"""``pendra key set``: store the worker key (0600) without it ever touching argv or the screen.
+
+The key goes where the worker reads it (:meth:`worker.settings.Settings.key_location`): the key file
+when one is in use (``key_file`` / ``PENDRA_WORKER_KEY_FILE``, or an existing ``worker.key``), else
+``gpu_worker_private_key`` in config.yaml, as Pendra's documentation keeps it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from worker.errors import ConfigError
 
 ORDER = 70
-MAX_KEY_INPUT = 4096  # a key is 52 characters; anything much longer is not a key
+MAX_KEY_INPUT = 4096  # a key is 44-88 characters; anything much longer is not a key
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "set",
         help="read the key from stdin (or --file) and store it, mode 0600",
         description=(
-            "Read the worker key from stdin or --file, check it, and store it at "
-            "$PENDRA_HOME/worker.key with mode 0600. The key is never echoed or logged, and never "
-            "taken as a command-line argument (other users can read those)."
+            "Read the worker private key (the base64 key from the Pendra console, or a pdk_ key) "
+            "from stdin or --file, check it, and store it where the worker reads it: the key "
+            "file when one is in use, else gpu_worker_private_key in $PENDRA_HOME/config.yaml; "
+            "either way with mode 0600. The key is never echoed or logged, and never taken as a "
+            "command-line argument (other users can read those)."
         ),
     )
     set_parser.add_argument(
@@ -72,30 +79,19 @@ def _read_source(args: argparse.Namespace) -> str:
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from worker.keys import parse_key, store_key
+    from worker.keys import backup_note, parse_key, store_key
     from worker.settings import load_settings
 
     settings = load_settings()
     key = parse_key(_read_source(args))
-    target = settings.default_key_file
-    stored = store_key(target, key)
+    stored, notes = store_key(settings, key)
     if not stored.changed:
-        print(f"The worker key at {target} is already this key (worker id {key.worker_id}).")
+        print(f"{stored.path} already holds this key ({key.key_id}); it is 0600.")
     else:
-        print(f"Stored the worker key at {target} (mode 0600); worker id {key.worker_id}.")
-    if stored.backup is not None:
-        what = (
-            f"The previous key (worker id {stored.previous_worker_id})"
-            if stored.previous_worker_id
-            else "The file that was there (not a valid key)"
-        )
-        print(
-            f"{what} is saved in {stored.backup} (mode 0600); delete it once you no longer need it."
-        )
-    if settings.key_file is not None and settings.key_file != target:
-        print(
-            f"Note: PENDRA_WORKER_KEY_FILE / key_file points at {settings.key_file}, which the "
-            "worker reads instead of this file.",
-            file=sys.stderr,
-        )
+        print(f"Stored the worker key in {stored.path} (mode 0600); key {key.key_id}.")
+    replaced = backup_note(stored)
+    if replaced:
+        print(replaced)
+    for note in notes:
+        print(f"Note: {note}", file=sys.stderr)
     return 0

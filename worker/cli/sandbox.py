@@ -63,9 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--public-url",
         action="append",
         metavar="URL",
-        help="the URL workers dial (their PENDRA_API_URL), when it is not the address listened "
-        "on, e.g. behind a proxy; worker signatures must name it. Repeat for several. Default: "
-        "http://HOST:PORT (and its localhost spelling on loopback); required with --host 0.0.0.0",
+        help="the URL workers dial (their APP_SERVER_WS_URL; ws://, wss://, http:// or https://), "
+        "when it is not the address listened on, e.g. behind a proxy; worker signatures must name "
+        "it. Repeat for several. Default: ws://HOST:PORT (and its localhost spelling on "
+        "loopback); required with --host 0.0.0.0",
     )
     parser.set_defaults(handler=run)
 
@@ -89,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--host {args.host} listens on every address, so it does not say which URL workers "
             "dial, and their signed handshakes name that URL.",
-            hint=f"add --public-url http://<this machine's address>:{args.port} (the "
-            "PENDRA_API_URL the workers use)",
+            hint=f"add --public-url ws://<this machine's address>:{args.port} (the "
+            "APP_SERVER_WS_URL the workers use)",
         )
     key_out: Path = args.key_out or settings.home / "sandbox" / "worker.key"
     key = worker_key_for(key_out)
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(
     app: web.Application, host: str, port: int, key_out: Path, api_key: str, generated: bool
 ) -> int:
-    from worker.sandbox.app import HUB_KEY, bound_port, serve
+    from worker.sandbox.app import HUB_KEY, bound_port, serve, websocket_url
 
     try:
         runner = await serve(app, host, port)
@@ -135,7 +136,7 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     url = f"http://{host}:{bound_port(runner)}"
-    worker_url = app[HUB_KEY].public_urls[0]
+    ws_url = websocket_url(app[HUB_KEY].public_urls[0])  # what workers dial, and sign for
     key_line = (
         f"  API key:      {api_key}   (generated; pass --api-key to choose one)"
         if generated
@@ -146,9 +147,10 @@ async def _serve(
         f"  OpenAI API:   {url}/v1\n"
         f"{key_line}\n"
         f"  Catalogue:    {url}/api/v1/catalogue\n"
+        f"  Workers:      {ws_url}/ws/gpu\n"
         f"  Worker key:   {key_out}\n"
         f"  Start a worker:\n"
-        f"    PENDRA_API_URL={worker_url} PENDRA_WORKER_KEY_FILE={key_out} pendra --no-ui",
+        f"    APP_SERVER_WS_URL={ws_url} PENDRA_WORKER_KEY_FILE={key_out} pendra --no-ui",
         flush=True,
     )
     try:

@@ -170,7 +170,7 @@ def run_down(_args: argparse.Namespace) -> int:
     where = "directory" if models.startswith("/") else "volume"
     print(
         f"pendra stack: kept the models ({where} {models}), the volume {HOME_VOLUME} and the key "
-        f"({settings.resolved_key_file})"
+        f"({settings.key_location().source})"
     )
     return 0
 

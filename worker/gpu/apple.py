@@ -7,7 +7,6 @@ they stay ``None``.
 
 from __future__ import annotations
 
-import plistlib
 from collections.abc import Mapping
 
 from worker.gpu.command_probe import TIMEOUT_S, CommandProbe
@@ -19,6 +18,8 @@ IOREG_ARGS = ("-r", "-d", "1", "-w", "0", "-c", "IOAccelerator", "-a")
 def parse_ioreg(data: bytes, memory_total: int | None) -> list[GpuReading]:
     """The plist ``ioreg -a`` prints → one reading per accelerator that has statistics."""
     try:
+        import plistlib  # only on macOS; its XML parser is not loaded elsewhere
+
         entries = plistlib.loads(data)
     except Exception:  # InvalidFileException, ExpatError …: output we cannot read
         return []

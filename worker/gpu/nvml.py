@@ -24,7 +24,24 @@ log = logging.getLogger(__name__)
 _NOT_AVAILABLE = (1 << 64) - 1
 
 
+def _nvml_library_present() -> bool:
+    """Whether the NVIDIA driver's NVML library can be loaded at all: on a machine without it,
+    ``pynvml`` is not imported (it would only fail at ``nvmlInit``, after costing memory)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True  # pynvml knows where to look on Windows; nothing to save elsewhere
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def _load_pynvml() -> Any:
+    if not _nvml_library_present():
+        raise ProbeUnavailable("NVML is not available: libnvidia-ml.so.1 is not installed")
     try:
         import pynvml
     except ImportError as exc:  # the dependency is declared; a broken venv still must not crash

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.backends.base import BackendStatus, InstallProgress
 from worker.backends.registry import BackendRegistry
@@ -37,19 +37,13 @@ from worker.catalogue.refs import ModelRef
 from worker.catalogue.schema import CatalogueModel, CatalogueVariant
 from worker.errors import BadRequest, InstallError, ModelNotFound, PendraError
 from worker.events import EventBus
-from worker.hardware import free_disk
 from worker.hf.refs import HFRef
-from worker.installs.builtin import (
-    FREE_SPACE_MARGIN,
-    install_into_store,
-    installed_files,
-    remove_from_store,
-)
-from worker.installs.download import free_space_error, partial_path
-from worker.installs.hf import InstallRecord, find_installs, install_folder, remove_record
 from worker.installs.rate import RateMeter
 from worker.installs.refs import parse_install_ref
 from worker.settings import Settings
+
+if TYPE_CHECKING:  # the install machinery loads with the first install, not with the worker
+    from worker.installs.hf import InstallRecord
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +313,8 @@ class InstallManager:
         if job.backend == BUILTIN and variant.hf_source:
             await self._install_catalogued_hf(job, ref, model, variant)
         elif job.backend == BUILTIN:
+            from worker.installs.builtin import install_into_store
+
             result = await install_into_store(
                 self.settings.models_dir,
                 ref,
@@ -391,7 +387,10 @@ class InstallManager:
         task: str | None,
         context_length: int | None,
     ) -> None:
-        from worker.installs.hf import install_resolved
+        from worker.hardware import free_disk
+        from worker.installs.builtin import FREE_SPACE_MARGIN
+        from worker.installs.download import free_space_error, partial_path
+        from worker.installs.hf import install_folder, install_resolved
 
         models_dir = self.settings.models_dir
         folder = install_folder(models_dir, resolved)
@@ -503,6 +502,8 @@ class InstallManager:
             return None
 
     def _installed_where(self, ref: ModelRef, variant: CatalogueVariant | None) -> str:
+        from worker.installs.builtin import installed_files
+
         if installed_files(self.settings.models_dir, ref):
             return BUILTIN
         if variant is not None:
@@ -518,6 +519,9 @@ class InstallManager:
     async def _uninstall_builtin(
         self, ref: ModelRef, variant: CatalogueVariant | None
     ) -> list[str]:
+        from worker.installs.builtin import remove_from_store
+        from worker.installs.hf import find_installs
+
         backend = self.registry.get(BUILTIN)
         if backend is not None and backend.capabilities.uninstall:
             records = find_installs(self.settings.models_dir, str(ref))
@@ -530,6 +534,8 @@ class InstallManager:
 
     async def _uninstall_hf(self, ref: HFRef) -> tuple[str, list[str]]:
         """Remove an installed Hugging Face model (all its files); the ref removed and names."""
+        from worker.installs.hf import find_installs
+
         records = find_installs(self.settings.models_dir, str(ref))
         refs = sorted({r.ref for r in records})
         if len(refs) > 1:
@@ -574,6 +580,8 @@ class InstallManager:
 def _remove_leftovers(records: list[InstallRecord]) -> list[Path]:
     """What is left of installs after the backend removed their GGUF and sidecar: split parts,
     projectors, partial downloads, the install folder."""
+    from worker.installs.hf import remove_record
+
     removed: list[Path] = []
     for record in records:
         removed += remove_record(record)
@@ -582,6 +590,8 @@ def _remove_leftovers(records: list[InstallRecord]) -> list[Path]:
 
 def installed_ref_of(models_dir: Path, ref: HFRef) -> str | None:
     """The ref of a complete install of ``ref`` (its only quantisation when it names none)."""
+    from worker.installs.hf import find_installs
+
     complete = sorted({r.ref for r in find_installs(models_dir, str(ref)) if r.complete})
     if ref.quant is None and len(complete) > 1:
         return None

@@ -73,14 +73,26 @@ def gpu_readings() -> list[dict[str, Any]]:
     return out
 
 
-def hardware(gpus: list[dict[str, Any]] | None = None) -> Hardware:
-    memory_total = None
+def physical_memory() -> int | None:
+    """Total RAM in bytes: from ``sysconf`` where the OS has it (no extra module at idle), else
+    psutil; None when neither can tell."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and size > 0:
+            return int(pages * size)
+    except (AttributeError, ValueError, OSError):  # Windows has no sysconf
+        pass
     try:
         import psutil
 
-        memory_total = int(psutil.virtual_memory().total)
+        return int(psutil.virtual_memory().total)
     except Exception:  # psutil is a dependency, but an exotic platform must not stop the hello
         log.debug("psutil memory probe failed", exc_info=True)
+        return None
+
+
+def hardware(gpus: list[dict[str, Any]] | None = None) -> Hardware:
+    memory_total = physical_memory()
     return Hardware(
         os=platform.system().lower(),
         arch=platform.machine().lower(),

@@ -72,7 +72,9 @@ class LinkClient:
         gpus: Callable[[], list[dict[str, Any]]] = gpu_readings,
         supported: Sequence[int] = SUPPORTED_VERSIONS,
         backoff: Backoff | None = None,
-        max_concurrency: int = 8,
+        max_concurrency: int = 1,
+        worker_id: str | None = None,
+        worker_name: str | None = None,
         private: PrivateInference | None = None,
     ) -> None:
         self.key = key
@@ -85,6 +87,9 @@ class LinkClient:
         self.supported = tuple(supported)
         self.backoff = backoff if backoff is not None else Backoff()
         self.max_concurrency = max_concurrency
+        self.own_id = worker_id
+        """The worker's configured ``worker_id``, sent in the hello (the registration)."""
+        self.worker_name = worker_name
         self.private = private
         self._ssl = client_ssl_context(ca_file) if url.startswith("wss://") else None
         self._state = LinkState.OFFLINE
@@ -167,6 +172,8 @@ class LinkClient:
             capabilities=capabilities,
             max_concurrency=self.max_concurrency,
             previous_attempts=self.backoff.attempt,
+            worker_id=self.own_id,
+            worker_name=self.worker_name,
         )
 
     async def _connect_once(self, http: aiohttp.ClientSession) -> float | None:

@@ -128,7 +128,7 @@ class Session:
         if private is not None:
             # Imported here: the private-inference serving code builds on this package's streaming.
             from worker.private_inference.link import PrivateLink
-            from worker.private_inference.serve import LinkChannel
+            from worker.private_inference.link_channel import LinkChannel
 
             channel = LinkChannel(router=router, send=self.send, send_safely=self._send_safely)
             self.private = PrivateLink(private, channel)

@@ -13,13 +13,13 @@ Errors here say what failed and never carry any plaintext.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from pyhpke import AEADId, CipherSuite, KDFId, KEMId, PyHPKEError
 
 from worker.errors import PendraError
 from worker.private_inference.wire import (
@@ -37,7 +37,17 @@ from worker.private_inference.wire import (
 )
 from worker.private_inference.workload_key import WorkloadKey
 
-SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305)
+
+@functools.cache
+def hpke_suite() -> Any:
+    """The HPKE suite, made on the first sealed request: an idle worker does not load pyhpke."""
+    from pyhpke import AEADId, CipherSuite, KDFId, KEMId
+
+    return CipherSuite.new(
+        KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305
+    )
+
+
 _RECIPIENT_KEYS: weakref.WeakKeyDictionary[WorkloadKey, Any] = weakref.WeakKeyDictionary()
 """Each workload key in ``pyhpke``'s form, made once per key (not per request) and forgotten with
 the key itself when a rotation drops it."""
@@ -101,7 +111,7 @@ class ReplySealer:
 def _recipient_key(key: WorkloadKey) -> Any:
     found = _RECIPIENT_KEYS.get(key)
     if found is None:
-        found = _RECIPIENT_KEYS[key] = SUITE.kem.deserialize_private_key(key.raw_private())
+        found = _RECIPIENT_KEYS[key] = hpke_suite().kem.deserialize_private_key(key.raw_private())
     return found
 
 
@@ -121,8 +131,10 @@ def open_request(
         raise SealedRequestRefused(f"The private request is malformed: {exc}.") from None
     if len(enc) != _ENC_BYTES or len(nonce) != _NONCE_BYTES:
         raise SealedRequestRefused("The private request is malformed: wrong enc or nonce length.")
+    from pyhpke import PyHPKEError
+
     try:
-        context = SUITE.create_recipient_context(enc, _recipient_key(key), info=SUITE_INFO)
+        context = hpke_suite().create_recipient_context(enc, _recipient_key(key), info=SUITE_INFO)
         dek = context.open(sealed_dek, aad=b"")
     except (PyHPKEError, ValueError, TypeError):
         raise SealedRequestRefused(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from worker.private_inference.keyring import Lease
-from worker.private_inference.serve import LinkChannel, serve_sealed
+from worker.private_inference.link_channel import LinkChannel
 from worker.private_inference.service import PrivateInference
 from worker.private_inference.wire import ENVELOPE_KEY, EnvelopeError, parse_envelope
 from worker.protocol import Request, WorkloadKeyInfo, WorkloadKeys, WorkloadKeysAck
@@ -75,6 +75,8 @@ class PrivateLink:
     def accept(self, frame: Request, start: Start) -> None:
         """Run a sealed request: lease its key now, serve it in a task, release at the end."""
         lease = self._lease(frame)
+        from worker.private_inference.serve import serve_sealed  # on the first sealed request
+
         task = start(frame.id, serve_sealed(frame, lease, self.service, self.channel))
         if lease is None:
             return

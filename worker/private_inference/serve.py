@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from worker.backends.base import StreamChunk, TranscriptionRequest
@@ -25,6 +24,7 @@ from worker.errors import Cancelled, ModelNotFound, NotSupported, PendraError
 from worker.link.streaming import pump_stream
 from worker.private_inference.envelope import OpenedRequest, SealedRequestRefused, open_request
 from worker.private_inference.keyring import Lease
+from worker.private_inference.link_channel import LinkChannel
 from worker.private_inference.service import PrivateInference, PrivateInferenceOff
 from worker.private_inference.wire import (
     ENVELOPE_KEY,
@@ -43,7 +43,6 @@ from worker.protocol import (
     ResponseStart,
     UsageInfo,
 )
-from worker.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +73,6 @@ _CONTENT_FREE = (
     Cancelled,
 )
 """Errors whose messages are written without any request content, so they may cross the relay."""
-
-
-@dataclass(frozen=True)
-class LinkChannel:
-    """What serving a sealed request needs from its link session."""
-
-    router: Router
-    send: Callable[[str], Awaitable[None]]
-    """Send a frame; raises when the link is gone (the request then ends)."""
-    send_safely: Callable[[str], Awaitable[None]]
-    """Send a frame, ignoring a link that is already closing."""
 
 
 def content_free_error(exc: BaseException, request_id: str) -> ErrorFrame:

@@ -13,7 +13,13 @@ from aiohttp import web
 
 from worker.errors import ConfigError
 from worker.keys import WorkerKey, generate_key, read_key_file, write_key_file
-from worker.protocol import MAX_FRAME_BYTES, SUPPORTED_VERSIONS, VERIFY_PATH, WORKER_PATH
+from worker.protocol import (
+    LEGACY_WORKER_PATH,
+    MAX_FRAME_BYTES,
+    SUPPORTED_VERSIONS,
+    VERIFY_PATH,
+    WORKER_PATH,
+)
 from worker.sandbox import commands, ingress
 from worker.sandbox.catalogue import api_document, default_files, model_ids
 from worker.sandbox.hub import WorkerHub
@@ -33,14 +39,15 @@ class SandboxConfig:
     heartbeat_interval_s: float | None = None
     extra_files: dict[str, Path] = field(default_factory=default_files)
     public_urls: tuple[str, ...] = ()
-    """The URLs workers dial (their ``PENDRA_API_URL``); empty: what :func:`serve` listens on."""
+    """The URLs workers dial (their ``APP_SERVER_WS_URL``); empty: what :func:`serve` listens on."""
 
 
 def worker_key_for(key_out: Path) -> WorkerKey:
-    """The key the sandbox accepts: reuse a valid one at ``key_out``, else create it (0600)."""
+    """The key the sandbox accepts: reuse a valid one at ``key_out``, else create it (0600) in
+    the console's form (base64 of the 64-byte Ed25519 private key), as Pendra issues keys."""
     if key_out.exists():
         return read_key_file(key_out)  # a bad or unsafe file is an error, never overwritten
-    key = generate_key()
+    key = generate_key(console_form=True)
     write_key_file(key_out, key)
     return key
 
@@ -80,6 +87,7 @@ def build_app(config: SandboxConfig) -> web.Application:
 
     app.router.add_get("/api/v1/catalogue", catalogue)
     app.router.add_get(WORKER_PATH, hub.handle_connect)
+    app.router.add_get(LEGACY_WORKER_PATH, hub.handle_connect)  # workers of earlier versions
     app.router.add_post(VERIFY_PATH, hub.handle_verify)
     app.router.add_get("/api/v1/workers", workers)
     app.router.add_get("/files/{name}", files)
@@ -129,18 +137,30 @@ def is_wildcard(host: str) -> bool:
 
 
 def check_public_url(url: str) -> str:
-    """``url`` if it is an http(s) URL with a host, else a :class:`ConfigError`."""
+    """``url`` if it is a ws(s) or http(s) URL with a host, else a :class:`ConfigError`. The
+    scheme is not part of a signature's audience, so either spelling of an address names it."""
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         parts = parts._replace(netloc="")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in _WEBSOCKET_SCHEMES and parts.scheme not in ("http", "https"):
+        parts = parts._replace(netloc="")
+    if not parts.hostname:
         raise ConfigError(
-            f"--public-url {url!r} is not an http(s) URL.",
-            hint="give the URL workers dial, e.g. https://pendra.example.com or http://10.0.0.5:8787",
+            f"--public-url {url!r} is not a ws(s) or http(s) URL.",
+            hint="give the URL workers dial, e.g. wss://pendra.example.com or ws://10.0.0.5:8787",
         )
     return url.rstrip("/")
+
+
+_WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def websocket_url(url: str) -> str:
+    """``url`` in the ws(s) spelling a worker's ``APP_SERVER_WS_URL`` takes (pure)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{_WEBSOCKET_SCHEMES.get(scheme, scheme)}{sep}{rest}"
 
 
 def bound_port(runner: web.AppRunner) -> int:

@@ -5,10 +5,14 @@ against the public keys it accepts, takes the hello and welcomes the worker. The
 audience is checked against the URLs the hub is configured to serve
 (:attr:`WorkerHub.public_urls`), never against the ``Host`` header the client sent: a server that
 relays a worker's handshake from another address must not choose what its signature is checked
-against. After that the hub keeps the worker's advertised models and load, and relays request
-frames out and response frames back into per-request channels that the OpenAI ingress reads. A
-frame it cannot use is answered with an error frame; a worker that disconnects fails its open
-requests at once.
+against. A worker is known by the ``worker_id`` of its hello (its key's fingerprint when it sends
+none): several workers may share a key, each with its own id, and an id connected with one key is
+refused to any other. After that the hub keeps the worker's advertised models and load, and relays
+request frames out and response frames back into per-request channels that the OpenAI ingress
+reads. It sends a worker at most the ``max_concurrency`` requests its hello declared; more wait for
+a free slot (backpressure), and a worker that still answers ``worker_busy`` gets the request again
+when a slot frees. A frame it cannot use is answered with an error frame; a worker that disconnects
+fails its open requests at once.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -65,6 +69,8 @@ CHANNEL_FRAMES = 4096
 HANDSHAKE_TIMEOUT_S = 15.0
 NONCE_TTL_S = 120.0
 MAX_PENDING_NONCES = 1024
+RECONNECT_GRACE_S = 10.0
+"""How long a request waiting for a free slot keeps waiting after its workers disconnect."""
 _ids = itertools.count(1)
 
 
@@ -98,10 +104,21 @@ class Channel:
 
 
 class WorkerConnection:
-    def __init__(self, ws: web.WebSocketResponse, worker_id: str, hello: Hello) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        worker_id: str,
+        hello: Hello,
+        *,
+        key_id: str | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
         self.ws = ws
         self.worker_id = worker_id
+        self.key_id = key_id or worker_id
         self.hello = hello
+        self.capacity = max(1, hello.max_concurrency)
+        self._on_release = on_release
         self.models: dict[str, AdvertisedModel] = {m.id: m for m in hello.models}
         self.load = Load()
         self.draining = False
@@ -118,8 +135,16 @@ class WorkerConnection:
     def in_flight(self) -> int:
         return len(self.channels)
 
+    @property
+    def has_room(self) -> bool:
+        return self.in_flight < self.capacity
+
     def serves(self, model: str) -> bool:
         return model in self.models
+
+    def _released(self) -> None:
+        if self._on_release is not None:
+            self._on_release()
 
     async def send(self, text: str) -> None:
         async with self._send_lock:
@@ -138,13 +163,18 @@ class WorkerConnection:
 
     def close_channel(self, request_id: str, *, cancel: bool) -> None:
         channel = self.channels.pop(request_id, None)
+        if channel is not None:
+            self._released()
         if channel is not None and cancel and not self.ws.closed:
             task = asyncio.ensure_future(self._send_quietly(Cancel(id=request_id).dump()))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def release(self, request_id: str, *, cancel: bool) -> None:
-        if self.channels.pop(request_id, None) is not None and cancel and not self.ws.closed:
+        channel = self.channels.pop(request_id, None)
+        if channel is not None:
+            self._released()
+        if channel is not None and cancel and not self.ws.closed:
             await self._send_quietly(Cancel(id=request_id).dump())
 
     async def _send_quietly(self, text: str) -> None:
@@ -159,13 +189,17 @@ class WorkerConnection:
                 ErrorFrame(id=request_id, code="worker_disconnected", message=message, status=502)
             )
         self.channels.clear()
+        self._released()
 
     def describe(self) -> dict[str, Any]:
         return {
             "worker_id": self.worker_id,
+            "worker_name": self.hello.worker_name,
+            "key_id": self.key_id,
             "version": self.hello.worker_version,
             "models": sorted(self.models),
             "in_flight": self.in_flight,
+            "max_concurrency": self.capacity,
             "draining": self.draining,
             "workload_keys": sorted(self.workload_keys),
             "load": self.load.model_dump(),
@@ -186,24 +220,97 @@ class WorkerHub:
     ) -> None:
         self.accepted_keys = set(accepted_keys)
         self.public_urls: tuple[str, ...] = tuple(public_urls)
-        """The base URLs workers are told to dial (``PENDRA_API_URL``); signatures must name one."""
+        """The base URLs workers are told to dial (``APP_SERVER_WS_URL``); signatures name one."""
         self.versions = sorted(set(versions))
         self.server_id = server_id or "sandbox-" + secrets.token_hex(4)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_frame_bytes = max_frame_bytes
         self.workers: dict[str, WorkerConnection] = {}
+        """Connected workers by ``worker_id``."""
+        self._room = asyncio.Condition()
+        self._notifiers: set[asyncio.Task[None]] = set()
+        self.waiting = 0
+        """Requests waiting for a free slot right now."""
         self._nonces: dict[str, tuple[str, float]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self.auth_failures = 0
 
     # -- routing ---------------------------------------------------------------------------------
-    def candidates(self, model: str) -> list[WorkerConnection]:
-        return [w for w in self.workers.values() if w.serves(model) and not w.draining]
+    def candidates(self, model: str, worker_id: str | None = None) -> list[WorkerConnection]:
+        """Workers that serve ``model`` and are not draining (only ``worker_id``, when given)."""
+        return [
+            w
+            for w in self.workers.values()
+            if w.serves(model) and not w.draining and worker_id in (None, w.worker_id)
+        ]
 
-    def pick(self, model: str) -> WorkerConnection | None:
-        """The least-loaded worker serving ``model`` (None when none does)."""
-        found = self.candidates(model)
-        return min(found, key=lambda w: (w.in_flight, w.load.in_flight)) if found else None
+    def pick(self, model: str, worker_id: str | None = None) -> WorkerConnection | None:
+        """The least-loaded worker serving ``model`` that has room (None when none has)."""
+        found = [w for w in self.candidates(model, worker_id) if w.has_room]
+        return (
+            min(found, key=lambda w: (w.in_flight / w.capacity, w.load.in_flight))
+            if found
+            else None
+        )
+
+    def room_changed(self) -> None:
+        """A request slot freed up or a worker came or went: wake whoever waits for room."""
+
+        async def notify() -> None:
+            async with self._room:
+                self._room.notify_all()
+
+        try:
+            task = asyncio.get_running_loop().create_task(notify())
+        except RuntimeError:  # no running loop: nobody can be waiting
+            return
+        self._notifiers.add(task)
+        task.add_done_callback(self._notifiers.discard)
+
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """Until the next :meth:`room_changed`, or ``timeout_s``."""
+        async with self._room:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout=timeout_s)
+
+    async def wait_for_room(
+        self, model: str, timeout_s: float, *, worker_id: str | None = None
+    ) -> WorkerConnection | None:
+        """A worker serving ``model`` with a free slot (``worker_id`` only, when given), waiting
+        up to ``timeout_s`` while every such worker is full. None at once when no worker serves
+        it (the caller says why), or when the wait runs out. A request already waiting keeps its
+        place for :data:`RECONNECT_GRACE_S` when the workers serving its model go away: a link
+        that drops is usually back within a second."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        gone_since: float | None = None
+        async with self._room:
+            first = True
+            while True:
+                worker = self.pick(model, worker_id)
+                if worker is not None:
+                    return worker
+                now = loop.time()
+                if self.candidates(model, worker_id):
+                    gone_since = None
+                elif first:
+                    return None
+                else:
+                    gone_since = now if gone_since is None else gone_since
+                    if now - gone_since >= RECONNECT_GRACE_S:
+                        return None
+                first = False
+                remaining = deadline - now
+                if gone_since is not None:
+                    remaining = min(remaining, gone_since + RECONNECT_GRACE_S - now)
+                if remaining <= 0:
+                    return None
+                self.waiting += 1
+                try:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), timeout=remaining)
+                finally:
+                    self.waiting -= 1
 
     def models(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
@@ -237,6 +344,7 @@ class WorkerHub:
                 connection.fail_all("the worker disconnected")
                 if self.workers.get(connection.worker_id) is connection:
                     del self.workers[connection.worker_id]
+                self.room_changed()
                 log.info("worker %s disconnected", connection.worker_id)
             await ws.close()
         return ws
@@ -286,14 +394,30 @@ class WorkerHub:
             reason = str(exc) or "timed out"
             await self._refuse(ws, "handshake_failed", reason, CLOSE_PROTOCOL_ERROR)
             return None
-        worker_id = worker_id_for(auth.public_key)
+        key_id = worker_id_for(auth.public_key)
+        worker_id = hello.worker_id or key_id
         previous = self.workers.get(worker_id)
-        connection = WorkerConnection(ws, worker_id, hello)
+        if previous is not None and previous.key_id != key_id:
+            # Only the key that holds an id may replace its connection: no key takes over
+            # another key's worker. The newcomer retries (with backoff) like any refused link.
+            log.warning("refused worker %s: that id is connected with another key", worker_id)
+            await self._refuse(
+                ws,
+                "worker_id_taken",
+                f"worker id {worker_id} is already connected with another key; give this worker "
+                "its own worker_id",
+                CLOSE_PROTOCOL_ERROR,
+            )
+            return None
+        connection = WorkerConnection(
+            ws, worker_id, hello, key_id=key_id, on_release=self.room_changed
+        )
         self.workers[worker_id] = connection
         if previous is not None:  # the same worker reconnected before its old socket timed out
             previous.fail_all("the worker reconnected")
             with contextlib.suppress(Exception):
                 await previous.ws.close(code=CLOSE_REPLACED, message=b"replaced")
+        self.room_changed()
         await ws.send_str(
             Welcome(
                 worker_id=worker_id,
@@ -303,7 +427,13 @@ class WorkerHub:
                 max_frame_bytes=self.max_frame_bytes,
             ).dump()
         )
-        log.info("worker %s connected with %d model(s)", worker_id, len(connection.models))
+        log.info(
+            "worker %s (%s) connected with %d model(s), up to %d request(s) at once",
+            worker_id,
+            hello.worker_name or "unnamed",
+            len(connection.models),
+            connection.capacity,
+        )
         return connection
 
     def audiences(self, path: str) -> list[str]:
@@ -368,10 +498,12 @@ class WorkerHub:
             connection.load = frame.load
         elif isinstance(frame, StatusPush):
             connection.models = {m.id: m for m in frame.models}
+            self.room_changed()  # a waiting request may now have a worker for its model
         elif isinstance(frame, WorkloadKeys):
             await connection.send(register_keys(connection, frame))
         elif isinstance(frame, Draining):
             connection.draining = True
+            self.room_changed()
             log.info("worker %s is draining", connection.worker_id)
         elif isinstance(frame, ErrorFrame):
             connection.reported_errors.append(frame)

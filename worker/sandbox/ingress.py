@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_TIMEOUT_S = 600.0  # a first request may have to load a model
 NEXT_FRAME_TIMEOUT_S = 300.0
+QUEUE_TIMEOUT_S = 300.0
+"""How long a request waits for a free slot on a worker that serves its model (backpressure)."""
+BUSY_RETRY_S = 0.25
+"""After a ``worker_busy`` answer, the longest wait for a freed slot before trying again."""
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 HUB_KEY = web.AppKey("hub", WorkerHub)
 API_KEY = web.AppKey("api_key", str)
@@ -93,28 +97,34 @@ async def require_api_key(
     return await handler(request)
 
 
-def _pick(request: web.Request, model: str) -> Any:
-    """The worker for ``model``, or the error response: 503 when known but unserved, else 404."""
+async def _pick(request: web.Request, model: str, deadline: float) -> Any:
+    """The worker for ``model`` once one has room, or the error response: 503 when known but
+    unserved (or every worker stayed full until ``deadline``), else 404."""
     hub = request.app[HUB_KEY]
-    pinned = request.headers.get(WORKER_PIN_HEADER)
-    if pinned:
-        worker = hub.workers.get(pinned)
-        if worker is not None and worker.serves(model) and not worker.draining:
-            return worker
+    pinned = request.headers.get(WORKER_PIN_HEADER) or None
+    loop = asyncio.get_running_loop()
+    worker = await hub.wait_for_room(model, max(0.0, deadline - loop.time()), worker_id=pinned)
+    if worker is not None:
+        return worker
+    if pinned and not hub.candidates(model, worker_id=pinned):
         return openai_error(
             503,
             "no_worker",
             f"The pinned worker {pinned} is not connected or does not serve {model!r} right now.",
         )
-    worker = hub.pick(model)
-    if worker is not None:
-        return worker
     if not hub.workers:
         return openai_error(
             503,
             "no_worker",
             "No worker is connected to this sandbox; start one with `pendra --no-ui` "
-            "(PENDRA_API_URL pointing here).",
+            "(APP_SERVER_WS_URL pointing here).",
+        )
+    if hub.candidates(model, worker_id=pinned):
+        return openai_error(
+            503,
+            "worker_busy",
+            f"Every worker serving {model!r} stayed at its max_concurrent limit for "
+            f"{QUEUE_TIMEOUT_S:.0f} s; retry later.",
         )
     known = model in request.app[KNOWN_MODELS] or any(w.serves(model) for w in hub.workers.values())
     if known:
@@ -159,11 +169,7 @@ def _from_response(frame: Response, placement: Placement | None = None) -> web.R
     return web.json_response(body, status=frame.status, headers=headers)
 
 
-async def _relay_unary(channel: Channel, placement: Placement | None) -> web.Response:
-    try:
-        frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        return openai_error(504, "timeout", "The worker did not answer in time.")
+def _relay_unary(frame: Any, placement: Placement | None) -> web.Response:
     if isinstance(frame, Response):
         return _from_response(frame, placement)
     if isinstance(frame, ErrorFrame):
@@ -194,23 +200,22 @@ def _sse_error(frame: ErrorFrame, placement: Placement | None) -> bytes:
 
 
 async def _relay_stream(
-    request: web.Request, channel: Channel, placement: Placement | None
+    request: web.Request,
+    channel: Channel,
+    frame: Any,
+    placement: Placement | None,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
-    try:
-        frame = await channel.next(FIRST_FRAME_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        return openai_error(504, "timeout", "The worker did not start answering in time.")
-    if isinstance(frame, ErrorFrame):
-        return _from_error(frame, placement)
-    if isinstance(frame, Response):  # a worker may answer a stream request in one piece
-        return _from_response(frame, placement)
     if not isinstance(frame, ResponseStart):
-        return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
+        response = _relay_unary(frame, placement)  # an error, or a stream answered in one piece
+        response.headers.update(headers)
+        return response
     response = _EventStream(
         status=frame.status,
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
+            **headers,
             **(placement.headers() if placement else {}),
         },
     )
@@ -253,30 +258,58 @@ async def _dispatch(
     request: web.Request, kind: RequestKind, body: dict[str, Any], **extra: Any
 ) -> web.StreamResponse:
     sealed = is_sealed(body)
-    if sealed:
-        relay = request.app[RELAY_KEY]
-        worker = relay.check(kind, body) or relay.choose(request, body)
-    else:
-        worker = _pick(request, body["model"])
-    if isinstance(worker, web.Response):
-        return worker
     stream = kind == "chat" and bool(body.get("stream"))
-    frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
-    placement = None
-    if sealed or request.path.startswith("/api/"):
-        placement = Placement.for_request(
-            request.headers, worker.worker_id, frame.id, body["model"], sealed=sealed
-        )
-    try:
-        channel = await worker.open(frame)
-    except Exception:
-        return openai_error(503, "worker_unavailable", "The worker went away; retry.")
-    try:
-        if stream:
-            return await _relay_stream(request, channel, placement)
-        return await _relay_unary(channel, placement)
-    finally:
-        await channel.close()
+    deadline = asyncio.get_running_loop().time() + QUEUE_TIMEOUT_S
+    while True:
+        if sealed:
+            relay = request.app[RELAY_KEY]
+            worker = relay.check(kind, body) or relay.choose(request, body)
+        else:
+            worker = await _pick(request, body["model"], deadline)
+        if isinstance(worker, web.Response):
+            return worker
+        frame = Request(id=WorkerHub.new_request_id(), kind=kind, stream=stream, body=body, **extra)
+        placement = None
+        if sealed or request.path.startswith("/api/"):
+            placement = Placement.for_request(
+                request.headers, worker.worker_id, frame.id, body["model"], sealed=sealed
+            )
+        try:
+            channel = await worker.open(frame)
+        except Exception:
+            return openai_error(503, "worker_unavailable", "The worker went away; retry.")
+        try:
+            try:
+                first = await channel.next(FIRST_FRAME_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return openai_error(504, "timeout", "The worker did not start answering in time.")
+            busy = isinstance(first, ErrorFrame) and first.code == "worker_busy"
+            if busy and asyncio.get_running_loop().time() < deadline:
+                # Its slots were still finishing requests this side has already let go (a
+                # cancelled stream): try again once a slot frees, within the same deadline.
+                channel.finished = True
+                await request.app[HUB_KEY].wait_for_change(BUSY_RETRY_S)
+                continue
+            headers = _worker_headers(worker)
+            if stream:
+                return await _relay_stream(request, channel, first, placement, headers)
+            response = _relay_unary(first, placement)
+            response.headers.update(headers)
+            return response
+        finally:
+            await channel.close()
+
+
+def _worker_headers(worker: Any) -> dict[str, str]:
+    """Name the worker that answered (``X-Worker-Id``, ``X-Worker-Name``), as Pendra's API does."""
+    headers = {"X-Worker-Id": worker.worker_id}
+    if worker.hello.worker_name:
+        headers["X-Worker-Name"] = _header_safe(worker.hello.worker_name)
+    return headers
+
+
+def _header_safe(text: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

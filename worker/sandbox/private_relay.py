@@ -103,7 +103,7 @@ class PrivateRelay:
             return web.json_response(
                 {
                     "detail": "No connected worker has registered a private-inference key with "
-                    "this sandbox: start a worker (pendra --no-ui) with PENDRA_API_URL pointing "
+                    "this sandbox: start a worker (pendra --no-ui) with APP_SERVER_WS_URL pointing "
                     "here, and leave private inference on."
                 },
                 status=404,
@@ -165,7 +165,8 @@ class PrivateRelay:
                 if worker.worker_id == remembered:
                     self._affinity.move_to_end(affinity)
                     return worker
-        worker = min(serving, key=lambda w: (w.in_flight, w.load.in_flight))
+        # A worker with a free slot first: one at its max_concurrent would answer worker_busy.
+        worker = min(serving, key=lambda w: (not w.has_room, w.in_flight, w.load.in_flight))
         if affinity is not None:
             self._affinity[affinity] = worker.worker_id
             self._affinity.move_to_end(affinity)

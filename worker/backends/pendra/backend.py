@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from worker.backends.base import (
     Backend,
@@ -23,7 +23,6 @@ from worker.backends.base import (
     StreamChunk,
     Task,
 )
-from worker.backends.pendra.engines import Engine
 from worker.backends.pendra.jobs import (
     ChatJob,
     DoneEvent,
@@ -32,7 +31,6 @@ from worker.backends.pendra.jobs import (
     ResultEvent,
     TextEvent,
 )
-from worker.backends.pendra.loader import EngineConfig, load_engine
 from worker.backends.pendra.params import ChatParams, parse_chat, parse_embeddings
 from worker.backends.pendra.pool import ModelPool
 from worker.backends.pendra.responses import (
@@ -45,6 +43,10 @@ from worker.errors import BadRequest, InstallError, ModelLoadError, ModelNotFoun
 from worker.events import EventBus
 from worker.modelstore import ModelStore, StoredModel, sidecar_path
 from worker.settings import Settings
+
+if TYPE_CHECKING:  # llama.cpp (and numpy) load with the first model, not with the worker
+    from worker.backends.pendra.engines import Engine
+    from worker.backends.pendra.loader import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,8 @@ class PendraBackend(Backend):
         return self._pool.loaded()
 
     def _load(self, model: StoredModel) -> Engine:
+        from worker.backends.pendra.loader import EngineConfig, load_engine
+
         if self._config is None:
             self._config = EngineConfig.from_settings(self.settings, batched=self._batched)
         return load_engine(model, self._config)

@@ -15,13 +15,16 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from worker.backends.pendra.engines import Engine
 from worker.modelstore import StoredModel
+
+if TYPE_CHECKING:  # llama.cpp loads with the first model, not with the worker
+    from worker.backends.pendra.engines import Engine
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[StoredModel], Engine]
+Loader = Callable[[StoredModel], "Engine"]
 
 
 class ModelPool:
