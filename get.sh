@@ -297,6 +297,16 @@ EOF
       fi
     fi
 
+    local running_pid=""
+    if [ "$worker_ok" = 1 ]; then
+      # A worker running for this home outside any service (a terminal's `pendra --no-ui`, or the
+      # one the app started detached) would go on running from a deleted venv.
+      running_pid="$(vpy_run -c 'import asyncio
+from worker.admin.client import AdminClient
+from worker.settings import load_settings
+print(asyncio.run(AdminClient(load_settings().admin_socket, timeout_s=3).ping())["pid"])' 2>/dev/null || true)"
+    fi
+    [ -n "$running_pid" ] && going+=("the running worker (pid $running_pid): it finishes its in-flight requests, then exits")
     if [ "$worker_ok" = 1 ]; then
       if [ "$(id -u)" = 0 ]; then
         going+=("this installation's pendra service, user and system, if installed (another installation's stays)")
@@ -366,6 +376,13 @@ EOF
         rc=0
         pendra_cli stack down || rc=$?
         [ "$rc" = 0 ] || warn "removing the Docker containers failed (exit $rc); continuing (see: docker ps)"
+      fi
+      if [ -n "$running_pid" ]; then
+        # After the services: a worker the service manager ran is gone already (exit 3 here).
+        rc=0
+        pendra_cli stop || rc=$?
+        [ "$rc" = 0 ] || [ "$rc" = 3 ] ||
+          warn "the worker (pid $running_pid) did not stop (exit $rc); continuing (stop it: kill -TERM $running_pid)"
       fi
     fi
     if [ ${#model_files[@]} -gt 0 ]; then

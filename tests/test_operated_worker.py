@@ -28,6 +28,7 @@ from tests.link.link_procs import (
     wait_for_models,
     worker_env,
 )
+from worker.keys import generate_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -127,3 +128,30 @@ def test_cli_without_a_worker_says_how_to_start_one(clean_env: dict[str, str]) -
     assert result.stdout == ""
     assert "pendra --no-ui" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pendra_stop_drains_a_worker_started_in_a_terminal(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """``pendra stop`` on a ``pendra --no-ui`` that has no service: it drains and exits 0; a
+    second ``pendra stop`` says there is nothing to stop. No control plane is needed for it."""
+    key_file = tmp_path / "worker.key"
+    key_file.write_text(generate_key().text + "\n")
+    key_file.chmod(0o600)
+    env = worker_env(clean_env, f"http://127.0.0.1:{free_port()}", key_file, tmp_path / "models")
+    worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
+    try:
+        deadline = time.monotonic() + 60
+        while pendra(env, "status", "--json", timeout=30).returncode != 0:
+            assert worker.popen.poll() is None, worker.output()
+            assert time.monotonic() < deadline, "the worker never answered"
+            time.sleep(0.3)
+        stopped = pendra(env, "stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert f"stopped the worker (pid {worker.pid})" in stopped.stdout
+        assert worker.wait(30) == 0
+    finally:
+        worker.kill()
+    again = pendra(env, "stop")
+    assert again.returncode == 3
+    assert "No Pendra worker is running" in again.stderr and "Traceback" not in again.stderr

@@ -364,6 +364,19 @@ def _system_unit_dir_sandbox(system_dir: Path) -> list[str] | None:
     return [*prefix, 'mount --bind "$0" /etc/systemd/system && exec "$@"', str(system_dir)]
 
 
+def _wait_until_it_answers(
+    link: Path, env: dict[str, str], process: subprocess.Popen[bytes], timeout_s: float = 90
+) -> None:
+    """Until the worker ``process`` answers ``pendra status`` on its admin socket."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the worker exited ({process.returncode})"
+        if _run([str(link), "status", "--json"], env, timeout=60).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the worker never answered on its admin socket")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
@@ -523,8 +536,24 @@ def test_install_rerun_uninstall(tmp_path: Path, plane: str) -> None:
     )
     (system_dir / "pendra.service").write_text(render_systemd_unit(bob))
     sandbox = _system_unit_dir_sandbox(system_dir)
-    removed = _run([*(sandbox or []), *uninstall, "--yes"], use, timeout=120)
+    #    A worker running in a terminal (no service) is drained and stops with the uninstall.
+    foreground = subprocess.Popen(
+        [str(link), "--no-ui"],
+        env=use,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_it_answers(link, use, foreground)
+        removed = _run([*(sandbox or []), *uninstall, "--yes"], use, timeout=180)
+        assert foreground.wait(timeout=30) == 0  # drained: a clean exit
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+            foreground.wait()
     assert removed.returncode == 0, removed.stderr
+    assert f"the running worker (pid {foreground.pid})" in removed.stderr
     assert not user_unit.exists()
     if sandbox is not None:
         assert (system_dir / "pendra.service").read_text() == render_systemd_unit(bob)
