@@ -111,8 +111,9 @@ async def test_least_in_flight_balancing_across_two_workers(sandbox: Sandbox) ->
     sandbox.hub.accepted_keys.add(second_key.public_key)
     gate = asyncio.Event()  # every stream stays in flight until all eight have been routed
     slow_a, slow_b = FakeBackend(words=30, gate=gate), FakeBackend(words=30, gate=gate)
-    a = await start_worker(sandbox, slow_a)
-    b = await start_worker(sandbox, slow_b, key=second_key)
+    room = {"MAX_CONCURRENT": "4"}  # each worker takes four at once: all eight are in flight
+    a = await start_worker(sandbox, slow_a, env=room)
+    b = await start_worker(sandbox, slow_b, key=second_key, env=room)
     await wait_for(lambda: len(sandbox.hub.workers) == 2, what="two workers")
     api = client(sandbox)
 
