@@ -27,6 +27,8 @@ import httpx
 import pytest
 from stack_support import SANDBOX_API_KEY, start_sandbox, stop_process
 
+from worker.settings import ws_base
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PENDRA = "/opt/pendra/bin/pendra"
@@ -185,7 +187,7 @@ def test_system_service_lifecycle(systemd_host: Host, sandbox_on_host: tuple[str
     assert f"ExecStart={PENDRA} --no-ui" in unit and key.strip() not in unit
     assert host.show("UnitFileState")["UnitFileState"] == "enabled"
     status = host.wait_connected()
-    assert status["worker"]["control_plane"] == url
+    assert status["worker"]["control_plane"] == ws_base(url)  # app_server_ws_url's form
     assert host.worker_processes() == [f"/opt/pendra/bin/python3 {PENDRA} --no-ui "]
     workers = httpx.get(
         f"{url}/api/v1/workers", headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"}
