@@ -1,9 +1,13 @@
 """The dashboard's state, built from the admin API's status document and its event stream.
 
-Pure and Textual-free so it is tested as plain code: ``apply_status`` takes a status document,
-``apply_event`` one admin event, and each returns the set of panels whose data changed, so the
-screen re-renders only those. Unknown keys are ignored and missing ones keep their old value: the
-admin API may grow (§6 says "keys may be added") and an older worker may send less.
+Pure and Textual-free so it is tested as plain code: ``apply_status`` takes a DESIGN §6 document,
+``apply_history`` the metrics history, ``apply_recent`` the request records, ``apply_event`` one
+admin event; each returns the set of panels whose data changed, so the screen re-renders only
+those. Unknown keys are ignored and missing ones keep their old value: the admin API may grow
+(§6 says "keys may be added") and an older worker may send less.
+
+Rates are never computed here: tokens/s is the worker's own sliding-window rate, from the latest
+``metrics`` sample or ``requests`` event, so the dashboard and ``pendra status`` agree.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-GPU_HISTORY = 300
-"""Samples kept per GPU metric: 10 minutes at the default 2 s GPU interval."""
+from pendra_tui.metrics_view import MetricsView
+from pendra_tui.model_rows import LoadedModel, parse_loaded_list
+from pendra_tui.request_rows import RequestView, parse_request
 
 LOG_LINES = 500
 """Log lines kept in memory (the log pane shows the tail)."""
+
+RECENT_REQUESTS_KEPT = 200
+"""Request records kept (the worker keeps as many finished ones)."""
 
 FINISHED_INSTALLS_KEPT = 6
 """Finished/failed installs stay listed so the user sees the outcome; older ones drop off."""
@@ -32,7 +40,8 @@ MODELS_CHANGED_PHASES = frozenset({"done", "removed"})
 """Install phases after which a backend has a different list of models."""
 
 Panel = str
-"""One of "link", "backends", "gpus", "installs", "requests", "logs", "resync"."""
+"""One of "link", "backends", "gpus", "host", "installs", "requests" (the counters and the
+throughput plots), "models", "recent" (the request records), "logs", "resync"."""
 
 
 @dataclass
@@ -44,21 +53,16 @@ class BackendView:
     status: str
     capabilities: dict[str, bool]
     models: list[dict[str, Any]]
-    unusable: list[UnusableFile] = field(default_factory=list)
-    """Files the backend has but does not serve (the built-in backend's broken GGUFs)."""
+    loaded: list[LoadedModel] = field(default_factory=list)
+    """Models in memory (the built-in backend reports them)."""
+    unusable: list[dict[str, Any]] = field(default_factory=list)
+    """Files the backend cannot serve: ``{"file", "id", "error"}``."""
+    detail: str | None = None
+    """Why the backend is not ready, as the worker says it."""
 
     @property
     def model_ids(self) -> list[str]:
         return [str(m.get("id")) for m in self.models if m.get("id") is not None]
-
-
-@dataclass(frozen=True)
-class UnusableFile:
-    """A model file a backend does not serve, and why (status ``backends[].unusable``)."""
-
-    backend: str
-    file: str
-    error: str
 
 
 @dataclass
@@ -72,8 +76,6 @@ class GpuView:
     memory_total: int | None = None
     temperature: float | None = None
     power_w: float | None = None
-    util_history: deque[float] = field(default_factory=lambda: deque(maxlen=GPU_HISTORY))
-    mem_history: deque[float] = field(default_factory=lambda: deque(maxlen=GPU_HISTORY))
 
     @property
     def memory_percent(self) -> float | None:
@@ -113,7 +115,37 @@ class RequestsView:
     in_flight: int = 0
     served: int = 0
     failed: int = 0
+    cancelled: int = 0
+    tokens_total: int | None = None
     tokens_per_s: float | None = None
+
+
+@dataclass
+class HostView:
+    """The machine and the worker process (the latest ``host`` reading)."""
+
+    cpu_percent: float | None = None
+    cpu_count: int | None = None
+    load_1m: float | None = None
+    memory_used: int | None = None
+    memory_total: int | None = None
+    process_rss: int | None = None
+    process_cpu_percent: float | None = None
+    process_threads: int | None = None
+    pid: int | None = None
+
+
+@dataclass
+class LinkView:
+    """Why the link to the control plane is down and when it tries again."""
+
+    reason: str | None = None
+    retry_at: float | None = None
+    """Clock reading (monotonic) of the next attempt, while the worker waits for it."""
+    attempt: int = 0
+
+    def retry_in(self, now: float) -> float | None:
+        return None if self.retry_at is None else max(0.0, self.retry_at - now)
 
 
 @dataclass
@@ -142,16 +174,22 @@ class DashboardModel:
     gpus: dict[int, GpuView] = field(default_factory=dict)
     installs: dict[tuple[str, str], InstallView] = field(default_factory=dict)
     requests: RequestsView = field(default_factory=RequestsView)
+    host: HostView | None = None
+    link: LinkView = field(default_factory=LinkView)
+    metrics: MetricsView = field(default_factory=MetricsView)
+    recent: dict[str, RequestView] = field(default_factory=dict)
+    """Request records by id, oldest first (newer ones are appended)."""
+    loaded_at: dict[str, float] = field(default_factory=dict)
+    """Clock reading when each backend's ``loaded`` list arrived (idle-unload countdowns)."""
     private: PrivateInferenceView | None = None
     """None until a worker that knows private inference has reported it."""
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     error: str | None = None
     """Why the worker is not reachable, for the "worker not running" banner."""
-
-    @property
-    def unusable(self) -> list[UnusableFile]:
-        """Every backend's files that are not served, in backend order."""
-        return [bad for view in self.backends for bad in view.unusable]
+    drained: bool = False
+    """The user drained the worker from here: it exits once drained, and that is expected."""
+    _now: float = field(default=0.0, repr=False)
+    """The clock reading of the event being applied."""
 
     def uptime(self, now: float) -> float | None:
         """Uptime at clock reading ``now``, extrapolated from the last status."""
@@ -161,7 +199,7 @@ class DashboardModel:
 
     # -- inputs ---------------------------------------------------------------------------------
     def apply_status(self, doc: Mapping[str, Any], now: float) -> set[Panel]:
-        """Replace the state with a full status document (docs/status.md)."""
+        """Replace the state with a full status document (DESIGN §6)."""
         self.reachable = True
         self.error = None
         worker = doc.get("worker") or {}
@@ -172,16 +210,35 @@ class DashboardModel:
         if worker.get("uptime_s") is not None:
             self.uptime_s = float(worker["uptime_s"])
             self.uptime_at = now
+        self._apply_link(worker.get("link"), now)
         self.backends = [parse_backend(b) for b in doc.get("backends") or [] if b]
+        for view in self.backends:
+            self.loaded_at[view.name] = now
         self._apply_gpus(doc.get("gpus") or [])
         self.installs = {}
         for item in doc.get("installs") or []:
             view = parse_install(item)
             self.installs[view.key] = view
         self._apply_requests(doc.get("requests") or {})
+        self._apply_host(doc.get("host"))
+        self.drained = False
         private = worker.get("private_inference")
         self.private = parse_private(private) if isinstance(private, Mapping) else None
-        return {"link", "backends", "gpus", "installs", "requests"}
+        return {"link", "backends", "gpus", "host", "installs", "requests", "models"}
+
+    def apply_history(self, doc: Mapping[str, Any]) -> set[Panel]:
+        """The worker's metrics history (``GET /v1/history``): the plots' past."""
+        self.metrics.load(doc)
+        latest = self.metrics.latest
+        if latest is not None:
+            self._apply_host(latest.get("host"))
+        return {"requests", "gpus", "host"}
+
+    def apply_recent(self, records: Iterable[Any]) -> set[Panel]:
+        """The worker's request records (``GET /v1/requests``, newest first)."""
+        views = [v for v in (parse_request(r) for r in records) if v is not None]
+        self.recent = {view.id: view for view in reversed(views)}
+        return {"recent"}
 
     def apply_event(self, event: Mapping[str, Any], now: float) -> set[Panel]:
         """Fold one admin event into the state; returns the panels to redraw.
@@ -190,6 +247,7 @@ class DashboardModel:
         client read too slowly (docs/admin-api.md): the state may have missed changes, so the
         screen fetches the full status again as well.
         """
+        self._now = now
         changed = self._apply_event(event)
         if event.get("dropped_before"):
             changed.add("resync")
@@ -201,11 +259,27 @@ class DashboardModel:
             new = event.get("state")
             if new:
                 self.state = str(new)
+            if "link" in event:
+                self._apply_link(event.get("link"), self._now)
             return {"link"}
+        if kind == "metrics":
+            return self._apply_metrics(event)
+        if kind == "request":
+            view = parse_request(event.get("request"))
+            if view is None:
+                return set()
+            self.recent.pop(view.id, None)
+            self.recent[view.id] = view
+            finished = [k for k, v in self.recent.items() if v.status != "running"]
+            for key in finished[: max(0, len(finished) - RECENT_REQUESTS_KEPT)]:
+                del self.recent[key]
+            return {"recent"}
         if kind == "backends":
             if isinstance(event.get("backends"), list):
                 self.backends = [parse_backend(b) for b in event["backends"] if b]
-                return {"backends"}
+                for view in self.backends:
+                    self.loaded_at[view.name] = self._now
+                return {"backends", "models"}
             return {"resync"}
         if kind == "models":
             return self._apply_models(event)
@@ -235,9 +309,52 @@ class DashboardModel:
         self.reachable = False
         self.state = "not running"
         self.error = reason
-        return {"link", "backends", "gpus", "installs", "requests"}
+        self.link = LinkView()
+        return {"link", "backends", "gpus", "host", "installs", "requests", "models", "recent"}
 
     # -- helpers --------------------------------------------------------------------------------
+    def _apply_link(self, raw: Any, now: float) -> None:
+        if not isinstance(raw, Mapping):
+            self.link = LinkView()
+            return
+        retry_in = _num(raw.get("retry_in_s"))
+        self.link = LinkView(
+            reason=str(raw["reason"]) if raw.get("reason") else None,
+            retry_at=None if retry_in is None else now + retry_in,
+            attempt=_int(raw.get("attempt")) or 0,
+        )
+
+    def _apply_metrics(self, event: Mapping[str, Any]) -> set[Panel]:
+        changed: set[Panel] = set()
+        sample = event.get("sample")
+        if isinstance(sample, Mapping) and self.metrics.add(sample):
+            self._apply_requests(sample)
+            self._apply_host(sample.get("host"))
+            changed |= {"requests", "gpus", "host"}
+        loaded = event.get("loaded")
+        if isinstance(loaded, Mapping):
+            for view in self.backends:
+                if view.name in loaded:
+                    view.loaded = parse_loaded_list(loaded[view.name])
+                    self.loaded_at[view.name] = self._now
+                    changed.add("models")
+        return changed
+
+    def _apply_host(self, raw: Any) -> None:
+        if not isinstance(raw, Mapping):
+            return
+        self.host = HostView(
+            cpu_percent=_num(raw.get("cpu_percent")),
+            cpu_count=_int(raw.get("cpu_count")),
+            load_1m=_num(raw.get("load_1m")),
+            memory_used=_int(raw.get("memory_used")),
+            memory_total=_int(raw.get("memory_total")),
+            process_rss=_int(raw.get("process_rss")),
+            process_cpu_percent=_num(raw.get("process_cpu_percent")),
+            process_threads=_int(raw.get("process_threads")),
+            pid=_int(raw.get("pid")),
+        )
+
     def _apply_models(self, event: Mapping[str, Any]) -> set[Panel]:
         backend = event.get("backend")
         models = event.get("models")
@@ -246,9 +363,10 @@ class DashboardModel:
         for view in self.backends:
             if view.name == backend:
                 view.models = [m if isinstance(m, dict) else {"id": str(m)} for m in models]
-                if isinstance(event.get("unusable"), list):
-                    view.unusable = parse_unusable(view.name, event["unusable"])
-                return {"backends"}
+                unusable = event.get("unusable")  # the modelstore watcher sends both lists
+                if isinstance(unusable, list):
+                    view.unusable = [u for u in unusable if isinstance(u, dict)]
+                return {"backends", "models"}
         return {"resync"}
 
     def _apply_install(self, event: Mapping[str, Any]) -> set[Panel]:
@@ -280,44 +398,34 @@ class DashboardModel:
             view.memory_total = _int(reading.get("memory_total"))
             view.temperature = _num(reading.get("temperature"))
             view.power_w = _num(reading.get("power_w"))
-            view.util_history.append(view.utilization or 0.0)
-            view.mem_history.append(view.memory_percent or 0.0)
             self.gpus[index] = view
         for index in set(self.gpus) - seen:
             del self.gpus[index]
 
     def _apply_requests(self, data: Mapping[str, Any]) -> None:
         req = self.requests
-        for name in ("in_flight", "served", "failed"):
+        for name in ("in_flight", "served", "failed", "cancelled"):
             if name in data:
                 setattr(req, name, _int(data.get(name)) or 0)
+        if "tokens_total" in data:
+            req.tokens_total = _int(data.get("tokens_total"))
         if "tokens_per_s" in data:
             req.tokens_per_s = _num(data.get("tokens_per_s"))
 
 
 def parse_backend(raw: Mapping[str, Any]) -> BackendView:
     caps = raw.get("capabilities") or {}
+    unusable = raw.get("unusable")
     return BackendView(
         name=str(raw.get("name") or "?"),
         endpoint=raw.get("endpoint"),
         status=str(raw.get("status") or "unknown"),
         capabilities={str(k): bool(v) for k, v in caps.items()},
         models=[m if isinstance(m, dict) else {"id": str(m)} for m in raw.get("models") or []],
-        unusable=parse_unusable(str(raw.get("name") or "?"), raw.get("unusable")),
+        loaded=parse_loaded_list(raw.get("loaded")),
+        unusable=[u for u in unusable if isinstance(u, dict)] if isinstance(unusable, list) else [],
+        detail=str(raw["detail"]) if raw.get("detail") else None,
     )
-
-
-def parse_unusable(backend: str, raw: Any) -> list[UnusableFile]:
-    """The ``unusable`` list of a backend (status document or ``models`` event); entries that
-    name no file are skipped."""
-    if not isinstance(raw, list):
-        return []
-    files = []
-    for item in raw:
-        if isinstance(item, Mapping) and (item.get("file") or item.get("id")):
-            name = str(item.get("file") or item.get("id"))
-            files.append(UnusableFile(backend, name, str(item.get("error") or "cannot be used")))
-    return files
 
 
 def parse_private(raw: Mapping[str, Any]) -> PrivateInferenceView:
@@ -370,17 +478,6 @@ def capability_summary(capabilities: Mapping[str, bool]) -> str:
     """``chat embed image`` — the serving capabilities a backend has, in a fixed order."""
     names = [short for name, short in CAPABILITY_NAMES.items() if capabilities.get(name)]
     return " ".join(names) if names else "—"
-
-
-def sparkline_window(history: Iterable[float], width: int) -> list[float]:
-    """The last ``width`` samples (at least two, so a sparkline has a shape to draw)."""
-    values = list(history)
-    if width <= 0:
-        return []
-    window = values[-width:]
-    if len(window) == 1:
-        window = window * 2
-    return window
 
 
 def _num(value: Any) -> float | None:

@@ -27,6 +27,20 @@ class WorkerEvent(Message):
 
 
 @dataclass
+class HistoryLoaded(Message):
+    """The worker's metrics history (``GET /v1/history``)."""
+
+    doc: dict[str, Any]
+
+
+@dataclass
+class RecentLoaded(Message):
+    """The worker's recent request records (``GET /v1/requests``), newest first."""
+
+    records: list[dict[str, Any]]
+
+
+@dataclass
 class LogLines(Message):
     """The log tail fetched when the dashboard (re)connects."""
 

@@ -59,6 +59,16 @@ class KeyVerdict:
 
 
 @dataclass(frozen=True)
+class SavedKey:
+    """Where the key step stored the key, where the key it replaced went, and notes for the user
+    (``worker.keys.store_key``'s: which setting wins, which file is no longer read)."""
+
+    path: Path
+    backup: Path | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BackendCandidate:
     """A backend as the Backends screen shows it."""
 
@@ -87,6 +97,10 @@ class Clock(Protocol):
     """Time, injectable so snapshots and uptimes are deterministic."""
 
     def monotonic(self) -> float: ...
+
+    def time(self) -> float:
+        """Unix time: the ages of request records."""
+        ...
 
 
 class WorkerClient(Protocol):
@@ -118,6 +132,18 @@ class WorkerClient(Protocol):
 
     async def logs(self, tail: int = 200) -> list[str]: ...
 
+    async def history(self) -> dict[str, Any]:
+        """The metrics history: ``{"interval_s", "window_s", "samples"}``."""
+        ...
+
+    async def recent_requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Request records, newest first (metadata only)."""
+        ...
+
+    async def retry_link(self) -> dict[str, Any]:
+        """Reconnect to the control plane now instead of at the end of the backoff wait."""
+        ...
+
 
 class CatalogueSource(Protocol):
     async def load(self) -> CatalogueData: ...
@@ -136,8 +162,22 @@ class KeyStore(Protocol):
         """Where the configured key comes from, for people (``None`` when there is none)."""
         ...
 
-    def store(self, key: str) -> Path:
-        """Write the key 0600, atomically, where the worker reads it; return where."""
+    @property
+    def home(self) -> Path:
+        """PENDRA_HOME, where the key and everything else of this worker lives."""
+        ...
+
+    def sandbox_key_file(self) -> Path:
+        """Where a local ``pendra sandbox`` writes the worker key it accepts."""
+        ...
+
+    def read_key_file(self, path: Path) -> str:
+        """A key file's content (raises OSError when it cannot be read)."""
+        ...
+
+    def store(self, key: str) -> SavedKey:
+        """Write the key 0600, atomically, where the worker reads it; a different key already
+        there is backed up first, never lost."""
         ...
 
     def keep_environment_key(self) -> Path | None:
@@ -147,6 +187,10 @@ class KeyStore(Protocol):
 
 
 class KeyVerifier(Protocol):
+    def control_plane(self) -> str:
+        """The control plane URL the key is checked against."""
+        ...
+
     def check_format(self, key: str) -> str | None:
         """``None`` when the format is right, else what is wrong with it."""
         ...
@@ -185,6 +229,18 @@ class BackendProbe(Protocol):
     def save(self, endpoints: Mapping[str, str], builtin_enabled: bool) -> Path: ...
 
 
+class SetupProgressStore(Protocol):
+    """Where an unfinished setup stopped (``pendra_tui.setup_progress``)."""
+
+    def save(self, state: Any, step: str) -> None: ...
+
+    def resumable(self) -> Any:
+        """The saved ``Progress`` when there is an unfinished setup to resume, else ``None``."""
+        ...
+
+    def clear(self) -> None: ...
+
+
 class WorkerLauncher(Protocol):
     def plan(self) -> list[str]:
         """What :meth:`start` will do, one line each, for the Review screen."""
@@ -194,12 +250,25 @@ class WorkerLauncher(Protocol):
         """Start the headless worker; returns a one-line summary of what was done."""
         ...
 
+    def restart_plan(self) -> str:
+        """What :meth:`restart` will do, as the end of "This will …"."""
+        ...
+
+    async def restart(self) -> str:
+        """Start a worker that stopped (drained, crashed): its service when one is installed,
+        else ``pendra --no-ui`` in the background; returns a one-line summary."""
+        ...
+
 
 class DockerWorkerLauncher(WorkerLauncher, Protocol):
     """Starts the worker in Docker instead (``pendra stack up``)."""
 
     def unavailable(self) -> str | None:
         """Why Docker cannot run the worker here (blocking: asks the daemon); None when it can."""
+        ...
+
+    def has_worker_container(self) -> bool:
+        """Whether the worker was set up to run in Docker here (blocking: asks the daemon)."""
         ...
 
     async def start_with_progress(self, progress: Callable[[str], None]) -> str:
@@ -222,6 +291,8 @@ class Services:
     clock: Clock = field(default_factory=lambda: MonotonicClock())
     backend_kinds: Sequence[str] = ()
     """External kinds the Backends screen offers (``worker.settings.BACKEND_KINDS``)."""
+    progress: SetupProgressStore | None = None
+    """Where an unfinished setup stopped; ``None``: setup always starts at the beginning."""
     docker: DockerWorkerLauncher | None = None
     """The "run the worker in Docker" choice of the Review screen; None hides it."""
 
@@ -257,6 +328,9 @@ class _Adapter:
 class MonotonicClock:
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
 
 class AdminWorkerClient(_Adapter):
@@ -306,6 +380,15 @@ class AdminWorkerClient(_Adapter):
 
     async def logs(self, tail: int = 200) -> list[str]:
         return await self._get().logs(tail)
+
+    async def history(self) -> dict[str, Any]:
+        return await self._get().history()
+
+    async def recent_requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        return await self._get().recent_requests(limit)
+
+    async def retry_link(self) -> dict[str, Any]:
+        return await self._get().retry_link()
 
 
 class LiveCatalogue(_Adapter):
@@ -376,12 +459,22 @@ class SettingsKeyStore(_Adapter):
         location = self._settings.key_location()
         return location.source if location.present else None
 
-    def store(self, key: str) -> Path:
+    @property
+    def home(self) -> Path:
+        return self._settings.home
+
+    def sandbox_key_file(self) -> Path:
+        return self._settings.home / "sandbox" / "worker.key"
+
+    def read_key_file(self, path: Path) -> str:
+        return path.read_text(encoding="utf-8").strip()
+
+    def store(self, key: str) -> SavedKey:
         from worker.keys import parse_key, store_key
 
-        stored, _notes = store_key(self._settings, parse_key(key))
+        stored, notes = store_key(self._settings, parse_key(key))
         self._live.reload()
-        return stored.path
+        return SavedKey(stored.path, stored.backup, tuple(notes))
 
     def keep_environment_key(self) -> Path | None:
         from dataclasses import replace
@@ -618,6 +711,47 @@ class ProcessLauncher(_Adapter):
             f"{self.log_file}{note}"
         )
 
+    def _installed_service(self) -> Any | None:
+        """The service manager when a ``pendra`` unit is installed, else ``None``."""
+        manager = self._service_manager()
+        if manager is None:
+            return None
+        try:
+            return manager if Path(manager.unit_path).exists() else None
+        except Exception:  # a manager without a unit path: treat as not installed
+            return None
+
+    def restart_plan(self) -> str:
+        manager = self._installed_service()
+        if manager is not None:
+            return f"start the installed {getattr(manager, 'name', 'service')} service again"
+        return f"start `pendra --no-ui` in the background, logging to {self.log_file}"
+
+    async def restart(self) -> str:
+        from worker.errors import PendraError
+
+        running = await self._running_pid()
+        if running is not None:
+            return f"a worker is already running (pid {running})"
+        manager = self._installed_service()
+        if manager is not None:
+            from installer.service import current_spec
+
+            try:
+                spec = current_spec(self._settings.home, system=False)
+                report = await asyncio.to_thread(manager.install, spec)
+                return f"service started again ({report.unit_path})"
+            except (PendraError, OSError) as exc:
+                reason = getattr(exc, "message", None) or str(exc)
+                raise PendraError(
+                    f"the service did not start: {reason}",
+                    hint="see `pendra service status` and `pendra logs`",
+                ) from None
+        process, offset = await asyncio.to_thread(self._spawn)
+        self.process = process
+        await self._wait_ready(process, offset)
+        return f"worker started in the background (pid {process.pid}), logging to {self.log_file}"
+
     async def _running_pid(self) -> int | None:
         """The pid of a worker already answering on this PENDRA_HOME's admin socket."""
         from worker.admin.client import AdminClient
@@ -708,6 +842,26 @@ class DockerLauncher:
             return f"Docker cannot be used here ({exc.__class__.__name__}: {exc})"
         return None
 
+    def has_worker_container(self) -> bool:
+        try:
+            from installer.stack_docker import DockerStack, connect
+
+            client = connect(timeout_s=3)
+        except Exception:  # no daemon, no docker extra: not a Docker setup we can restart
+            return False
+        try:
+            return DockerStack(client, progress=lambda _line: None).container("worker") is not None
+        except Exception:
+            return False
+        finally:
+            client.close()
+
+    def restart_plan(self) -> str:
+        return "start the worker's container again (`pendra stack up`)"
+
+    async def restart(self) -> str:
+        return await self.start()
+
     def plan(self) -> list[str]:
         return [
             "build the worker image from this installation (first time: a minute or two) and "
@@ -732,6 +886,7 @@ class DockerLauncher:
 
 def real_services(settings: Settings) -> Services:
     """The services ``pendra`` runs with; they share one :class:`LiveSettings`."""
+    from pendra_tui.setup_progress import FileSetupProgress
     from worker.settings import BACKEND_KINDS
 
     live = LiveSettings(settings)
@@ -746,5 +901,6 @@ def real_services(settings: Settings) -> Services:
         config=ConfigFileSettings(live),
         clock=MonotonicClock(),
         backend_kinds=BACKEND_KINDS,
+        progress=FileSetupProgress(settings.home, settings.admin_socket),
         docker=DockerLauncher(settings),
     )

@@ -19,13 +19,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SVG_ROOT = '<svg class="rich-terminal"'
+
+
+def preserve_spaces(svg: str) -> str:
+    """Make every viewer keep the spaces at the start of a text run.
+
+    Textual writes each run of one style as its own ``<text>``; a run that starts with spaces
+    (``"   up 2h 14m"`` after a bold ``"● connected"``) lost them in viewers that apply SVG's
+    default whitespace handling to non-breaking spaces too (librsvg, hence many converters and
+    previews), so the README showed ``● connectedup 2h 14m``. ``xml:space="preserve"`` on the
+    root keeps them everywhere.
+    """
+    if "xml:space=" in svg.split(">", 1)[0]:
+        return svg
+    return svg.replace(SVG_ROOT, '<svg xml:space="preserve" class="rich-terminal"', 1)
+
+
 async def capture(scenario, size: tuple[int, int], out: Path) -> Path:  # type: ignore[no-untyped-def]
     app = scenario.build()
     async with app.run_test(size=size) as pilot:
         await scenario.run_before(pilot)
         await pilot.pause(0.1)
         path = out / f"{scenario.name}.svg"
-        app.save_screenshot(filename=path.name, path=str(out))
+        path.write_text(preserve_spaces(app.export_screenshot()), encoding="utf-8")
     return path
 
 

@@ -25,6 +25,7 @@ from worker.backends.base import Backend, StreamChunk, TranscriptionRequest
 from worker.backends.registry import BackendRegistry
 from worker.errors import BadRequest, Cancelled, WorkerBusy
 from worker.events import EventBus
+from worker.request_log import RequestLog, RequestTrace
 
 T = TypeVar("T")
 
@@ -118,6 +119,8 @@ class Router:
         self._cancelled = 0
         self._tokens_total = 0
         self._last_publish = 0.0
+        self.request_log = RequestLog(events)
+        """The recent requests (metadata only) behind the dashboard's requests table."""
 
     # -- counters --------------------------------------------------------------------------------
     def counters(self) -> RequestCounters:
@@ -184,20 +187,29 @@ class Router:
             sem = self._semaphores[backend.kind] = asyncio.Semaphore(self.limit_for(backend.kind))
         return sem
 
-    def _resolve(self, body: Mapping[str, Any]) -> tuple[Backend, dict[str, Any]]:
+    def _resolve(
+        self, body: Mapping[str, Any], trace: RequestTrace | None = None
+    ) -> tuple[Backend, dict[str, Any]]:
         backend, model_id = self.registry.resolve(model_of(body))
+        if trace is not None:
+            trace.routed(backend.kind, model_id)
         return backend, {**body, "model": model_id}
 
     async def _unary(
-        self, body: Mapping[str, Any], call: Callable[[Backend, dict[str, Any]], Awaitable[T]]
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        call: Callable[[Backend, dict[str, Any]], Awaitable[T]],
     ) -> T:
         self._begin()
-        outcome, tokens = "failed", 0
+        trace = self.request_log.begin(kind, _model_name(body))
+        outcome, tokens, tokens_in, error = "failed", 0, None, None
         try:
-            backend, routed = self._resolve(body)
+            backend, routed = self._resolve(body, trace)
             async with self._semaphore(backend):
                 result = await call(backend, routed)
             tokens = _usage_tokens(result)
+            tokens_in = _usage_tokens(result, "prompt_tokens")
             if tokens:
                 self._count_tokens(tokens)
             outcome = "served"
@@ -205,25 +217,34 @@ class Router:
         except (asyncio.CancelledError, Cancelled):
             outcome = "cancelled"
             raise
+        except Exception as exc:
+            error = _error_code(exc)
+            raise
         finally:
             self._end(outcome, tokens)
+            trace.finish(
+                _TRACE_STATUS[outcome],
+                tokens_in=tokens_in or None,
+                tokens_out=tokens if outcome == "served" else None,
+                error=error,
+            )
 
     async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streamed chat completion."""
-        return await self._unary({**body, "stream": False}, lambda b, r: b.chat(r))
+        return await self._unary("chat", {**body, "stream": False}, lambda b, r: b.chat(r))
 
     async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._unary(body, lambda b, r: b.embeddings(r))
+        return await self._unary("embeddings", body, lambda b, r: b.embeddings(r))
 
     async def images(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._unary(body, lambda b, r: b.images(r))
+        return await self._unary("images", body, lambda b, r: b.images(r))
 
     async def transcription(self, request: TranscriptionRequest) -> dict[str, Any] | str:
         async def call(backend: Backend, routed: dict[str, Any]) -> dict[str, Any] | str:
             request.model = routed["model"]
             return await backend.transcription(request)
 
-        return await self._unary({"model": request.model}, call)
+        return await self._unary("transcription", {"model": request.model}, call)
 
     async def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
         """A streamed chat completion; closing this iterator cancels the generation.
@@ -232,16 +253,20 @@ class Router:
         backend reports; a backend that reports none is counted one token per content chunk.
         """
         self._begin()
-        outcome, counted, reported = "failed", 0, None
+        trace = self.request_log.begin("chat", _model_name(body), stream=True)
+        outcome, counted, reported, prompt, error = "failed", 0, None, None, None
         stream: AsyncIterator[StreamChunk] | None = None
         try:
-            backend, routed = self._resolve({**body, "stream": True})
+            backend, routed = self._resolve({**body, "stream": True}, trace)
             async with self._semaphore(backend):
                 stream = backend.chat_stream(routed)
                 async for chunk in stream:
                     if chunk.usage is not None:
                         reported = chunk.usage.completion_tokens
+                        prompt = chunk.usage.prompt_tokens
                     elif chunk.finish_reason is None:
+                        if not counted:
+                            trace.first_token()
                         counted += 1
                         self._count_tokens(1)
                     yield chunk
@@ -249,17 +274,41 @@ class Router:
         except (asyncio.CancelledError, GeneratorExit, Cancelled):
             outcome = "cancelled"
             raise
+        except Exception as exc:
+            error = _error_code(exc)
+            raise
         finally:
             if stream is not None and hasattr(stream, "aclose"):
                 with contextlib.suppress(Exception):
                     await stream.aclose()
-            self._end(outcome, reported if reported is not None else counted)
+            tokens = reported if reported is not None else counted
+            self._end(outcome, tokens)
+            trace.finish(
+                _TRACE_STATUS[outcome], tokens_in=prompt or None, tokens_out=tokens, error=error
+            )
 
 
-def _usage_tokens(result: Any) -> int:
+_TRACE_STATUS = {"served": "ok", "failed": "failed", "cancelled": "cancelled"}
+"""Router outcomes as the request log words them."""
+
+
+def _model_name(body: Mapping[str, Any]) -> str:
+    """The model as asked for, for the request log (``?`` when the request names none)."""
+    model = body.get("model")
+    return model if isinstance(model, str) and model else "?"
+
+
+def _error_code(exc: BaseException) -> str:
+    """The code of a PendraError (``model_not_found`` …), else the exception's class name."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) and code else type(exc).__name__
+
+
+def _usage_tokens(result: Any, field: str = "completion_tokens") -> int:
+    """A count from the result's ``usage`` (generated tokens by default; embeddings count 0)."""
     if isinstance(result, dict):
         usage = result.get("usage")
         if isinstance(usage, dict):
-            value = usage.get("completion_tokens", 0)  # generated tokens; embeddings count 0
-            return value if isinstance(value, int) else 0
+            value = usage.get(field, 0)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
     return 0

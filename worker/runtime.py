@@ -195,6 +195,7 @@ class Worker:
         self.admin_server: Component | None = None
         self.install_manager: Any = None
         self.gpu_sampler: Any = None
+        self.history: Any = None
         self._log_handler: Any = None
 
     # -- composition -----------------------------------------------------------------------------
@@ -221,6 +222,18 @@ class Worker:
             self.gpu_sampler = sampler
             self.gpus = lambda: [reading.as_dict() for reading in sampler.latest()]
             self.add_component(sampler)
+        from worker.history import MetricsHistory, loaded_models
+        from worker.host_metrics import HostProbe
+
+        host = HostProbe()
+        self.history = MetricsHistory(
+            counters=lambda: self.router.counters().as_dict(),
+            gpus=lambda: self.gpus(),
+            host=lambda: host.read().as_dict(),
+            loaded=lambda: loaded_models(self.registry),
+            events=self.events,
+        )
+        self.add_component(self.history)
         if admin:
             from worker.admin.server import AdminServer
 
@@ -270,6 +283,22 @@ class Worker:
     def log_tail(self, n: int) -> list[str]:
         return self._log_handler.tail(n) if self._log_handler is not None else []
 
+    def history_doc(self) -> dict[str, Any]:
+        """The bounded metrics history (``GET /v1/history``)."""
+        if self.history is None:
+            return {"interval_s": None, "window_s": None, "samples": []}
+        return self.history.as_dict()
+
+    def recent_requests(self, limit: int) -> list[dict[str, Any]]:
+        """Running and recently finished requests, metadata only (``GET /v1/requests``)."""
+        return self.router.request_log.recent(limit)
+
+    def retry_link(self) -> dict[str, Any]:
+        """Reconnect to the control plane now instead of at the end of the backoff wait."""
+        if self.link is None:
+            raise BadRequest("This worker has no link to a control plane (no worker key).")
+        return {"retrying": self.link.retry_now(), "state": self.state}
+
     # -- status ----------------------------------------------------------------------------------
     @property
     def state(self) -> str:
@@ -293,6 +322,7 @@ class Worker:
                 "worker_name": self.settings.worker_name,
                 "key_id": self.key.key_id if self.key is not None else None,
                 "control_plane": self.settings.server_url,
+                "link": self.link.describe() if self.link is not None else None,
                 "max_concurrent": self.settings.max_concurrent,
                 "models_filter": (
                     list(self.settings.models_filter) if self.settings.models_filter else None
@@ -303,6 +333,7 @@ class Worker:
             "gpus": self.gpus(),
             "installs": self.installs(),
             "requests": self.router.counters().as_dict(),
+            "host": (self.history.latest() or {}).get("host") if self.history else None,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------

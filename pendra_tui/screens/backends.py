@@ -1,8 +1,9 @@
 """Setup step 4: the built-in backend plus each external kind, found or not.
 
-Space enables/disables the row; enter (or e) sets an explicit endpoint, which the backend's own
+Space switches the row on or off; e (or enter) sets an explicit endpoint, which the backend's own
 check verifies on the spot before it is accepted. Continue saves the changes to
-``$PENDRA_HOME/config.yaml`` (``<kind>_endpoint``), keeping the user's other keys.
+``$PENDRA_HOME/config.yaml`` (``<kind>_endpoint``), keeping the user's other keys. The words
+are the ones ``pendra status`` and ``pendra backends`` use (ready, unreachable, disabled).
 """
 
 from __future__ import annotations
@@ -22,8 +23,29 @@ from pendra_tui.screens.setup_step import SetupStep
 from pendra_tui.services import BackendCandidate
 from pendra_tui.setup_state import SetupState, backend_enabled
 from pendra_tui.widgets.inputs import steady_input
+from pendra_tui.widgets.sortable_table import Column, Row, SortableTable
 
-COLUMNS = ("on", "backend", "endpoint", "status", "detail")
+STATUS_ORDER = {"ready": 0, "unverified": 1, "unreachable": 2, "error": 3, "disabled": 4}
+
+
+class BackendChoicesTable(SortableTable):
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("on", "on"),
+        Column("backend", "backend"),
+        Column("endpoint", "endpoint", drop=1),
+        Column("status", "status"),
+        Column("detail", "detail", drop=2),
+    )
+
+
+def choice_row(state: SetupState, kind: str) -> Row:
+    cells = backend_row(state, kind)
+    keys = [column.key for column in BackendChoicesTable.COLUMNS]
+    return Row(
+        key=kind,
+        cells=dict(zip(keys, cells, strict=True)),
+        sort={"status": STATUS_ORDER.get(cells[3], 9), "on": 0 if cells[0] == "✓" else 1},
+    )
 
 
 def backend_row(state: SetupState, kind: str) -> tuple[str, str, str, str, str]:
@@ -42,16 +64,21 @@ def backend_row(state: SetupState, kind: str) -> tuple[str, str, str, str, str]:
     if explicit not in (None, AUTO, OFF):
         result = state.verified.get(kind)
         status = result.status if result else "unverified"
-        detail = (result.detail or f"{result.models} models") if result else ""
+        detail = (result.detail or models_text(result.models)) if result else ""
         return ("✓", kind, str(explicit), status, detail)
     candidate = found.get(kind)
     if not enabled:
         said = candidate.detail if candidate and kind not in state.endpoints else None
         return ("✗", kind, "—", "disabled", said or "never probed")
     if candidate is None or candidate.status != "ready":
-        detail = candidate.detail if candidate and candidate.detail else "not found; auto-discover"
-        return ("✓", kind, "—", "not found", detail or "")
-    return ("✓", kind, candidate.endpoint or "—", "ready", f"{candidate.models} models")
+        detail = candidate.detail if candidate and candidate.detail else "not found by discovery"
+        return ("✓", kind, "—", "unreachable", detail or "")
+    return ("✓", kind, candidate.endpoint or "—", "ready", models_text(candidate.models))
+
+
+def models_text(count: int) -> str:
+    """``1 model``, ``3 models`` (pure)."""
+    return f"{count} model" if count == 1 else f"{count} models"
 
 
 class EndpointScreen(ModalScreen[BackendCandidate | None]):
@@ -119,17 +146,17 @@ class BackendsScreen(SetupStep):
 
     STEP = "backends"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle", "Enable/disable"),
-        Binding("e", "edit", "Set endpoint"),
-        Binding("r", "rediscover", "Discover again"),
+        Binding("space", "toggle", "On/off"),
+        Binding("e", "edit", "Endpoint"),
+        Binding("r", "rediscover", "Rescan"),
     ]
 
     def body(self) -> ComposeResult:
         yield Static("Looking for backends on this machine…", id="backends-status")
-        yield DataTable(id="backend-table", cursor_type="row", zebra_stripes=True)
+        yield BackendChoicesTable(id="backend-table")
         yield Static(
-            "[dim]space: enable/disable · enter: set an explicit endpoint · "
-            "changes are saved to config.yaml[/dim]",
+            "[dim]space: on/off · e or enter: set its endpoint · r: look again · "
+            "saved to config.yaml on Continue[/dim]",
             classes="explain",
         )
 
@@ -139,11 +166,8 @@ class BackendsScreen(SetupStep):
 
     def on_mount(self) -> None:
         super().on_mount()
-        table = self.query_one("#backend-table", DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
-        for kind in self.kinds:
-            table.add_row(*backend_row(self.app.setup, kind), key=kind)
+        table = self.query_one("#backend-table", BackendChoicesTable)
+        table.show([choice_row(self.app.setup, kind) for kind in self.kinds])
         table.focus()
         if self.app.setup.candidates is None:
             self.action_rediscover()
@@ -181,17 +205,12 @@ class BackendsScreen(SetupStep):
         self.query_one("#backends-status", Static).update(text)
 
     def _redraw(self) -> None:
-        table = self.query_one("#backend-table", DataTable)
-        for kind in self.kinds:
-            for column, value in zip(COLUMNS, backend_row(self.app.setup, kind), strict=True):
-                table.update_cell(kind, column, value, update_width=True)
+        table = self.query_one("#backend-table", BackendChoicesTable)
+        table.show([choice_row(self.app.setup, kind) for kind in self.kinds])
         self._summarise()
 
     def _current_kind(self) -> str | None:
-        table = self.query_one("#backend-table", DataTable)
-        if table.row_count == 0:
-            return None
-        return self.kinds[min(max(table.cursor_row, 0), len(self.kinds) - 1)]
+        return self.query_one("#backend-table", BackendChoicesTable).current_key()
 
     def action_toggle(self) -> None:
         kind = self._current_kind()

@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -23,18 +23,19 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, keys: list[tuple[str, str]]) -> None:
         super().__init__()
-        self._keys = keys
+        self.keys = keys
+        """(key, what it does) pairs, in order."""
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 3))
         table.add_column(style="bold")
         table.add_column()
-        for key, description in self._keys:
+        for key, description in self.keys:
             table.add_row(key, description)
         with Vertical(id="help-box", classes="dialog"):
-            yield Static("[b]Keys[/b]", classes="dialog-title")
-            yield Static(table)
-            yield Static("[dim]esc closes · quitting leaves the worker running[/dim]")
+            yield Static("[b]Keys[/b]  [dim]esc closes · quitting leaves the worker running[/dim]")
+            with VerticalScroll(id="help-keys"):
+                yield Static(table)
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.dismiss(None)

@@ -1,37 +1,86 @@
-"""Setup step 1: the installer's prerequisite checks, each ✓ / ⚠ / ✗ with the fix to run."""
+"""Setup step 1: the installer's prerequisite checks.
+
+Failures first, then warnings, then what passed — one line each, so the check that blocks is on
+screen at 80×24 however many there are. The check under the cursor is explained in full below
+the list (what was found, and the fix to run), its wrapped lines indented under their label.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from pendra_tui.formatting import check_mark
 from pendra_tui.screens.setup_step import SetupStep
 from pendra_tui.services import Check
 from pendra_tui.setup_state import blocking_checks
+from pendra_tui.widgets.sortable_table import Column, Row, SortableTable
 
 MARK_STYLES = {"ok": "green", "warn": "yellow", "fail": "red"}
+SEVERITY = {"fail": 0, "warn": 1, "ok": 2}
+"""How the checks sort: what blocks first, what passed last."""
+FINDING_WIDTH = 64
+"""The list shows the start of each finding; the line under the cursor is explained in full."""
 
 
-def check_text(check: Check) -> Text:
-    """A check as two or three lines: mark + title (+ "required"), detail, fix (pure)."""
-    text = Text()
-    text.append(f"{check_mark(check.status)} ", style=f"bold {MARK_STYLES.get(check.status, '')}")
-    text.append(check.title, style="bold")
+def check_line(check: Check) -> Row:
+    """One check as a table row (pure): mark, title, the short finding."""
+    mark = Text(check_mark(check.status), style=f"bold {MARK_STYLES.get(check.status, '')}")
+    title = Text(check.title, style="bold" if check.status != "ok" else "")
     if check.required and check.status == "fail":
-        text.append("  required", style="bold red")
+        title.append("  required", style="bold red")
+    detail = check.detail.splitlines()[0] if check.detail else ""
+    if len(detail) > FINDING_WIDTH:
+        detail = detail[: FINDING_WIDTH - 1] + "…"  # in full below the list
+    return Row(
+        key=check.id,
+        cells={"mark": mark, "check": title, "detail": Text(detail, style="dim")},
+        sort={"mark": SEVERITY.get(check.status, 3)},
+    )
+
+
+def check_text(check: Check) -> Table:
+    """A check in full (pure): mark and title, then what was found and the fix, each label in
+    its own column so wrapped lines stay indented under their text."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    title = Text(check.title, style="bold")
+    if check.required and check.status == "fail":
+        title.append("  required", style="bold red")
+    elif not check.required:
+        title.append("  optional", style="dim")
+    mark = Text(check_mark(check.status), style=f"bold {MARK_STYLES.get(check.status, '')}")
+    grid.add_row(mark, title)
     if check.detail:
-        text.append(f"\n  {check.detail}", style="dim")
+        grid.add_row("", Text(check.detail, style="dim"))
     if check.fix and check.status != "ok":
-        text.append("\n  fix: ", style="bold")
-        text.append(check.fix)
+        fix = Text.assemble(("fix: ", "bold"), check.fix)
+        grid.add_row("", fix)
+    return grid
+
+
+def checks_summary(checks: list[Check]) -> Text:
+    """``1 failed · 2 warnings · 10 passed`` with the worst first (pure)."""
+    counts = {status: sum(c.status == status for c in checks) for status in SEVERITY}
+    text = Text()
+    parts = [
+        (counts["fail"], "failed", "bold red"),
+        (counts["warn"], "warnings" if counts["warn"] != 1 else "warning", "bold yellow"),
+        (counts["ok"], "passed", "green"),
+    ]
+    for number, word, style in parts:
+        if text:
+            text.append(" · ", style="dim")
+        text.append(f"{number} {word}", style=style if number else "dim")
+    text.append(f"   ({len(checks)} checks; ↑↓ explains each)", style="dim")
     return text
 
 
@@ -42,6 +91,15 @@ def blocked_text(failed: list[Check]) -> str | None:
     return f"Cannot continue: required check failed: {names}. Fix it, then press r to re-run."
 
 
+class ChecksTable(SortableTable):
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("mark", " "),
+        Column("check", "check"),
+        Column("detail", "found", drop=1),
+    )
+    DEFAULT_SORT: ClassVar[tuple[str, bool]] = ("mark", False)
+
+
 class PrereqScreen(SetupStep):
     """Runs the checks in a thread worker (they start subprocesses) and lists the results."""
 
@@ -50,7 +108,8 @@ class PrereqScreen(SetupStep):
 
     def body(self) -> ComposeResult:
         yield Static("Checking this machine…", id="checks-summary")
-        yield VerticalScroll(id="checks")
+        yield ChecksTable(id="checks")
+        yield Static("", id="check-detail")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -58,6 +117,7 @@ class PrereqScreen(SetupStep):
             self.action_rerun()
         else:
             self._show(self.app.setup.checks)
+        self.query_one(ChecksTable).focus()
 
     def action_rerun(self) -> None:
         self.query_one("#checks-summary", Static).update("Checking this machine…")
@@ -88,18 +148,20 @@ class PrereqScreen(SetupStep):
             self._show(self.app.setup.checks)
 
     def _show(self, checks: list[Check]) -> None:
-        box = self.query_one("#checks", VerticalScroll)
-        box.remove_children()
-        box.mount_all(
-            Static(check_text(check), classes=f"check -{check.status}") for check in checks
-        )
-        counts = {
-            status: sum(c.status == status for c in checks) for status in ("ok", "warn", "fail")
-        }
-        self.query_one("#checks-summary", Static).update(
-            f"{counts['ok']} passed · {counts['warn']} warnings · {counts['fail']} failed"
-        )
+        table = self.query_one(ChecksTable)
+        table.show([check_line(check) for check in checks])
+        if table.row_count:
+            table.move_cursor(row=0)
+        self.query_one("#checks-summary", Static).update(checks_summary(checks))
+        self._explain()
         self.refresh_blocked()
+
+    @on(DataTable.RowHighlighted, "#checks")
+    def _explain(self) -> None:
+        checks = {check.id: check for check in self.app.setup.checks or []}
+        key = self.query_one(ChecksTable).current_key()
+        detail = self.query_one("#check-detail", Static)
+        detail.update(check_text(checks[key]) if key in checks else "")
 
     def blocked_reason(self) -> str | None:
         checks = self.app.setup.checks

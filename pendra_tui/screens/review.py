@@ -3,6 +3,7 @@ start it and switch to the dashboard."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from rich.text import Text
@@ -77,11 +78,31 @@ class ReviewScreen(SetupStep):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#next").focus()
+        state = self.app.setup
+        if (state.selected and state.catalogue is None) or state.candidates is None:
+            self._prepare()
         # The radio set scrolls its selected button into view when it mounts; on a short
         # terminal that would hide the choice's own title.
         self.call_after_refresh(self.query_one("#step-body").scroll_home, animate=False)
         if self.app.services.docker is not None:
             self._check_docker()
+
+    @work(exclusive=True, group="prepare", exit_on_error=False)
+    async def _prepare(self) -> None:
+        """A resumed setup skipped the steps that load the catalogue and find the backends:
+        load them here, so the plan says where each chosen model goes."""
+        from worker.errors import PendraError
+
+        state = self.app.setup
+        services = self.app.services
+        if state.selected and state.catalogue is None:
+            with contextlib.suppress(PendraError, OSError):
+                state.catalogue = await services.catalogue.load()
+        if state.candidates is None:
+            with contextlib.suppress(PendraError, OSError, ImportError):
+                found = await services.backends.discover()
+                state.candidates = [c for c in found if c.kind != "pendra"]
+        self.query_one("#review", Static).update(self._summary())
 
     @work(thread=True, exclusive=True, group="docker-check", exit_on_error=False)
     def _check_docker(self) -> None:
@@ -138,4 +159,5 @@ class ReviewScreen(SetupStep):
             self.query_one("#next").disabled = False
             return
         self.notify(summary, title="Worker started")
+        self.app.setup_finished()
         self.app.open_dashboard([(ref, backend) for ref, backend in planned])

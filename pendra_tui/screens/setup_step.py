@@ -48,18 +48,20 @@ class SetupStep(Screen[Any]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "next", "Continue"),
         Binding("escape", "back", "Back"),
+        Binding("q", "app.quit", "Quit"),
     ]
 
     def compose(self) -> ComposeResult:
         yield Static(step_indicator(self.STEP), id="steps", classes="steps-wide")
         yield Static(compact_step_indicator(self.STEP), id="steps-compact", classes="steps-narrow")
+        yield Static("", id="resumed-note")
         with Vertical(id="step-body"):
             yield from self.body()
         yield Static("", id="blocked")
         with Horizontal(id="nav"):
             yield Button("← Back", id="back")
             yield Button(self.CONTINUE_LABEL, id="next", variant="primary")
-        yield Footer()
+        yield Footer(compact=True)
 
     def body(self) -> ComposeResult:
         """The step's own widgets."""
@@ -67,6 +69,16 @@ class SetupStep(Screen[Any]):
 
     def on_mount(self) -> None:
         self.query_one("#back", Button).display = STEPS.index(self.STEP) > 0 if self.STEP else True
+        note = self.query_one("#resumed-note", Static)
+        resumed = getattr(self.app, "resumed_at", None) == self.STEP and not getattr(
+            self, "pick", False
+        )
+        note.display = resumed
+        if resumed:
+            note.update(
+                "Picked up where you left the setup last time, with the choices made then "
+                "(esc goes back a step)."
+            )
         self.refresh_blocked()
 
     # -- subclasses ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""GPU panel: one card per GPU with utilisation and memory sparklines over the last minutes."""
+"""GPU panel: one card per GPU with utilisation and memory plots over the last minutes."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Label, Sparkline, Static
+from textual.widgets import Static
 
-from pendra_tui.dashboard_model import GpuView, sparkline_window
+from pendra_tui.dashboard_model import GpuView, HostView
 from pendra_tui.formatting import format_mib, format_percent, format_power, format_temperature
-
-SPARK_WIDTH = 60
-"""Samples drawn per sparkline (the widget squeezes them into the width it has)."""
+from pendra_tui.metrics_view import MetricsView
+from pendra_tui.widgets.plot import Plot
 
 
 def load_level(utilization: float | None) -> str:
@@ -33,13 +32,13 @@ def gpu_title(view: GpuView) -> Text:
 
 
 def util_label(view: GpuView) -> str:
-    """``util  42%`` — the label of the utilisation sparkline."""
-    return f"util {format_percent(view.utilization):>4}"
+    """``util  42%`` — the label of the utilisation plot."""
+    return f"util {format_percent(view.utilization):>5}"
 
 
 def mem_label(view: GpuView) -> str:
-    """``mem 40/80 GiB`` — the label of the memory sparkline."""
-    return f"mem {memory_text(view)}"
+    """``mem 40/80 GiB`` — the label of the memory plot."""
+    return f"mem {memory_text(view.memory_used, view.memory_total)}"
 
 
 def short_gpu_name(name: str) -> str:
@@ -50,15 +49,30 @@ def short_gpu_name(name: str) -> str:
     return name
 
 
-def memory_text(view: GpuView) -> str:
-    """``40/80 GiB``; ``—`` where NVML could not say."""
-    if view.memory_used is None or not view.memory_total:
-        return f"{format_mib(view.memory_used)}/{format_mib(view.memory_total)}"
-    return f"{view.memory_used / 2**30:.0f}/{view.memory_total / 2**30:.0f} GiB"
+def memory_text(used: int | None, total: int | None) -> str:
+    """``40/80 GiB``; ``—`` where the source could not say."""
+    if used is None or not total:
+        return f"{format_mib(used)}/{format_mib(total)}"
+    return f"{used / 2**30:.0f}/{total / 2**30:.0f} GiB"
+
+
+def host_summary(host: HostView | None) -> str:
+    """``CPU 12% · RAM 18/64 GiB · worker 1.2 GiB`` for the GPU panel's subtitle (pure)."""
+    if host is None:
+        return ""
+    parts = [f"CPU {format_percent(host.cpu_percent)}"]
+    parts.append(f"RAM {memory_text(host.memory_used, host.memory_total)}")
+    if host.process_rss is not None:
+        parts.append(f"worker {format_mib(host.process_rss)}")
+    return " · ".join(parts)
+
+
+CARD_MIN_HEIGHT = 3
+"""Title, utilisation plot, memory plot: one line each."""
 
 
 class GpuCard(Vertical):
-    """One GPU: title line, utilisation sparkline, memory sparkline."""
+    """One GPU: title line, utilisation plot, memory plot."""
 
     def __init__(self, view: GpuView) -> None:
         super().__init__(id=f"gpu-{view.index}", classes="gpu-card")
@@ -67,32 +81,31 @@ class GpuCard(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(gpu_title(self._view), classes="gpu-title")
         with Horizontal(classes="gpu-row"):
-            yield Label(util_label(self._view), classes="gpu-label util-label")
-            yield Sparkline(sparkline_window(self._view.util_history, SPARK_WIDTH), classes="util")
+            yield Static(util_label(self._view), classes="gpu-label util-label")
+            yield Plot(maximum=100.0, gradient=True, classes="util")
         with Horizontal(classes="gpu-row"):
-            yield Label(mem_label(self._view), classes="gpu-label mem-label")
-            yield Sparkline(sparkline_window(self._view.mem_history, SPARK_WIDTH), classes="mem")
+            yield Static(mem_label(self._view), classes="gpu-label mem-label")
+            yield Plot(maximum=100.0, gradient=True, classes="mem")
 
-    def show(self, view: GpuView) -> None:
+    def show(self, view: GpuView, metrics: MetricsView, window_s: float) -> None:
         self._view = view
         self.query_one(".gpu-title", Static).update(gpu_title(view))
-        self.query_one(".util-label", Label).update(util_label(view))
-        self.query_one(".mem-label", Label).update(mem_label(view))
-        self.query_one(".util", Sparkline).data = sparkline_window(view.util_history, SPARK_WIDTH)
-        self.query_one(".mem", Sparkline).data = sparkline_window(view.mem_history, SPARK_WIDTH)
+        self.query_one(".util-label", Static).update(util_label(view))
+        self.query_one(".mem-label", Static).update(mem_label(view))
+        for name, series in (("util", "utilization"), ("mem", "memory")):
+            plot = self.query_one(f".{name}", Plot)
+            plot.points = metrics.gpu_series(view.index, series)
+            plot.end_ts = metrics.end_ts
+            plot.window_s = window_s
         level = load_level(view.utilization)
         for name in ("light", "moderate", "heavy"):
             self.set_class(name == level, f"-{name}")
 
 
 class GpuPanel(VerticalScroll):
-    """All GPUs; with none, says that models run on the CPU."""
+    """All GPUs, one card each."""
 
-    def compose(self) -> ComposeResult:
-        yield Static("No GPU detected: models run on the CPU.", id="no-gpu")
-
-    async def show(self, gpus: Sequence[GpuView]) -> None:
-        self.query_one("#no-gpu").display = not gpus
+    async def show(self, gpus: Sequence[GpuView], metrics: MetricsView, window_s: float) -> None:
         cards = {card.id: card for card in self.query(GpuCard)}
         wanted = {f"gpu-{view.index}": view for view in gpus}
         for card_id, card in cards.items():
@@ -100,8 +113,21 @@ class GpuPanel(VerticalScroll):
                 await card.remove()
         for card_id, view in wanted.items():
             if card_id in cards:
-                cards[card_id].show(view)
+                cards[card_id].show(view, metrics, window_s)
             else:
                 card = GpuCard(view)
                 await self.mount(card)
-                card.show(view)
+                card.show(view, metrics, window_s)
+        self._size_cards()
+
+    def on_resize(self) -> None:
+        self._size_cards()
+
+    def _size_cards(self) -> None:
+        """Share the height: each card gets an equal part, at least its three lines."""
+        cards = list(self.query(GpuCard))
+        if not cards:
+            return
+        share = max(CARD_MIN_HEIGHT, self.content_size.height // len(cards))
+        for card in cards:
+            card.styles.height = share

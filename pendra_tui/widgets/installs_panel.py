@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import ProgressBar, Static
 
-from pendra_tui.dashboard_model import InstallView, UnusableFile
+from pendra_tui.dashboard_model import InstallView
 from pendra_tui.formatting import format_duration, format_progress, format_rate, install_eta
 
 
@@ -30,8 +30,8 @@ def install_line(view: InstallView) -> Text:
         if view.hint:
             text.append(f"  → {view.hint}")
         return text
-    if view.finished:
-        return text
+    if view.finished or (view.phase == "queued" and not view.bytes_done):
+        return text  # a queued install has nothing to measure yet
     # The numbers go on their own line: wrapped after the phase they would break mid-value
     # ("48.2 / MB/s") in a panel as narrow as 80 columns leave it.
     text.append(f"\n{format_progress(view.bytes_done, view.bytes_total)}")
@@ -43,17 +43,6 @@ def install_line(view: InstallView) -> Text:
     )
     if eta is not None:
         text.append(f"  ETA {format_duration(eta)}")
-    return text
-
-
-def unusable_line(bad: UnusableFile) -> Text:
-    """``cut.gguf  not served`` and on a second line the reason and what to do (pure): a model
-    file the backend has but cannot serve, shown like a failed install. The built-in backend's
-    files are named alone, as ``pendra models`` does; another backend's get its name."""
-    where = "" if bad.backend == "pendra" else f"{bad.backend}: "
-    text = Text.assemble(f"{where}", (bad.file, "bold"), "  ", ("not served", "red"))
-    text.append(f"\n{bad.error}", style="red")
-    text.append("  → fix or remove the file")
     return text
 
 
@@ -78,26 +67,20 @@ class InstallRow(Vertical):
         self._view = view
         self.query_one(".install-line", Static).update(install_line(view))
         bar = self.query_one(ProgressBar)
-        bar.display = not view.finished
+        bar.display = not view.finished and not (view.phase == "queued" and not view.bytes_done)
         if view.bytes_total:
             bar.update(total=view.bytes_total, progress=view.bytes_done)
         self.set_class(view.phase in {"failed", "error"}, "-failed")
 
 
 class InstallsPanel(VerticalScroll):
-    """The installs the worker reports, newest last, then the model files no backend serves."""
+    """The installs the worker reports, newest last."""
 
     def compose(self) -> ComposeResult:
         yield Static("No installs running. Press i to install a model.", id="no-installs")
-        yield Static(id="unusable-files")
 
-    async def show(
-        self, installs: Sequence[InstallView], unusable: Sequence[UnusableFile] = ()
-    ) -> None:
-        self.query_one("#no-installs").display = not installs and not unusable
-        bad = self.query_one("#unusable-files", Static)
-        bad.display = bool(unusable)
-        bad.update(Text("\n").join(unusable_line(item) for item in unusable))
+    async def show(self, installs: Sequence[InstallView]) -> None:
+        self.query_one("#no-installs").display = not installs
         rows = {row.id: row for row in self.query(InstallRow)}
         wanted = {row_id(view): view for view in installs}
         for rid, row in rows.items():
@@ -108,5 +91,5 @@ class InstallsPanel(VerticalScroll):
                 rows[rid].show(view)
             else:
                 row = InstallRow(view)
-                await self.mount(row, before=bad)
+                await self.mount(row)
                 row.show(view)

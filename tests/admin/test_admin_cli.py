@@ -170,6 +170,25 @@ async def test_logs_from_the_running_worker_and_follow(
 # -- pure formatting -------------------------------------------------------------------------------
 
 
+def test_render_status_says_why_the_link_is_down_and_counts_cancelled() -> None:
+    text = render_status(
+        {
+            "worker": {
+                "state": "offline",
+                "version": "1",
+                "uptime_s": 60,
+                "link": {"reason": "cannot reach wss://x: refused", "retry_in_s": 38.7},
+            },
+            "requests": {"in_flight": 0, "served": 3, "failed": 1, "cancelled": 2},
+            "gpus": [],
+            "host": {"cpu_percent": 12.0, "memory_used": 2**31, "memory_total": 2**33},
+        }
+    )
+    assert "          link: cannot reach wss://x: refused; retrying in 38s" in text
+    assert "3 served · 1 failed · 2 cancelled" in text
+    assert "Host      CPU 12% · RAM 2.0 GiB / 8.0 GiB · worker —" in text
+
+
 def test_render_status_survives_missing_and_null_values() -> None:
     text = render_status({"worker": {"state": "offline"}, "gpus": [{"index": 0, "name": None}]})
     assert text.splitlines()[0] == "Worker    offline · v— · up —"

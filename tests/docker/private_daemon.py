@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# Debian's docker-compose is Compose v1 (1.29): the tests use it to check and run the compose.yaml
-# `pendra stack compose` writes (Compose v2 is not in these package sources).
+# Debian bookworm's docker-compose is Compose v1 (1.29): the tests check and run the compose.yaml
+# `pendra stack compose` writes with it, or with Compose v2 (`docker compose`) where that exists.
 PACKAGES = {
     "docker.io": "dockerd",
     "debootstrap": "debootstrap",

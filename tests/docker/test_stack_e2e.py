@@ -237,11 +237,17 @@ def test_stack_up_serves_through_the_sandbox_and_stops_cleanly(
     assert any((context / "wheelhouse").glob("llama_cpp_python-*.whl"))
     assert project["secrets"]["pendra_worker_key"]["file"] == str(copy)
     assert key_text not in compose_file.read_text()
-    # Compose v1 (Debian's) checks it against the Compose Specification and runs it; it predates
-    # only the top-level `name` (Compose v2), given to it as -p instead.
-    v1_file = pendra_home / "compose-v1.yaml"
-    v1_file.write_text(yaml.safe_dump({k: v for k, v in project.items() if k != "name"}))
-    compose = ["docker-compose", "--project-name", "pendra", "--file", str(v1_file)]
+    # Compose v2 (`docker compose`) runs the file as written when this machine has it; else
+    # Compose v1 (Debian bookworm's) checks it against the Compose Specification and runs it: it
+    # predates only the top-level `name`, given to it as -p instead.
+    v2 = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True, text=True)
+    if v2.returncode == 0:
+        print(f"\n{v2.stdout.strip()} runs the compose.yaml")
+        compose = ["docker", "compose", "--file", str(compose_file)]
+    else:
+        v1_file = pendra_home / "compose-v1.yaml"
+        v1_file.write_text(yaml.safe_dump({k: v for k, v in project.items() if k != "name"}))
+        compose = ["docker-compose", "--project-name", "pendra", "--file", str(v1_file)]
     checked = subprocess.run([*compose, "config", "--quiet"], env=env, capture_output=True)
     assert checked.returncode == 0, checked.stderr.decode()
     started = subprocess.run(

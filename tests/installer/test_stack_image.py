@@ -60,15 +60,15 @@ def test_closure_is_what_the_worker_runs_and_nothing_for_tests() -> None:
 
 
 def test_repacked_wheel_is_exact_and_reproducible(tmp_path: Path) -> None:
-    dist = installed("tomli-w")
+    dist = installed("idna")
     first = repack(dist, tmp_path)
-    assert first.name == wheel_filename(dist) == f"tomli_w-{dist.version}-py3-none-any.whl"
+    assert first.name == wheel_filename(dist) == f"idna-{dist.version}-py3-none-any.whl"
     data = first.read_bytes()
     again = repack(dist, tmp_path)
     assert again.read_bytes() == data  # fixed timestamps, sorted members
     with zipfile.ZipFile(first) as archive:
         names = archive.namelist()
-        record = archive.read(f"tomli_w-{dist.version}.dist-info/RECORD").decode()
+        record = archive.read(f"idna-{dist.version}.dist-info/RECORD").decode()
         for line in record.splitlines():
             path, digest, size = line.rsplit(",", 2)
             if not digest:
@@ -84,7 +84,7 @@ def test_repacked_wheel_is_exact_and_reproducible(tmp_path: Path) -> None:
 def test_repacked_wheels_install_without_an_index(tmp_path: Path) -> None:
     house = tmp_path / "house"
     house.mkdir()
-    for name in ("tomli-w", "typing-extensions"):
+    for name in ("idna", "typing-extensions"):
         repack(installed(name), house)
     target = tmp_path / "site"
     result = subprocess.run(
@@ -98,7 +98,7 @@ def test_repacked_wheels_install_without_an_index(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     check = subprocess.run(
-        [sys.executable, "-c", "import tomli_w, typing_extensions; print(tomli_w.__file__)"],
+        [sys.executable, "-c", "import idna, typing_extensions; print(idna.__file__)"],
         env={"PYTHONPATH": str(target)},
         capture_output=True,
         text=True,
@@ -109,12 +109,12 @@ def test_repacked_wheels_install_without_an_index(tmp_path: Path) -> None:
 
 
 def test_an_edited_installation_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dist = installed("tomli-w")
+    dist = installed("idna")
     real = Path.read_bytes
 
     def edited(self: Path) -> bytes:
         data = real(self)
-        return data + b"# edited\n" if self.name == "_writer.py" else data
+        return data + b"# edited\n" if self.name == "core.py" else data
 
     monkeypatch.setattr(Path, "read_bytes", edited)
     with pytest.raises(WheelhouseError, match="differs from what pip installed"):
@@ -122,10 +122,10 @@ def test_an_edited_installation_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_wheelhouse_reuses_its_cache(tmp_path: Path) -> None:
-    dists = [installed("tomli-w"), installed("mdurl")]
+    dists = [installed("idna"), installed("mdurl")]
     cache = tmp_path / "cache"
-    older = cache / ("tomli-w-" + "0" * 20)  # an earlier install of tomli-w: replaced
-    other = cache / ("tomli-w-plugin-" + "0" * 20)  # another distribution: kept
+    older = cache / ("idna-" + "0" * 20)  # an earlier install of idna: replaced
+    other = cache / ("idna-plugin-" + "0" * 20)  # another distribution: kept
     for slot in (older, other):
         slot.mkdir(parents=True)
     first = build_wheelhouse(tmp_path / "a", cache=cache, dists=dists)
@@ -137,7 +137,7 @@ def test_wheelhouse_reuses_its_cache(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
         w.path.name for w in second.wheels
     )
-    assert fingerprint(dists[0]) == fingerprint(installed("tomli-w"))
+    assert fingerprint(dists[0]) == fingerprint(installed("idna"))
 
 
 def test_native_needs_of_this_installation() -> None:

@@ -138,3 +138,22 @@ def environ_has(pid: int, text: str) -> bool:
 
 
 __all__ = ["API_KEY", "os"]
+
+
+def stop_detached_worker(home: Path) -> None:
+    """SIGTERM the process group of the worker the app started detached (its pid is in the
+    home's lock file; it drains and exits), SIGKILL if it hangs."""
+    lock = home / "run" / "worker.lock"
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(lock.read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)

@@ -126,12 +126,49 @@ def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
     store = SettingsKeyStore(load_settings())
     assert not store.has_key()
     key = generate_key(console_form=True).text
-    path = store.store(key)
-    assert path == pendra_home / "config.yaml"
+    saved = store.store(key)
+    path = saved.path
+    assert saved.backup is None and path == pendra_home / "config.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_settings().private_key == key and store.has_key()
     names = sorted(p.name for p in pendra_home.iterdir())
     assert names == [".config.lock", "config.yaml"]  # no temp file left
+
+
+def test_key_store_backs_up_a_different_key_before_replacing_it(pendra_home: Path) -> None:
+    """Setup run again with another key must not lose the one the worker had."""
+    store = SettingsKeyStore(load_settings())
+    first, second = generate_key(console_form=True), generate_key(console_form=True)
+    store.store(first.text)
+    again = store.store(first.text)  # the same key: nothing to keep
+    assert again.backup is None
+    replaced = store.store(second.text)
+    assert replaced.backup is not None and replaced.backup.parent == pendra_home
+    assert replaced.backup.read_text().strip() == first.text
+    assert stat.S_IMODE(replaced.backup.stat().st_mode) == 0o600
+    assert load_settings().private_key == second.text
+
+
+def test_key_store_backs_up_the_key_file_in_use(pendra_home: Path) -> None:
+    """A machine set up with a worker.key file: the new key goes there, the old one is kept."""
+    old = generate_key()
+    key_file = pendra_home / "worker.key"
+    key_file.write_text(old.text + "\n")
+    key_file.chmod(0o600)
+    store = SettingsKeyStore(load_settings())
+    new = generate_key(console_form=True)
+    saved = store.store(new.text)
+    assert saved.path == key_file and key_file.read_text().strip() == new.text
+    assert saved.backup is not None and saved.backup.read_text().strip() == old.text
+
+
+def test_key_store_refuses_a_malformed_key_and_keeps_the_one_stored(pendra_home: Path) -> None:
+    store = SettingsKeyStore(load_settings())
+    key = generate_key(console_form=True).text
+    store.store(key)
+    with pytest.raises(PendraError):
+        store.store("pdk_not-a-key")
+    assert load_settings().private_key == key
 
 
 async def test_discovery_finds_a_real_ollama_and_reports_the_rest(

@@ -25,13 +25,10 @@ from pendra_tui.catalogue_rows import (
 )
 from pendra_tui.dashboard_model import (
     FINISHED_INSTALLS_KEPT,
-    GPU_HISTORY,
     BackendView,
     DashboardModel,
     PrivateInferenceView,
-    UnusableFile,
     capability_summary,
-    sparkline_window,
 )
 from pendra_tui.formatting import (
     format_bytes,
@@ -46,18 +43,11 @@ from pendra_tui.formatting import (
     verdict_label,
 )
 from pendra_tui.reconnect import backoff_delay
-from pendra_tui.screens.prereqs import blocked_text, check_text
+from pendra_tui.screens.prereqs import blocked_text, check_line, check_text, checks_summary
 from pendra_tui.screens.review import review_text
 from pendra_tui.services import BackendCandidate, CatalogueData, Check, SettingsKeyStore
 from pendra_tui.setup_state import SetupState, backend_enabled, install_plan, usable_backends
-from pendra_tui.widgets.backends_table import COLUMNS as BACKEND_COLUMNS
-from pendra_tui.widgets.backends_table import (
-    backend_cells,
-    column_widths,
-    fit_columns,
-    models_cell,
-    shown_backends,
-)
+from pendra_tui.widgets.backends_table import BackendsTable, backend_cells, shown_backends
 from pendra_tui.widgets.gpu_panel import (
     gpu_title,
     load_level,
@@ -65,9 +55,10 @@ from pendra_tui.widgets.gpu_panel import (
     short_gpu_name,
     util_label,
 )
-from pendra_tui.widgets.installs_panel import install_line, row_id, unusable_line
+from pendra_tui.widgets.installs_panel import install_line, row_id
 from pendra_tui.widgets.key_input import clean_key
-from pendra_tui.widgets.link_bar import link_text, private_text
+from pendra_tui.widgets.link_bar import LinkInfo, link_text, private_text
+from pendra_tui.widgets.sortable_table import fit_columns
 from worker.errors import ConfigError
 from worker.settings import EndpointMode, load_settings
 
@@ -151,10 +142,13 @@ def _status() -> dict:
 def test_apply_status_fills_every_panel() -> None:
     model = DashboardModel()
     changed = model.apply_status(_status(), now=100.0)
-    assert changed == {"link", "backends", "gpus", "installs", "requests"}
+    assert changed == {"link", "backends", "gpus", "host", "installs", "requests", "models"}
     assert model.reachable and model.state == "connected" and model.version == "0.1.0"
     assert [b.name for b in model.backends] == ["pendra", "ollama", "speaches"]
-    assert model.backends[0].model_ids == ["gemma3:270m", "qwen3:8b"]
+    assert model.backends[0].model_ids == ["gemma3:270m", "qwen3:8b", "phi4-mini:3.8b"]
+    assert [m.id for m in model.backends[0].loaded] == ["qwen3:8b", "gemma3:270m"]
+    assert model.backends[0].unusable[0]["file"] == "llama-2-7b.Q4_0.bin"
+    assert model.requests.cancelled == 3 and model.host and model.host.cpu_count == 16
     assert sorted(model.gpus) == [0, 1]
     assert model.gpus[1].memory_percent == pytest.approx(100 * 32.5 / 80)
     assert model.installs[("qwen3:32b", "pendra")].job_id == "job-1"
@@ -205,40 +199,39 @@ def test_backends_and_models_events_resync_when_they_carry_no_list() -> None:
             "backends": [{"name": "pendra", "status": "ready", "capabilities": {}, "models": []}],
         },
         1.0,
-    ) == {"backends"}
+    ) == {"backends", "models"}
     assert [b.name for b in model.backends] == ["pendra"]
     assert model.apply_event(
         {"kind": "models", "backend": "pendra", "models": ["a", {"id": "b"}]}, 1.0
-    ) == {"backends"}
+    ) == {"backends", "models"}
     assert model.backends[0].model_ids == ["a", "b"]
     assert model.apply_event({"kind": "models", "backend": "ollama", "models": []}, 1.0) == {
         "resync"
     }
 
 
-def test_gpu_history_is_bounded_and_gpus_can_disappear() -> None:
+def test_a_models_event_brings_the_files_the_backend_cannot_serve() -> None:
     model = DashboardModel()
-    for step in range(GPU_HISTORY + 50):
-        model.apply_event(
-            {
-                "kind": "gpu",
-                "gpus": [
-                    {
-                        "index": 0,
-                        "name": "A",
-                        "utilization": step % 100,
-                        "memory_used": 1,
-                        "memory_total": 2,
-                    }
-                ],
-            },
-            0.0,
-        )
-    assert len(model.gpus[0].util_history) == GPU_HISTORY
-    assert model.gpus[0].mem_history[-1] == 50.0
+    model.apply_status(_status(), now=0.0)
+    bad = {"file": "late.gguf", "id": "late", "error": "not a GGUF file"}
+    event = {"kind": "models", "backend": "pendra", "models": [], "unusable": [bad, "junk"]}
+    assert model.apply_event(event, 1.0) == {"backends", "models"}
+    assert model.backends[0].unusable == [bad]
+    # an event without the key (an older worker) leaves the list as it was
+    model.apply_event({"kind": "models", "backend": "pendra", "models": []}, 1.0)
+    assert model.backends[0].unusable == [bad]
+    model.apply_event({"kind": "models", "backend": "pendra", "models": [], "unusable": []}, 1.0)
+    assert model.backends[0].unusable == []
+
+
+def test_gpus_can_disappear_and_unreadable_values_stay_unknown() -> None:
+    model = DashboardModel()
+    reading = {"index": 0, "name": "A", "utilization": 40, "memory_used": 1, "memory_total": 2}
+    assert model.apply_event({"kind": "gpu", "gpus": [reading]}, 0.0) == {"gpus"}
+    assert model.gpus[0].memory_percent == 50.0
     model.apply_event({"kind": "gpu", "gpus": []}, 0.0)
     assert model.gpus == {}
-    # Unreadable values stay None (shown as —) and do not break the history.
+    # Unreadable values stay None (shown as —).
     model.apply_event(
         {
             "kind": "gpu",
@@ -254,7 +247,7 @@ def test_gpu_history_is_bounded_and_gpus_can_disappear() -> None:
         },
         0.0,
     )
-    assert model.gpus[3].utilization is None and list(model.gpus[3].util_history) == [0.0]
+    assert model.gpus[3].utilization is None and model.gpus[3].memory_percent is None
 
 
 def test_finished_installs_are_trimmed_to_the_newest() -> None:
@@ -280,11 +273,7 @@ def test_unreachable_keeps_data_and_stops_uptime() -> None:
     assert model.backends  # last known data stays on screen, dimmed
 
 
-def test_sparkline_window_and_helpers() -> None:
-    assert sparkline_window([1, 2, 3, 4], 2) == [3, 4]
-    assert sparkline_window([7], 10) == [7, 7]
-    assert sparkline_window([], 10) == []
-    assert sparkline_window([1, 2], 0) == []
+def test_small_dashboard_helpers() -> None:
     assert capability_summary({"chat": True, "transcription": True, "install": True}) == (
         "chat speech"
     )
@@ -296,76 +285,43 @@ def test_sparkline_window_and_helpers() -> None:
     assert short_gpu_name("NVIDIA GeForce RTX 4090") == "RTX 4090"
 
 
-def test_unusable_files_come_from_the_status_and_from_models_events() -> None:
-    model = DashboardModel()
-    doc = _status()
-    doc["backends"][0]["unusable"] = [
-        {"file": "cut.gguf", "id": "cut", "error": "truncated"},
-        {"id": "no-file-name"},  # named by id only: still shown
-        "garbage",  # not an object: skipped
-        {"error": "names no file"},  # skipped
-    ]
-    model.apply_status(doc, now=0.0)
-    assert model.unusable == [
-        UnusableFile("pendra", "cut.gguf", "truncated"),
-        UnusableFile("pendra", "no-file-name", "cannot be used"),
-    ]
-    assert models_cell(model.backends[0]) == "2 (+2 bad)"
-    assert models_cell(model.backends[1]) == "3"  # no unusable key: nothing added
-
-    # the store watcher's event replaces the list; one without the key leaves it as it was
-    event = {
-        "kind": "models",
-        "backend": "pendra",
-        "models": [{"id": "gemma3:270m"}],
-        "unusable": [{"file": "late.gguf", "error": "not a GGUF file"}],
-    }
-    assert model.apply_event(event, 1.0) == {"backends"}
-    assert model.unusable == [UnusableFile("pendra", "late.gguf", "not a GGUF file")]
-    model.apply_event({"kind": "models", "backend": "pendra", "models": []}, 1.0)
-    assert [bad.file for bad in model.unusable] == ["late.gguf"]
-    model.apply_event({"kind": "models", "backend": "pendra", "models": [], "unusable": []}, 1.0)
-    assert model.unusable == [] and models_cell(model.backends[0]) == "0"
-
-
-def test_an_unusable_file_is_shown_with_its_reason_and_what_to_do() -> None:
-    builtin = unusable_line(UnusableFile("pendra", "cut.gguf", "truncated: 1.0 of 4.9 GB"))
-    assert builtin.plain == (
-        "cut.gguf  not served\ntruncated: 1.0 of 4.9 GB  → fix or remove the file"
-    )
-    other = unusable_line(UnusableFile("vllm", "x.bin", "unsupported"))
-    assert other.plain.startswith("vllm: x.bin  not served\n")
-
-
 def test_widget_text_functions() -> None:
     model = DashboardModel()
     model.apply_status(_status(), now=0.0)
-    assert backend_cells(model.backends[0]) == (
-        "pendra (built-in)",
-        "ready",
-        "in-process",
-        "2",
-        "chat embed",
-    )
-    assert backend_cells(model.backends[2])[2] == "http://localhost:8000"
+    assert backend_cells(model.backends[0]) == {
+        "backend": "pendra (built-in)",
+        "status": "ready",
+        "endpoint": "in-process",
+        "models": "3",
+        "capabilities": "chat embed",
+        "detail": "",
+    }
+    assert backend_cells(model.backends[2])["endpoint"] == "http://localhost:8000"
     line = install_line(model.installs[("qwen3:32b", "pendra")]).plain
     assert line == "qwen3:32b → pendra  downloading\n7.9/19.8 GB  48.2 MB/s  ETA 4m 06s"
-    assert install_line(model.installs[("gemma3:27b", "ollama")]).plain.endswith("0 B / ?  —")
+    # queued: nothing to measure yet, so no "0 B / ?" line (and no bar)
+    assert install_line(model.installs[("gemma3:27b", "ollama")]).plain == (
+        "gemma3:27b → ollama  queued"
+    )
     assert row_id(model.installs[("gemma3:27b", "ollama")]) == "install-gemma3_27b-ollama"
     assert gpu_title(model.gpus[0]).plain == "GPU 0 H100 80GB HBM3  53°C  210 W"
-    assert util_label(model.gpus[0]) == "util  35%"
+    assert util_label(model.gpus[0]) == "util   35%"
     assert mem_label(model.gpus[1]) == "mem 32/80 GiB"
     model.gpus[1].memory_total = None
     assert mem_label(model.gpus[1]) == "mem 32.5 GiB/—"
-    assert link_text("connected", 8040, "0.1.0").plain == (
-        "Pendra worker  ● connected   up 2h 14m   v0.1.0"
-    )
-    assert link_text("connected", 8040, "0.1.0", name="lab-1", worker_id="wrk-5f3a").plain == (
-        "Pendra worker lab-1  ● connected   up 2h 14m   v0.1.0   wrk-5f3a"
-    )
+    connected = LinkInfo("connected", 8040, "0.1.0")
+    assert link_text(connected).plain == "Pendra worker  ● connected  ·  up 2h 14m  ·  v0.1.0"
+    stopped = link_text(LinkInfo("not running", drained=True)).plain
     assert (
-        "✗ not running   start it with pendra --no-ui" in link_text("not running", None, None).plain
+        stopped == "Pendra worker  ✗ not running  ·  stopped after draining  ·  R start it  r retry"
     )
+    named = LinkInfo("connected", 8040, "0.1.0", name="lab-1", worker_id="wrk-5f3a")
+    assert link_text(named).plain == (
+        "Pendra worker lab-1  ● connected  ·  up 2h 14m  ·  v0.1.0  ·  wrk-5f3a"
+    )
+    assert "wrk-5f3a" not in link_text(named, 60).plain  # the id is the first to give way
+    long_name = LinkInfo("connected", name="a-very-long-worker-name-from-a-hostname")
+    assert "a-very-long-worker-name…" in link_text(long_name).plain
 
 
 def test_the_bar_shows_private_inference_from_status_and_events() -> None:
@@ -374,8 +330,9 @@ def test_the_bar_shows_private_inference_from_status_and_events() -> None:
     model = DashboardModel()
     model.apply_status(tui_fakes.running_status(), now=0.0)
     assert model.private == PrivateInferenceView(True, "3f9a1c2b7d4e5f60" + "0" * 48, 1204, 0)
-    assert link_text("connected", 8040, "0.1.0", model.private).plain == (
-        "Pendra worker  ● connected   up 2h 14m   private 3f9a1c2b · 1,204 served   v0.1.0"
+    info = LinkInfo("connected", 8040, "0.1.0", private=model.private)
+    assert link_text(info).plain == (
+        "Pendra worker  ● connected  ·  up 2h 14m  ·  private 3f9a1c2b · 1,204 served  ·  v0.1.0"
     )
     event = {"kind": "private_inference", "enabled": True, "fingerprint": "ab" * 32, "served": 2}
     assert model.apply_event(event, now=1.0) == {"link"}
@@ -384,7 +341,7 @@ def test_the_bar_shows_private_inference_from_status_and_events() -> None:
     model.apply_event(off, now=2.0)
     assert private_text(model.private).plain == "private off"
     # Not shown while the worker is not running, nor for a worker that does not report it.
-    assert "private" not in link_text("not running", None, None, model.private).plain
+    assert "private" not in link_text(LinkInfo("not running", private=model.private)).plain
     assert private_text(None).plain == ""
 
 
@@ -460,11 +417,29 @@ def test_blocking_checks_and_their_text() -> None:
     assert [c.id for c in failing] == ["disk"]
     assert "Free disk for models" in (blocked_text(failing) or "")
     assert blocked_text([]) is None
-    text = check_text(failing[0]).plain
+    from rich.console import Console
+
+    def plain(renderable: object, width: int = 60) -> str:
+        console = Console(width=width, record=True, color_system=None)
+        console.print(renderable)
+        return console.export_text()
+
+    text = plain(check_text(failing[0]))
     assert text.startswith("✗ Free disk for models  required")
     assert "fix: free at least 10 GB" in text
-    ok = check_text(Check("x", "Fine", "ok", True, "all good", "never shown")).plain
+    # wrapped lines keep their indent under the text they continue
+    narrow = plain(check_text(failing[0]), width=40).splitlines()
+    assert all(line.startswith("  ") for line in narrow[1:] if line.strip())
+    ok = plain(check_text(Check("x", "Fine", "ok", True, "all good", "never shown")))
     assert "fix" not in ok
+    ordered = [check_line(c).key for c in tui_fakes.FAILING_CHECKS]
+    assert ordered == ["python", "disk", "memory", "gpu"]  # the table sorts them: see below
+    from pendra_tui.widgets.sortable_table import sort_rows
+
+    rows = sort_rows([check_line(c) for c in tui_fakes.FAILING_CHECKS], "mark", False)
+    assert [r.key for r in rows] == ["disk", "gpu", "python", "memory"]
+    summary = checks_summary(tui_fakes.FAILING_CHECKS).plain
+    assert summary.startswith("1 failed · 1 warning · 2 passed")
 
 
 def test_usable_backends_and_install_plan() -> None:
@@ -562,13 +537,37 @@ def test_broken_config_is_left_alone_with_a_clear_error(pendra_home: Path) -> No
     assert config.read_text() == "backends: [not yaml"
 
 
+def test_a_local_control_plane_is_recognised() -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from pendra_tui.screens.key import is_local, sandbox_hint, shown_path
+
+    assert is_local("http://127.0.0.1:8787") and is_local("http://localhost:8787/")
+    assert is_local("http://[::1]:8787") and is_local("http://127.1.2.3")
+    assert not is_local("https://api.pendra.ai") and not is_local("not a url")
+    key = Path("/home/ada/.pendra/sandbox/worker.key")
+    assert shown_path(key, Path("/home/ada/.pendra"), Path("/home/ada")) == (
+        "~/.pendra/sandbox/worker.key"
+    )
+    elsewhere = Path("/srv/pendra/sandbox/worker.key")
+    assert shown_path(elsewhere, Path("/srv/pendra"), Path("/home/ada")) == (
+        "$PENDRA_HOME/sandbox/worker.key"
+    )
+    hint = sandbox_hint("~/.pendra/sandbox/worker.key", True)
+    assert "~/.pendra/sandbox/worker.key" in hint and "ctrl+o" in hint
+    for exists in (True, False):  # it fits where the two-line explanation was, at 80 columns
+        longest = Text(sandbox_hint("$PENDRA_HOME/sandbox/worker.key", exists))
+        assert len(longest.wrap(Console(width=76), 76)) == 2, longest  # 76: the step's width
+
+
 def test_key_store_writes_0600_atomically(pendra_home: Path) -> None:
     from worker.keys import generate_key
 
     key = generate_key(console_form=True)
     store = SettingsKeyStore(load_settings())
     assert not store.has_key() and store.where() is None
-    path = store.store(key.text)
+    path = store.store(key.text).path
     assert path == pendra_home / "config.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert f"gpu_worker_private_key: {key.text}" in path.read_text()
@@ -595,18 +594,20 @@ def test_dashboard_shows_only_backends_the_worker_has() -> None:
     ]
     shown, note = shown_backends(backends)
     assert [b.name for b in shown] == ["pendra", "ollama", "vllm"]
-    assert note == "2 not found · 1 off"
+    assert note == "2 unreachable (not found) · 1 disabled"
     assert shown_backends(backends[:2]) == (backends[:2], "")
 
 
 def test_backend_columns_give_way_least_telling_first() -> None:
-    rows = [backend_cells(BackendView("ollama", "http://localhost:11434", "ready", {}, []))]
-    widths = column_widths(rows)
+    cells = backend_cells(BackendView("ollama", "http://localhost:11434", "ready", {}, []))
+    columns = BackendsTable.COLUMNS
+    widths = {c.key: max(len(c.label) + 2, len(cells[c.key])) for c in columns}
     assert widths["endpoint"] == len("http://localhost:11434")
     everything = sum(w + 2 for w in widths.values())
-    assert fit_columns(widths, everything) == list(BACKEND_COLUMNS)
-    assert fit_columns(widths, everything - 1) == ["backend", "status", "endpoint", "models"]
-    assert fit_columns(widths, 30) == ["backend", "status"]
+    keys = [c.key for c in columns]
+    assert fit_columns(columns, widths, everything) == keys
+    assert fit_columns(columns, widths, everything - 1) == keys[:-1]
+    assert fit_columns(columns, widths, 30) == ["backend", "status"]
 
 
 def test_events_as_the_real_worker_sends_them() -> None:
@@ -640,3 +641,9 @@ def test_progress_amounts_share_a_unit_when_they_can() -> None:
     assert format_progress(7_900_000_000, 19_800_000_000) == "7.9/19.8 GB"
     assert format_progress(512_000_000, 19_800_000_000) == "512 MB/19.8 GB"
     assert format_progress(0, None) == "0 B / ?"
+
+
+def test_a_backend_with_one_model_says_model() -> None:
+    from pendra_tui.screens.backends import models_text
+
+    assert [models_text(n) for n in (0, 1, 3)] == ["0 models", "1 model", "3 models"]

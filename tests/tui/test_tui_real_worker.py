@@ -31,7 +31,7 @@ import pytest
 from aiohttp import web
 from rich.console import Console
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, Static
 
 from pendra_tui.app import build_app
 from pendra_tui.dashboard_model import DashboardModel
@@ -39,6 +39,7 @@ from pendra_tui.screens.catalogue import CatalogueScreen
 from pendra_tui.screens.dashboard import DashboardScreen
 from pendra_tui.services import AdminWorkerClient, real_services
 from pendra_tui.widgets.link_bar import LinkBar
+from pendra_tui.widgets.log_view import LogView
 from worker.keys import WorkerKey, generate_key
 from worker.runtime import Worker
 from worker.sandbox.app import HUB_KEY, SandboxConfig, bound_port, serve
@@ -222,14 +223,18 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
         assert screen.model.version and screen.model.uptime_s is not None
         assert screen.model.backends[0].name == "pendra"
         assert screen.model.gpus == {}  # no NVIDIA driver here: the real sampler finds none
-        assert app.screen.query_one("#no-gpu").display
+        assert app.screen.query_one("#host").display  # CPU, RAM, worker process instead
+        assert not app.screen.query_one("#gpus").display
+        await wait_for(pilot, lambda: screen.model.host is not None, "a host reading")
+        assert screen.model.host and screen.model.host.pid == os.getpid()  # the worker: us
 
         # i → the catalogue from the real sandbox, with real fit verdicts for this machine
         await pilot.press("i")
         await wait_for(pilot, lambda: isinstance(app.screen, CatalogueScreen), "the catalogue")
         table = app.screen.query_one("#catalogue", DataTable)
         await wait_for(pilot, lambda: table.row_count == 2, "catalogue rows")
-        assert table.get_row("tiny:chat")[7] != "? unknown"  # fit judged from size and RAM
+        fit = str(table.get_cell("tiny:chat", "fit"))
+        assert fit != "? unknown" and "needs" not in fit  # fit judged from size and RAM
         await pilot.press("space", "ctrl+n")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
 
@@ -252,7 +257,48 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
             )
         assert answer.status_code == 200, answer.text
         await wait_for(pilot, lambda: dashboard(pilot).model.requests.served == 1, "served == 1")
-        assert "served  1" in plain(app.screen.query_one("#requests", Static).content)
+        counters = plain(app.screen.query_one("#counters", Static).content)
+        assert counters.startswith("served 1  failed 0  cancelled 0")
+        # the request's record (metadata only) in the requests view, the model now in memory
+        await wait_for(
+            pilot,
+            lambda: any(
+                r.model == "tiny:chat" and r.status == "ok"
+                for r in dashboard(pilot).model.recent.values()
+            ),
+            "the request record",
+        )
+        record = next(r for r in dashboard(pilot).model.recent.values() if r.model == "tiny:chat")
+        assert record.backend == "pendra" and record.tokens_out and record.tokens_out <= 4
+        await pilot.press("2")
+        requests_table = app.screen.query_one("#recent", DataTable)
+        await wait_for(pilot, lambda: requests_table.row_count == 1, "the requests table")
+        await wait_for(
+            pilot,
+            lambda: any(
+                row.state == "ready" and row.model == "tiny:chat"
+                for row in dashboard(pilot)._rows_by_key.values()
+            ),
+            "the model loaded in the models view",
+        )
+        # the history the plots draw from: the worker's own samples, the request among them
+        await wait_for(
+            pilot,
+            lambda: any(s.get("served") == 1 for s in dashboard(pilot).model.metrics.samples),
+            "a metrics sample after the request",
+        )
+
+        # tokens/s falls back to 0 once the worker's rate window has passed: the dashboard shows
+        # the worker's own rate, the one `pendra status` reports (it once kept the last busy one)
+        await wait_for(
+            pilot,
+            lambda: dashboard(pilot).model.requests.tokens_per_s == 0.0,
+            "tokens/s back to 0",
+            timeout=40,
+        )
+        assert (await app.services.worker.status())["requests"]["tokens_per_s"] == 0.0
+        label = app.screen.query_one(".tokens .metric-label", Static)
+        assert plain(label.content).startswith("tok/s 0")
 
         # a running install is cancelled by its real job id (key c)
         await app.services.worker.install("slow:1b", None)
@@ -267,7 +313,7 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
         await wait_for(pilot, lambda: install_phase(pilot, "slow:1b") == "cancelled", "cancelled")
 
         # the log pane holds the worker's own log lines (the tail, then live "log" events)
-        log = app.screen.query_one(Log)
+        log = app.screen.query_one(LogView)
         await wait_for(
             pilot, lambda: any("install of" in line for line in log.lines), "install log lines"
         )
@@ -306,13 +352,18 @@ async def test_model_folds_every_event_kind_the_worker_publishes(stack: Stack) -
             await asyncio.sleep(0.05)
         await client.uninstall("tiny:chat")
         deadline = time.monotonic() + 10
-        while model.installs[("tiny:chat", "pendra")].phase != "removed" or "log" not in seen:
+        while (
+            model.installs[("tiny:chat", "pendra")].phase != "removed"
+            or "log" not in seen
+            or "metrics" not in seen  # one sample every 2 s
+        ):
             assert time.monotonic() < deadline, f"saw only {sorted(seen)}: {model.installs}"
             await asyncio.sleep(0.05)
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
     assert "backends" in seen["backends"]
+    assert {"requests", "host"} <= seen["metrics"]  # every 2 s: counters, rate, host
     # an install that ends (done, removed) also asks for the status: the model list changed
     assert seen["install"] == {"installs", "resync"}
     if "models" in seen:  # the modelstore watcher's event, when it saw the change first

@@ -23,6 +23,7 @@ from tests.link.link_procs import (
     spawn,
     start_sandbox_proc,
     stop,
+    stop_detached_worker,
     worker_env,
 )
 
@@ -99,24 +100,32 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
 
         term = tmux(env)
         done = tmp_path / "attach.exit"
-        command = f"{sys.executable} -m worker attach; echo $? > {done}; sleep 60"
+        # the status goes to a temporary file first: `done` appears only once it is whole
+        command = (
+            f"{sys.executable} -m worker attach; echo $? > {done}.tmp; mv {done}.tmp {done}; "
+            "sleep 60"
+        )
         started = term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command)
         assert started.returncode == 0, started.stderr
         screen = term.wait_screen(
-            lambda text: "● connected" in text and "Backends" in text, "the connected dashboard"
+            lambda text: "● connected" in text and "3 Backends" in text, "the connected dashboard"
         )
-        assert "Pendra worker" in screen
-        assert "pendra (built-in)" in screen
+        assert "Pendra worker" in screen and "Throughput" in screen
+        assert "Host · no GPU" in screen  # this box has no GPU: CPU, RAM, the worker process
         assert "Traceback" not in screen
+        term.run("send-keys", "-t", "app", "3")
+        screen = term.wait_screen(lambda text: "pendra (built-in)" in text, "the backends view")
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
-        # the modelstore file it does not serve is named on the dashboard, with what to do
+        # the models view names the modelstore file it does not serve, with the reason
+        term.run("send-keys", "-t", "app", "1")
         term.wait_screen(
-            lambda text: "cut.gguf  not served" in text and "fix or remove" in text, "cut.gguf"
+            lambda text: "✗ unusable" in text and "cut.gguf on pendra cannot be served" in text,
+            "the unusable file and why",
         )
         # one dropped in while the app runs arrives through the worker's models event
         (models_dir / "late.gguf").write_bytes(b"not a gguf at all")
-        term.wait_screen(lambda text: "late.gguf  not served" in text, "late.gguf")
+        term.wait_screen(lambda text: text.count("✗ unusable") == 2, "the second unusable file")
 
         term.run("send-keys", "-t", "app", "q")
         deadline = time.monotonic() + 15
@@ -144,12 +153,72 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
         sandbox.kill()
 
 
+def test_drain_in_a_real_terminal_then_R_starts_the_worker_again(
+    tmp_path: Path, clean_env: dict[str, str], tmux: Callable[..., Tmux]
+) -> None:
+    """Bug: Drain said the worker goes offline, but the process exits and the app could not
+    start it again. Here the worker is a real ``pendra --no-ui`` process: d drains it (the
+    process exits 0), the bar says so, and R starts a new one the app attaches to."""
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("systemd runs here: R would install a real user service")
+    port = free_port()
+    key_file = tmp_path / "sandbox-worker.key"
+    sandbox = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_file)
+    env = worker_env(clean_env, f"http://127.0.0.1:{port}", key_file, tmp_path / "models")
+    worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
+    home = Path(env["PENDRA_HOME"])
+    try:
+        deadline = time.monotonic() + 30
+        while not (home / "run" / "admin.sock").exists():
+            assert worker.popen.poll() is None, worker.output()
+            assert time.monotonic() < deadline, "the worker never opened its admin socket"
+            time.sleep(0.1)
+        term = tmux(env)
+        command = f"{sys.executable} -m worker attach; sleep 60"
+        started = term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command)
+        assert started.returncode == 0, started.stderr
+        term.wait_screen(lambda text: "● connected" in text, "the connected dashboard")
+
+        term.run("send-keys", "-t", "app", "d")
+        screen = term.wait_screen(lambda text: "process exits" in text, "what Drain does")
+        term.run("send-keys", "-t", "app", "y")
+        assert worker.popen.wait(timeout=60) == 0, worker.output()  # drained, then exited
+        screen = term.wait_screen(
+            lambda text: "not running" in text and "R start it" in text, "the stopped worker"
+        )
+        assert "Traceback" not in screen
+
+        term.run("send-keys", "-t", "app", "R")
+        term.wait_screen(lambda text: "Start the worker?" in text, "what R does")
+        term.run("send-keys", "-t", "app", "y")
+        screen = term.wait_screen(lambda text: "● connected" in text, "the new worker", 60)
+        status = subprocess.run(
+            [sys.executable, "-m", "worker", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["worker"]["state"] == "connected"
+        term.run("send-keys", "-t", "app", "q")
+    finally:
+        stop(worker)  # first: until it is gone, the lock names it, not the detached one
+        stop_detached_worker(home)
+        sandbox.kill()
+
+
 def test_attach_without_a_worker_says_how_to_start_one(
     clean_env: dict[str, str], tmux: Callable[..., Tmux], tmp_path: Path
 ) -> None:
     term = tmux(clean_env)
     done = tmp_path / "attach.exit"
-    command = f"{sys.executable} -m worker attach; echo $? > {done}; sleep 60"
+    # the status goes to a temporary file first: `done` appears only once it is whole
+    command = (
+        f"{sys.executable} -m worker attach; echo $? > {done}.tmp; mv {done}.tmp {done}; sleep 60"
+    )
     assert (
         term.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", command).returncode == 0
     )

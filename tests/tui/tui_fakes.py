@@ -28,7 +28,7 @@ from pendra_tui.services import (
     Services,
     SettingsKeyStore,
 )
-from worker.errors import NoWorkerRunning
+from worker.errors import NoWorkerRunning, PendraError
 from worker.settings import BACKEND_KINDS, load_settings
 
 DATA = Path(__file__).parent / "data"
@@ -50,14 +50,26 @@ OFFLINE_KEY = (
 FAKE_WORKER_NAME = "gpu-box-01"
 
 
+WALL_NOW = 1_767_225_600.0
+"""The fake wall clock (2026-01-01 00:00 UTC): request ages and history times hang off it."""
+
+
 class FakeClock:
     """A clock that moves only when told to."""
 
-    def __init__(self, now: float = 1000.0) -> None:
+    def __init__(self, now: float = 1000.0, wall: float = WALL_NOW) -> None:
         self.now = now
+        self.wall = wall
 
     def monotonic(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += seconds
 
 
 class FakeWorker:
@@ -68,10 +80,15 @@ class FakeWorker:
         status: dict[str, Any] | None,
         events: list[dict[str, Any]] | None = None,
         logs: list[str] | None = None,
+        history: dict[str, Any] | None = None,
+        recent: list[dict[str, Any]] | None = None,
     ) -> None:
         self.doc = status
         self.scripted = list(events or [])
         self.log_lines = list(logs or [])
+        self.history_doc = history
+        """``None``: an older worker without the route (answers "not found")."""
+        self.recent = list(recent or [])
         self.calls: list[tuple[Any, ...]] = []
         self.live: asyncio.Queue[dict[str, Any]] | None = None
         """Events a test pushes while the app runs (``push``)."""
@@ -137,6 +154,21 @@ class FakeWorker:
     async def logs(self, tail: int = 200) -> list[str]:
         self._need()
         return self.log_lines[-tail:]
+
+    async def history(self) -> dict[str, Any]:
+        self._need()
+        if self.history_doc is None:
+            raise PendraError("GET /v1/history: Not Found")
+        return json.loads(json.dumps(self.history_doc))
+
+    async def recent_requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        self._need()
+        return json.loads(json.dumps(self.recent[:limit]))
+
+    async def retry_link(self) -> dict[str, Any]:
+        self._need()
+        self.calls.append(("retry_link",))
+        return {"retrying": True, "state": "connecting"}
 
 
 VERDICTS = {
@@ -208,6 +240,54 @@ FAILING_CHECKS = [
         "install the NVIDIA driver (e.g. `sudo apt install nvidia-driver-550`)",
     ),
 ]
+
+
+MANY_CHECKS = [
+    Check("os", "Operating system", "ok", True, "Debian GNU/Linux 12 (bookworm), x86_64"),
+    Check("python", "Python", "ok", True, "Python 3.11.7"),
+    Check(
+        "config", "Configuration", "ok", True, "defaults (~/.pendra/config.yaml not created yet)"
+    ),
+    Check(
+        "worker_key",
+        "Worker key",
+        "warn",
+        False,
+        "no worker key at ~/.pendra/worker.key yet: the worker cannot connect until it has one.",
+        "paste it on the next step (or `pendra key set`)",
+    ),
+    Check(
+        "llama_cpp", "Built-in backend (llama.cpp)", "ok", False, "llama-cpp-python 0.3.36, CUDA"
+    ),
+    Check("gpu", "GPU", "ok", False, "NVIDIA H100 80GB HBM3, driver 550.54, CUDA 12.4"),
+    Check("docker_engine", "Docker Engine", "ok", False, "docker client 28.2.2"),
+    Check(
+        "docker_daemon",
+        "Docker daemon",
+        "warn",
+        False,
+        "the daemon is not running (only needed for backends in containers; the built-in "
+        "backend works without it).",
+        "sudo systemctl start docker",
+    ),
+    Check("docker_compose", "Docker Compose v2", "ok", False, "Docker Compose version v2.29.1"),
+    Check("nvidia_container_toolkit", "NVIDIA Container Toolkit", "ok", False, "1.16.1"),
+    Check(
+        "disk",
+        "Disk space for models",
+        "fail",
+        True,
+        "3.1 GiB free for ~/.pendra/models (measured at /home): at least 10 GiB is needed for "
+        "the smallest useful models.",
+        "free some space, or set PENDRA_MODELS_DIR to a bigger disk (for example "
+        "PENDRA_MODELS_DIR=/data/pendra-models) and press r",
+    ),
+    Check("service_manager", "Service manager", "ok", False, "systemd 252, user lingering on"),
+    Check(
+        "control_plane", "Control plane reachable", "ok", False, "api.pendra.ai answered in 84 ms"
+    ),
+]
+"""Thirteen checks like this installer runs, the failing one among the last."""
 
 
 class FakeChecks:
@@ -285,6 +365,14 @@ class FakeLauncher:
         self.worker.doc = self.after
         return "service pendra-worker.service enabled and started"
 
+    def restart_plan(self) -> str:
+        return "start the installed systemd service again"
+
+    async def restart(self) -> str:
+        self.restarted = getattr(self, "restarted", 0) + 1
+        self.worker.doc = self.after
+        return "service started again (~/.config/systemd/user/pendra.service)"
+
 
 class FakeDockerLauncher:
     """The "in Docker" choice: available (or not, with the daemon's reason), records its start."""
@@ -300,6 +388,15 @@ class FakeDockerLauncher:
 
     def unavailable(self) -> str | None:
         return self.reason
+
+    def has_worker_container(self) -> bool:
+        return self.started > 0
+
+    def restart_plan(self) -> str:
+        return "start the worker's container again (`pendra stack up`)"
+
+    async def restart(self) -> str:
+        return await self.start()
 
     def plan(self) -> list[str]:
         return [
@@ -337,14 +434,21 @@ def make_services(
     found: list[BackendCandidate] | None = None,
     catalogue: FakeCatalogue | None = None,
     clock: FakeClock | None = None,
+    control_plane: str | None = None,
     docker_unavailable: str | None = None,
 ) -> Services:
     """Services for one scenario; PENDRA_HOME comes from the environment (the test's own). The
-    worker name defaults to a fixed one instead of this machine's host name (snapshots)."""
+    worker name defaults to a fixed one instead of this machine's host name (snapshots);
+    ``control_plane`` is the one configured (a local sandbox, say), unless the test set one."""
+    from pendra_tui.setup_progress import FileSetupProgress
+    from worker.settings import parse_control_plane_url
+
     settings = load_settings()
     if "worker_name" not in settings.sources:  # the host name: not the same on every machine
         settings = dataclasses.replace(settings, worker_name=FAKE_WORKER_NAME)
-    worker = worker if worker is not None else FakeWorker(None)
+    if control_plane is not None and "api_url" not in settings.sources:
+        settings = dataclasses.replace(settings, api_url=parse_control_plane_url(control_plane))
+    worker = worker or FakeWorker(None)
     return Services(
         worker=worker,
         catalogue=catalogue or FakeCatalogue(),
@@ -356,6 +460,7 @@ def make_services(
         config=ConfigFileSettings(settings),
         clock=clock or FakeClock(),
         backend_kinds=BACKEND_KINDS,
+        progress=FileSetupProgress(settings.home, settings.admin_socket),
         docker=FakeDockerLauncher(worker, running_status(), docker_unavailable),
     )
 
@@ -375,29 +480,10 @@ def gpu_reading(index: int, util: float, mem_gib: float, total_gib: float = 80.0
     }
 
 
-UNUSABLE_FILES = [
-    {
-        "file": "llama-3-8b-instruct.Q4_K_M.gguf",
-        "id": "llama-3-8b-instruct",
-        "task": "chat",
-        "size_bytes": 1_073_741_824,
-        "error": "truncated: the tensors need 4.92 GB, the file has 1.07 GB",
-    },
-    {
-        "file": "notes.gguf",
-        "id": "notes",
-        "task": None,
-        "size_bytes": 1024,
-        "error": "not a GGUF file (bad magic)",
-    },
-]
-"""Modelstore files the built-in backend does not serve (status ``backends[].unusable``)."""
-
-
 def running_status(
-    gpus: int = 1, installs: bool = False, state: str = "connected", unusable: bool = False
+    gpus: int = 1, installs: bool = False, state: str = "connected"
 ) -> dict[str, Any]:
-    """A docs/status.md status document of a busy worker."""
+    """A DESIGN §6 status document of a busy worker."""
     doc: dict[str, Any] = {
         "worker": {
             "state": state,
@@ -427,8 +513,18 @@ def running_status(
                     "uninstall": True,
                 },
                 "models": [
-                    {"id": "gemma3:270m", "context_length": 32768},
-                    {"id": "qwen3:8b", "context_length": 32768},
+                    {"id": "gemma3:270m", "context_length": 32768, "size_bytes": 253_114_624},
+                    {"id": "qwen3:8b", "context_length": 32768, "size_bytes": 5_027_783_488},
+                    {"id": "phi4-mini:3.8b", "context_length": 131072, "size_bytes": 2_491_874_688},
+                ],
+                "loaded": LOADED,
+                "unusable": [
+                    {
+                        "file": "llama-2-7b.Q4_0.bin",
+                        "id": "llama-2-7b.Q4_0",
+                        "error": "not a GGUF file (GGML .bin from before 2023): convert it or "
+                        "download the GGUF",
+                    }
                 ],
             },
             {
@@ -466,10 +562,16 @@ def running_status(
         ],
         "gpus": [gpu_reading(i, 35.0 + 20 * i, 22.5 + 10 * i) for i in range(gpus)],
         "installs": [],
-        "requests": {"in_flight": 2, "served": 12873, "failed": 14, "tokens_per_s": 184.6},
+        "requests": {
+            "in_flight": 2,
+            "served": 12873,
+            "failed": 14,
+            "cancelled": 3,
+            "tokens_total": 2_310_400,
+            "tokens_per_s": 184.6,
+        },
+        "host": HOST,
     }
-    if unusable:
-        doc["backends"][0]["unusable"] = UNUSABLE_FILES
     if installs:
         doc["installs"] = [
             {
@@ -494,40 +596,169 @@ def running_status(
     return doc
 
 
-def gpu_history_events(gpus: int, samples: int = 40) -> list[dict[str, Any]]:
-    """GPU events that draw a recognisable shape in the sparklines (deterministic)."""
-    events = []
+LOADED: list[dict[str, Any]] = [
+    {
+        "id": "qwen3:8b",
+        "pid": None,
+        "state": "ready",
+        "weights_bytes": 5_027_783_488,
+        "kv_type": "f16",
+        "kv_tokens": 32768,
+        "kv_bytes": 4_831_838_208,
+        "kv_tokens_in_use": 9216,
+        "context_length": 32768,
+        "slots": 4,
+        "slots_in_use": 2,
+        "queued": 1,
+        "idle_unload_in_s": None,
+    },
+    {
+        "id": "gemma3:270m",
+        "pid": None,
+        "state": "ready",
+        "weights_bytes": 253_114_624,
+        "kv_type": "q8_0",
+        "kv_tokens": 32768,
+        "kv_bytes": 100_663_296,
+        "kv_tokens_in_use": 0,
+        "context_length": 32768,
+        "slots": 4,
+        "slots_in_use": 0,
+        "queued": 0,
+        "idle_unload_in_s": 252.0,
+    },
+]
+"""The built-in backend's loaded models, in the shape its status entry has."""
+
+HOST: dict[str, Any] = {
+    "cpu_percent": 23.5,
+    "cpu_count": 16,
+    "load_1m": 3.2,
+    "memory_used": 19 * GIB,
+    "memory_total": 64 * GIB,
+    "process_rss": int(1.4 * GIB),
+    "process_cpu_percent": 11.0,
+    "process_threads": 23,
+    "pid": 4242,
+}
+
+HISTORY_SAMPLES = 150
+"""Five minutes at the worker's 2 s interval."""
+
+
+def _wave(step: int, period: int, phase: float = 0.0) -> float:
+    """A deterministic 0..1 triangle wave."""
+    x = ((step + phase * period) % period) / period
+    return 1 - abs(2 * x - 1)
+
+
+def history_doc(gpus: int, samples: int = HISTORY_SAMPLES) -> dict[str, Any]:
+    """A worker's metrics history with a recognisable shape in every plot (deterministic):
+    traffic that rises and falls, an idle gap with the rate at 0, GPUs following it."""
+    out = []
     for step in range(samples):
-        wave = (step % 20) / 19
-        events.append(
+        ts = WALL_NOW - 2.0 * (samples - 1 - step)
+        idle = 95 <= step < 115
+        busy = 0.0 if idle else _wave(step, 60)
+        rate = round(40 + 300 * busy, 1) if not idle else 0.0
+        in_flight = 0 if idle else 1 + round(5 * _wave(step, 36, 0.3))
+        out.append(
             {
-                "kind": "gpu",
+                "ts": ts,
+                "tokens_per_s": rate if step < samples - 1 else 184.6,
+                "in_flight": in_flight if step < samples - 1 else 2,
+                "served": 12_000 + step * 6,
+                "failed": 14,
+                "cancelled": 3,
+                "tokens_total": 2_000_000 + step * 2000,
                 "gpus": [
-                    gpu_reading(
-                        i,
-                        round(10 + 80 * abs(wave - 0.5) * 2 * (1 - i * 0.3), 1),
-                        20 + 30 * wave + 8 * i,
-                    )
+                    {
+                        "index": i,
+                        "utilization": round(min(100.0, 5 + 90 * busy * (1 - 0.25 * i)), 1),
+                        "memory_used": int((22.5 + 10 * i + 8 * busy) * GIB),
+                        "memory_total": 80 * GIB,
+                    }
                     for i in range(gpus)
                 ],
+                "host": {
+                    **HOST,
+                    "cpu_percent": round(8 + 60 * busy, 1),
+                    "memory_used": int((17 + 3 * busy) * GIB),
+                },
             }
         )
-    return events
+    return {"interval_s": 2.0, "window_s": 900.0, "samples": out}
+
+
+def recent_requests() -> list[dict[str, Any]]:
+    """Request records, newest first, as the worker sends them (metadata only)."""
+    rows = [
+        ("r9", "qwen3:8b", "pendra", "running", None, 812, None, 0.21, None, None, 3),
+        ("r8", "qwen3:8b", "pendra", "running", None, 96, None, 0.18, None, None, 5),
+        ("r7", "llama3.2:3b", "ollama", "ok", None, 233, 512, 0.094, 71.2, 7.29, 12),
+        ("r6", "gemma3:270m", "pendra", "ok", None, 18, 48, 0.041, 61.3, 0.825, 31),
+        ("r5", "nomic-embed-text:v1.5", "ollama", "ok", None, 64, 0, None, None, 0.032, 44),
+        ("r4", "qwen3:8b", "pendra", "cancelled", None, 1210, 87, 0.33, 38.1, 2.61, 70),
+        ("r3", "qwen3:32b", None, "failed", "model_not_found", None, None, None, None, 0.002, 95),
+        ("r2", "qwen3:8b", "pendra", "ok", None, 402, 1024, 0.27, 44.9, 23.07, 160),
+        ("r1", "gemma3:270m", "pendra", "ok", None, 22, 64, 0.052, 58.8, 1.14, 240),
+    ]
+    return [
+        {
+            "id": rid,
+            "kind": "embeddings" if "embed" in model else "chat",
+            "model": model,
+            "backend": backend,
+            "stream": "embed" not in model,
+            "status": status,
+            "error": error,
+            "started_at": WALL_NOW - age,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "ttft_s": ttft,
+            "tokens_per_s": rate,
+            "duration_s": duration,
+        }
+        for (
+            rid,
+            model,
+            backend,
+            status,
+            error,
+            tokens_in,
+            tokens_out,
+            ttft,
+            rate,
+            duration,
+            age,
+        ) in rows
+    ]
 
 
 LOG_LINES = [
-    "INFO    pendra.link: connected to wss://api.pendra.ai/ws/gpu",
-    "INFO    pendra.backends: found ollama at http://localhost:11434 (3 models)",
-    "WARNING pendra.backends: speaches at http://localhost:8000 stopped answering",
-    "INFO    pendra.router: chat qwen3:8b → pendra 212 tokens in 1.1 s",
+    "2026-01-01 00:00:00 INFO    pendra.link: connected to wss://api.pendra.ai/ws/gpu",
+    "2026-01-01 00:00:01 INFO    pendra.backends: found ollama at http://localhost:11434 "
+    "(3 models)",
+    "2026-01-01 00:00:02 DEBUG   pendra.gpu: GPU telemetry from nvml",
+    "2026-01-01 00:00:09 WARNING pendra.backends: speaches at http://localhost:8000 stopped "
+    "answering: connection refused",
+    "2026-01-01 00:01:12 INFO    worker.backends.pendra: loaded qwen3:8b in 2.1 s (4 slots)",
+    "2026-01-01 00:03:40 ERROR   worker.installs: gemma3:27b on ollama failed: disk full",
+    "2026-01-01 00:04:58 INFO    worker.backends.pendra: loaded gemma3:270m in 0.3 s (4 slots)",
 ]
 
 
 def dashboard_worker(
-    gpus: int = 1, installs: bool = False, state: str = "connected", unusable: bool = False
+    gpus: int = 1,
+    installs: bool = False,
+    state: str = "connected",
+    *,
+    history: bool = True,
+    logs: list[str] | None = None,
 ) -> FakeWorker:
     return FakeWorker(
-        running_status(gpus=gpus, installs=installs, state=state, unusable=unusable),
-        events=gpu_history_events(gpus) if gpus else [],
-        logs=LOG_LINES,
+        running_status(gpus=gpus, installs=installs, state=state),
+        logs=LOG_LINES if logs is None else logs,
+        history=history_doc(gpus) if history else None,
+        recent=recent_requests(),
     )

@@ -108,6 +108,23 @@ class AdminClient:
         lines = body.get("lines") if isinstance(body, dict) else None
         return [str(line) for line in lines] if isinstance(lines, list) else []
 
+    async def history(self) -> dict[str, Any]:
+        """The metrics history: ``{"interval_s", "window_s", "samples": [...]}``, oldest first."""
+        body = await self._call("GET", wire.PATH_HISTORY)
+        return body if isinstance(body, dict) else {"samples": []}
+
+    async def recent_requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Running, then recently finished requests (metadata only), newest first."""
+        body = await self._call("GET", wire.PATH_REQUESTS, params={"limit": str(max(0, limit))})
+        listed = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(listed, list):
+            return []
+        return [item for item in listed if isinstance(item, dict)]
+
+    async def retry_link(self) -> dict[str, Any]:
+        """Reconnect to the control plane now instead of waiting out the backoff."""
+        return await self._call("POST", wire.PATH_LINK_RETRY)
+
     async def events(self, kinds: set[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Events as the worker publishes them, until the worker stops (then NoWorkerRunning)."""
         stream = await self.open_events(kinds)

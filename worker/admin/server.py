@@ -189,6 +189,9 @@ class AdminServer:
             ("POST", wire.PATH_UNINSTALL, self._uninstall),
             ("POST", wire.PATH_REFRESH_BACKENDS, self._refresh_backends),
             ("POST", wire.PATH_DRAIN, self._drain),
+            ("GET", wire.PATH_HISTORY, self._history),
+            ("GET", wire.PATH_REQUESTS, self._requests),
+            ("POST", wire.PATH_LINK_RETRY, self._retry_link),
             ("POST", wire.PATH_ROTATE_WORKLOAD_KEY, self._rotate_workload_key),
         ]
         return [(method, _path_pattern(path), handler) for method, path, handler in table]
@@ -294,6 +297,29 @@ class AdminServer:
     async def _drain(self, request: Request) -> Any:
         result = await _resolve(self.target.drain())
         return result if result is not None else {"state": "draining"}
+
+    async def _history(self, request: Request) -> Any:
+        history = getattr(self.target, "history_doc", None)
+        if history is None:
+            return {"interval_s": None, "window_s": None, "samples": []}
+        return await _resolve(history())
+
+    async def _requests(self, request: Request) -> Any:
+        raw = request.query.get("limit", "200")
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise BadRequest(f"limit must be a whole number, not {raw!r}") from None
+        limit = max(0, min(limit, wire.MAX_REQUESTS_LISTED))
+        recent = getattr(self.target, "recent_requests", None)
+        listed = await _resolve(recent(limit)) if recent is not None and limit else []
+        return {"requests": list(listed)}
+
+    async def _retry_link(self, request: Request) -> Any:
+        retry = getattr(self.target, "retry_link", None)
+        if retry is None:
+            raise BadRequest("This worker cannot be told to reconnect.")
+        return await _resolve(retry())
 
     async def _rotate_workload_key(self, request: Request) -> Any:
         rotate = getattr(self.target, "rotate_workload_key", None)

@@ -46,3 +46,8 @@ class AdminTarget(Protocol):
     def catalogue(self) -> MaybeAwaitable:
         """The catalogue from the worker's control plane (or its cached copy), as
         :func:`worker.catalogue.catalogue_document` gives it."""
+
+
+# Optional on a target (the server answers without them): ``history_doc()`` (the metrics
+# history), ``recent_requests(limit)`` (request metadata, newest first) and ``retry_link()``
+# (reconnect to the control plane now).

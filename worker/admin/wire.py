@@ -25,11 +25,15 @@ PATH_CANCEL_INSTALL = f"{API_PREFIX}/installs/{{job_id}}/cancel"
 PATH_UNINSTALL = f"{API_PREFIX}/uninstall"
 PATH_REFRESH_BACKENDS = f"{API_PREFIX}/backends/refresh"
 PATH_DRAIN = f"{API_PREFIX}/drain"
+PATH_HISTORY = f"{API_PREFIX}/history"
+PATH_REQUESTS = f"{API_PREFIX}/requests"
+PATH_LINK_RETRY = f"{API_PREFIX}/link/retry"
 PATH_ROTATE_WORKLOAD_KEY = f"{API_PREFIX}/private-inference/rotate"
 
 NDJSON = "application/x-ndjson"
 KEEPALIVE_KIND = "keepalive"
 MAX_LOG_TAIL = 10_000
+MAX_REQUESTS_LISTED = 1000
 MAX_BODY_BYTES = 64 * 1024
 
 

@@ -41,6 +41,11 @@ def _worker_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"Worker    {state} · v{version} · up {format_duration(worker.get('uptime_s'))}"
         )
+    link = worker.get("link") if isinstance(worker.get("link"), Mapping) else {}
+    if link.get("reason"):
+        retry = link.get("retry_in_s")
+        when = f"; retrying in {format_duration(retry)}" if isinstance(retry, (int, float)) else ""
+        lines.append(f"          link: {link['reason']}{when}")
     plane = worker.get("control_plane")
     if plane:
         lines.append(f"Control   {plane}")
@@ -77,6 +82,8 @@ def _request_lines(doc: Mapping[str, Any]) -> list[str]:
         f"{_num(requests.get('served'), ',d')} served",
         f"{_num(requests.get('failed'), ',d')} failed",
     ]
+    if isinstance(requests.get("cancelled"), int) and requests["cancelled"]:
+        parts.append(f"{requests['cancelled']:,d} cancelled")
     rate = requests.get("tokens_per_s")
     if isinstance(rate, (int, float)) and not isinstance(rate, bool):
         parts.append(f"{rate:.1f} tok/s")
@@ -105,10 +112,22 @@ def _backend_lines(doc: Mapping[str, Any]) -> list[str]:
     return ["Backends", *_table(rows)]
 
 
+def _host_line(doc: Mapping[str, Any]) -> list[str]:
+    host = doc.get("host") if isinstance(doc.get("host"), Mapping) else None
+    if not host:
+        return []
+    used, total = host.get("memory_used"), host.get("memory_total")
+    return [
+        f"Host      CPU {_num(host.get('cpu_percent'), '.0f', '%')} · "
+        f"RAM {format_bytes(used, binary=True)} / {format_bytes(total, binary=True)} · "
+        f"worker {format_bytes(host.get('process_rss'), binary=True)}"
+    ]
+
+
 def _gpu_lines(doc: Mapping[str, Any]) -> list[str]:
     gpus = _list(doc, "gpus")
     if not gpus:
-        return ["GPUs      none detected"]
+        return ["GPUs      none detected", *_host_line(doc)]
     rows = []
     for gpu in gpus:
         used, total = gpu.get("memory_used"), gpu.get("memory_total")

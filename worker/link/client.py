@@ -100,6 +100,11 @@ class LinkClient:
         self.connections = 0
         self.worker_id: str | None = None
         self.on_drain_requested: Callable[[], None] | None = None
+        self.last_error: str | None = None
+        """Why the link is down (the last failed attempt); ``None`` while connected."""
+        self.retry_at: float | None = None
+        """Unix time of the next reconnect attempt while waiting for it, else ``None``."""
+        self._wake = asyncio.Event()
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -113,7 +118,24 @@ class LinkClient:
             self._state = state
             log.info("link %s", state.value)
             if self.events is not None:
-                self.events.publish("state", state=state.value)
+                self.events.publish("state", state=state.value, link=self.describe())
+
+    def describe(self) -> dict[str, Any]:
+        """Why the link is down and when it tries again (``status`` → ``worker.link``)."""
+        retry_in = None if self.retry_at is None else max(0.0, self.retry_at - time.time())
+        return {
+            "reason": self.last_error,
+            "retry_at": None if self.retry_at is None else round(self.retry_at, 3),
+            "retry_in_s": None if retry_in is None else round(retry_in, 1),
+            "attempt": self.backoff.attempt,
+        }
+
+    def retry_now(self) -> bool:
+        """Skip the rest of the reconnect wait; False when no wait is running."""
+        if self.retry_at is None or self._stop.is_set():
+            return False
+        self._wake.set()
+        return True
 
     @property
     def session(self) -> Session | None:
@@ -127,36 +149,62 @@ class LinkClient:
             while not self._stop.is_set():
                 self._set_state(LinkState.CONNECTING)
                 connected_for: float | None = None
+                reason = "the connection closed"
                 try:
                     connected_for = await self._connect_once(http)
+                    reason = "the control plane closed the connection"
                 except aiohttp.WSServerHandshakeError as exc:
                     error = _handshake_http_error(exc)
                     if isinstance(error, (AuthRejected, UpgradeRequired)):
+                        self.last_error = str(error)
                         self._set_state(LinkState.OFFLINE)
                         raise error from None
+                    reason = str(error)
                     log.warning("link: %s", error)
-                except (AuthRejected, UpgradeRequired):
+                except (AuthRejected, UpgradeRequired) as exc:
+                    self.last_error = str(exc)
                     self._set_state(LinkState.OFFLINE)
                     raise
                 except aiohttp.ClientConnectorCertificateError as exc:
+                    reason = "the control plane's TLS certificate did not verify"
                     log.error(
                         "link: the control plane's TLS certificate did not verify (%s); for a "
                         "private CA set PENDRA_CA_FILE to its PEM file",
                         exc.certificate_error,
                     )
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                    log.warning("link: cannot reach %s: %s", self.url, exc or type(exc).__name__)
+                    reason = f"cannot reach {self.url}: {exc or type(exc).__name__}"
+                    log.warning("link: %s", reason)
                 except LinkProtocolError as exc:
+                    reason = str(exc)
                     log.warning("link: %s", exc)
-                self._set_state(LinkState.OFFLINE)
                 if self._stop.is_set():
                     break
                 self.backoff.connection_ended(connected_for)
                 delay = self.backoff.next_delay()
+                self.last_error = reason
+                self.retry_at = time.time() + delay
+                self._wake.clear()
+                self._set_state(LinkState.OFFLINE)
                 log.info("link: reconnecting in %.1f s", delay)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                await self._wait_to_retry(delay)
+                self.retry_at = None
+        self.retry_at = None
         self._set_state(LinkState.OFFLINE)
+
+    async def _wait_to_retry(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, less when stopped or told to retry now (:meth:`retry_now`)."""
+        waits = {
+            asyncio.ensure_future(self._stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if self._wake.is_set() and not self._stop.is_set():
+            log.info("link: reconnecting now, as asked")
 
     async def _hello(self) -> Hello:
         # The hardware inventory always comes from a one-shot probe (worker.gpu when present),
@@ -206,6 +254,7 @@ class LinkClient:
             )
             session.draining = self._draining
             self._session = session
+            self.last_error = None
             self._set_state(LinkState.CONNECTED)
             log.info("link: connected as %s (protocol %d)", welcome.worker_id, welcome.protocol)
             started = time.monotonic()
