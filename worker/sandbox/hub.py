@@ -227,8 +227,10 @@ class WorkerHub:
         self.max_frame_bytes = max_frame_bytes
         self.workers: dict[str, WorkerConnection] = {}
         """Connected workers by ``worker_id``."""
-        self._room = asyncio.Condition()
-        self._notifiers: set[asyncio.Task[None]] = set()
+        # Set, and replaced by a fresh one, at every room_changed(). No lock: a waiter takes the
+        # current event before it looks for room, so a change in between still wakes it (there is
+        # no await between the look and the wait), and cancelling Event.wait() is always clean.
+        self._changed = asyncio.Event()
         self.waiting = 0
         """Requests waiting for a free slot right now."""
         self._nonces: dict[str, tuple[str, float]] = {}
@@ -255,23 +257,14 @@ class WorkerHub:
 
     def room_changed(self) -> None:
         """A request slot freed up or a worker came or went: wake whoever waits for room."""
-
-        async def notify() -> None:
-            async with self._room:
-                self._room.notify_all()
-
-        try:
-            task = asyncio.get_running_loop().create_task(notify())
-        except RuntimeError:  # no running loop: nobody can be waiting
-            return
-        self._notifiers.add(task)
-        task.add_done_callback(self._notifiers.discard)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def wait_for_change(self, timeout_s: float) -> None:
         """Until the next :meth:`room_changed`, or ``timeout_s``."""
-        async with self._room:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._room.wait(), timeout=timeout_s)
+        changed = self._changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=timeout_s)
 
     async def wait_for_room(
         self, model: str, timeout_s: float, *, worker_id: str | None = None
@@ -284,33 +277,33 @@ class WorkerHub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         gone_since: float | None = None
-        async with self._room:
-            first = True
-            while True:
-                worker = self.pick(model, worker_id)
-                if worker is not None:
-                    return worker
-                now = loop.time()
-                if self.candidates(model, worker_id):
-                    gone_since = None
-                elif first:
+        first = True
+        while True:
+            changed = self._changed  # before the look: a change after it still wakes this wait
+            worker = self.pick(model, worker_id)
+            if worker is not None:
+                return worker
+            now = loop.time()
+            if self.candidates(model, worker_id):
+                gone_since = None
+            elif first:
+                return None
+            else:
+                gone_since = now if gone_since is None else gone_since
+                if now - gone_since >= RECONNECT_GRACE_S:
                     return None
-                else:
-                    gone_since = now if gone_since is None else gone_since
-                    if now - gone_since >= RECONNECT_GRACE_S:
-                        return None
-                first = False
-                remaining = deadline - now
-                if gone_since is not None:
-                    remaining = min(remaining, gone_since + RECONNECT_GRACE_S - now)
-                if remaining <= 0:
-                    return None
-                self.waiting += 1
-                try:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), timeout=remaining)
-                finally:
-                    self.waiting -= 1
+            first = False
+            remaining = deadline - now
+            if gone_since is not None:
+                remaining = min(remaining, gone_since + RECONNECT_GRACE_S - now)
+            if remaining <= 0:
+                return None
+            self.waiting += 1
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=remaining)
+            finally:
+                self.waiting -= 1
 
     def models(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
