@@ -161,11 +161,13 @@ def start_stack(
     worker_env: dict[str, str] | None = None,
     builtin: bool = True,
     profile_dir: Path | None = None,
+    trace_dir: Path | None = None,
 ) -> Stack:
     """Start the sandbox, then a worker serving ``models`` (id -> GGUF, linked into a fresh
     models dir) and the external backends in ``endpoints`` (kind -> URL). ``profile_dir`` runs
     both processes under cProfile; each writes ``sandbox.prof`` / ``worker.prof`` there when it
-    exits on SIGTERM."""
+    exits on SIGTERM. ``trace_dir`` runs both under :mod:`bench.hop_trace` instead; each writes
+    ``sandbox.trace`` / ``worker.trace`` there when it exits."""
     _exit_on_sigterm()
     home = Path(tempfile.mkdtemp(prefix="pendra-bench-"))
     logs = home / "bench-logs"
@@ -181,8 +183,7 @@ def start_stack(
     sandbox = _spawn(
         [
             *_profiled(profile_dir, "sandbox"),
-            "-m",
-            "worker",
+            *_pendra(trace_dir, "sandbox"),
             "sandbox",
             "--port",
             str(port),
@@ -216,9 +217,20 @@ def start_stack(
         wenv[f"{kind.upper()}_ENDPOINT"] = endpoint
     wenv.update(worker_env or {})
     worker = _spawn(
-        [*_profiled(profile_dir, "worker"), "-m", "worker", "--no-ui"], wenv, logs, "worker"
+        [*_profiled(profile_dir, "worker"), *_pendra(trace_dir, "worker"), "--no-ui"],
+        wenv,
+        logs,
+        "worker",
     )
     return Stack(home=home, url=url, sandbox=sandbox, worker=worker)
+
+
+def _pendra(trace_dir: Path | None, name: str) -> list[str]:
+    """How to start ``pendra``: plainly, or under the hop-timing probes."""
+    if trace_dir is None:
+        return ["-m", "worker"]
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    return ["-m", "bench.hop_trace", str(trace_dir / f"{name}.trace"), "--"]
 
 
 def _profiled(profile_dir: Path | None, name: str) -> list[str]:

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.child_env import child_env  # standard library only, like this module
+
 WHEEL_INDEX_BASE = "https://abetlen.github.io/llama-cpp-python/whl"
 DEFAULT_LLAMA_REQUIREMENT = "llama-cpp-python>=0.3.23,<0.4"
 STAMP_NAME = ".pendra-llama-build.json"
@@ -334,7 +336,13 @@ def run_tool(argv: Sequence[str], timeout: float = 10.0) -> str | None:
     """stdout of a tool, or None when it is missing, fails or hangs."""
     try:
         done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -128,6 +128,8 @@ def _is_rosetta() -> bool:
         return False
     import subprocess
 
+    from worker.child_env import child_env
+
     try:
         out = subprocess.run(
             ["sysctl", "-n", "sysctl.proc_translated"],
@@ -135,6 +137,8 @@ def _is_rosetta() -> bool:
             text=True,
             timeout=5,
             check=False,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return False

@@ -32,6 +32,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from worker.child_env import child_env
 from worker.errors import PendraError
 
 PROJECT = "pendra-worker"
@@ -281,7 +282,13 @@ def pip_wheel(requirement: str, out_dir: Path, progress: Progress = _silent) -> 
         progress(f"pip wheel {requirement}")
         try:
             result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=PIP_TIMEOUT_S,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                env=child_env(),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WheelhouseError(f"`pip wheel {requirement}` did not run: {exc}") from None

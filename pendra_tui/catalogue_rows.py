@@ -1,6 +1,6 @@
 """The catalogue as table rows (one per model variant), and filtering them as the user types.
 
-Pure: the catalogue arrives either as the DESIGN §7 JSON or as the objects of
+Pure: the catalogue arrives either as the catalogue JSON or as the objects of
 ``worker.catalogue``; both are read through :func:`_get`, so the table does not care which. A
 malformed entry is skipped (§7: never fatal for the rest).
 """

@@ -363,6 +363,9 @@ class DashboardModel:
         for view in self.backends:
             if view.name == backend:
                 view.models = [m if isinstance(m, dict) else {"id": str(m)} for m in models]
+                unusable = event.get("unusable")  # the modelstore watcher sends both lists
+                if isinstance(unusable, list):
+                    view.unusable = [u for u in unusable if isinstance(u, dict)]
                 return {"backends", "models"}
         return {"resync"}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def run(attach: bool = False, setup: bool = False) -> int:
     """Open the app: the dashboard when ``attach`` (or a key is stored), else the setup flow;
@@ -11,13 +9,14 @@ def run(attach: bool = False, setup: bool = False) -> int:
 
     Returns the exit code. The worker keeps running after the app exits.
     """
+    from worker.cli import report
     from worker.errors import PendraError
     from worker.settings import load_settings
 
     try:
         settings = load_settings()
     except PendraError as exc:
-        print(f"pendra: {exc}", file=sys.stderr)
+        report(exc)
         return exc.exit_code
 
     from pendra_tui.app import build_app

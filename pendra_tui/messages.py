@@ -14,7 +14,7 @@ from textual.message import Message
 
 @dataclass
 class StatusLoaded(Message):
-    """A full status document (DESIGN §6) from the admin API."""
+    """A full status document (docs/status.md) from the admin API."""
 
     doc: dict[str, Any]
 

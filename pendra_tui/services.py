@@ -583,7 +583,8 @@ class DiscoveryProbe(_Adapter):
 
         if kind not in KINDS:
             return BackendCandidate(kind, endpoint, "error", f"no {kind} backend in this install")
-        backend = make_backend(kind, endpoint, self._settings, self._options or DiscoveryOptions())
+        options = self._options if self._options is not None else DiscoveryOptions()
+        backend = make_backend(kind, endpoint, self._settings, options)
         try:
             await asyncio.wait_for(backend.refresh(), timeout=10)
             candidate = _candidate(backend.describe())
@@ -781,6 +782,8 @@ class ProcessLauncher(_Adapter):
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                # Not child_env(): this child is the worker itself, and in container mode its key
+                # (PENDRA_WORKER_KEY) or a Hugging Face token may only exist in this environment.
                 env={**os.environ, "PENDRA_HOME": str(self._settings.home)},
             )
         return process, offset

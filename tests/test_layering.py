@@ -1,4 +1,4 @@
-"""Package boundaries (DESIGN §2): the worker and the installer never import Textual or the app."""
+"""Package boundaries: the worker and the installer never import Textual or the app."""
 
 from __future__ import annotations
 

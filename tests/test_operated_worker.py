@@ -2,9 +2,10 @@
 
 A real ``pendra sandbox`` (control plane, catalogue, model file server) and a real
 ``pendra --no-ui`` worker; then the CLI talks to the running worker through its admin socket:
-``pendra status --json`` (the DESIGN §6 contract), ``pendra models install gemma3:270m`` from the
-sandbox catalogue (download, SHA-256 verify, live progress), a streamed chat through the sandbox's
-OpenAI ingress with the official client, ``pendra logs``, ``pendra models rm``, and a SIGTERM drain.
+``pendra status --json`` (the docs/status.md contract), ``pendra models install gemma3:270m``
+from the sandbox catalogue (download, SHA-256 verify, live progress), a streamed chat through the
+sandbox's OpenAI ingress with the official client, ``pendra logs``, ``pendra models rm``, and a
+SIGTERM drain.
 """
 
 from __future__ import annotations

@@ -1,14 +1,39 @@
 """Errors a user (or a client of the worker) can act on.
 
-Every error the worker shows a person carries what went wrong and what to do about it. The CLI
-prints ``str(error)`` and exits with ``error.exit_code``; the OpenAI-facing paths turn
-``http_status``, ``code`` and the message into the standard ``{"error": {...}}`` envelope. Nothing
+Every error the worker shows a person carries what went wrong and what to do about it. The
+message and the hint travel separately (admin API, link frames, install jobs) and are put together
+only where a person reads them, by one of two functions: :func:`render` for a terminal (the CLI
+prints ``pendra: {render(...)}`` for every error, then exits with ``error.exit_code``) and
+:func:`render_inline` for one-line places (the OpenAI ``{"error": {...}}`` envelope). Nothing
 here ever formats a traceback for a user.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def render(message: str, hint: str | None) -> str:
+    """The error for a terminal: the message, then ``  → hint`` on its own line."""
+    return f"{message}\n  → {hint}" if hint else message
+
+
+def render_inline(message: str, hint: str | None) -> str:
+    """The error on one line: ``message (hint)``."""
+    return f"{message} ({hint})" if hint else message
+
+
+def split_rendered(message: str, hint: str | None) -> str:
+    """``message`` without a copy of ``hint`` that another hop already rendered into it.
+
+    Errors cross processes (admin API, link) as message + hint; a sender that put the rendered
+    text into the message would otherwise get the hint printed twice.
+    """
+    if hint:
+        for rendered in (render("", hint), render_inline("", hint)):
+            if message.endswith(rendered) and len(message) > len(rendered):
+                return message[: -len(rendered)].rstrip()
+    return message
 
 
 class PendraError(Exception):
@@ -31,11 +56,11 @@ class PendraError(Exception):
             self.param = param
 
     def __str__(self) -> str:
-        return f"{self.message}\n  → {self.hint}" if self.hint else self.message
+        return render(self.message, self.hint)
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI error envelope for this error."""
-        text = f"{self.message} ({self.hint})" if self.hint else self.message
+        text = render_inline(self.message, self.hint)
         return {
             "error": {"message": text, "type": self.code, "code": self.code, "param": self.param}
         }
@@ -45,6 +70,13 @@ class ConfigError(PendraError):
     """A setting has a value the worker cannot use; the message names the key and its source."""
 
     code = "config_error"
+    exit_code = 2
+
+
+class UsageError(PendraError):
+    """The command cannot run the way it was started (no terminal for the app, …)."""
+
+    code = "usage_error"
     exit_code = 2
 
 

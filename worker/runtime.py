@@ -267,6 +267,10 @@ class Worker:
         self.request_stop()
         return {"state": LinkState.DRAINING.value}
 
+    async def catalogue(self) -> dict[str, Any]:
+        """The catalogue from this worker's control plane, or its cached copy when offline."""
+        return (await self._manager().load_catalogue()).as_document()
+
     async def rotate_workload_key(self) -> dict[str, Any]:
         """Admin command: a new workload key; the old one is kept while requests still need it."""
         return await self.private.rotate()
@@ -298,7 +302,7 @@ class Worker:
         return self.link.state.value if self.link is not None else LinkState.OFFLINE.value
 
     def status(self) -> dict[str, Any]:
-        """The status document (DESIGN §6). Never contains the worker key."""
+        """The status document (docs/status.md). Never contains the worker key."""
         if self.discovery is not None and hasattr(self.discovery, "describe"):
             backends = self.discovery.describe()
         else:

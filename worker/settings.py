@@ -1,6 +1,6 @@
 """Worker configuration: built-in defaults < ``$PENDRA_HOME/config.yaml`` < environment.
 
-The contract (README "Configuration"):
+The contract (README, Configuration):
 
 * ``PENDRA_HOME`` (default ``~/.pendra``) holds ``config.yaml``, ``worker.key`` (when the key is
   kept in a file), ``run/``, ``logs/`` and ``cache/``.

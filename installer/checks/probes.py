@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from installer.platform import HostInfo, detect_host
+from worker.child_env import child_env
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def run_command(argv: Sequence[str], timeout: float) -> CommandResult:
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=child_env(),
         )
     except FileNotFoundError:
         return CommandResult(None)

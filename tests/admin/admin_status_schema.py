@@ -1,5 +1,5 @@
-"""A checker for the status document contract (DESIGN §6): exactly those keys and types, more keys
-allowed. Returns the list of violations so a failing test names every one of them."""
+"""A checker for the status document contract (docs/status.md): exactly those keys and types,
+more keys allowed. Returns the list of violations so a failing test names every one of them."""
 
 from __future__ import annotations
 

@@ -257,3 +257,15 @@ async def test_no_worker_running_on_a_stale_socket(pendra_home: Path) -> None:
     leftover.close()
     with pytest.raises(NoWorkerRunning):
         await AdminClient(path).status()
+
+
+def test_an_error_code_shared_by_two_classes_is_rebuilt_as_the_general_one() -> None:
+    """Whichever modules are imported, a code maps to the class nearest PendraError."""
+    from worker.admin import wire
+    from worker.errors import BadRequest, PendraError
+
+    class ModuleOwnBadInput(PendraError):  # a later module's 400, sharing BadRequest's code
+        code = "invalid_request_error"
+
+    error = wire.error_from_body({"error": {"code": "invalid_request_error", "message": "m"}}, 400)
+    assert type(error) is BadRequest and ModuleOwnBadInput.code == BadRequest.code

@@ -235,5 +235,5 @@ async def test_attach_with_a_worker_goes_on_to_open_the_app(
     """Past the worker check, attach hands over to the app launcher, which needs a terminal."""
     code, out, err = await pendra(clean_env, "attach")
     assert code == 2 and out == ""
-    assert "no terminal here" in err
+    assert "No terminal here" in err
     assert "No Pendra worker" not in err

@@ -3,8 +3,8 @@ re-discovery. ``host.docker.internal`` is mapped to 127.0.0.2 in the test (no /e
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -174,15 +174,26 @@ async def test_speaches_old_text_health_is_accepted() -> None:
         assert (await SpeachesBackend.verify(session, old.url)).ok
 
 
-async def test_nothing_running_discovers_quickly(pendra_home: Path) -> None:
+async def test_nothing_running_ends_without_waiting_for_probe_timeouts(
+    pendra_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection ends its probe at once. With every probe timeout raised to ten
+    minutes, a discovery that waited on one would run into the one-minute bound below; the real
+    pass takes a fraction of a second, so the bound does not depend on how busy the machine is."""
+    import aiohttp
+
+    patient = aiohttp.ClientTimeout(total=600, connect=600, sock_connect=600)
+    for module in ("discovery", "external"):
+        monkeypatch.setattr(f"worker.backends.{module}.PROBE_TIMEOUT", patient)
+    monkeypatch.setattr("worker.backends.http.PROBE_TIMEOUT", patient)
     port = free_port()
     options = DiscoveryOptions(
         host_map={DOCKER: "127.0.0.2"}, ports={k: (port, port + 1) for k in BACKEND_KINDS}
     )
-    started = time.monotonic()
-    registry = await discover_backends(settings_for(pendra_home), options=options)
+    registry = await asyncio.wait_for(
+        discover_backends(settings_for(pendra_home), options=options), 60
+    )
     assert len(registry) == 0
-    assert time.monotonic() - started < 3.0
 
 
 async def test_every_kind_is_found_by_discovery(pendra_home: Path) -> None:

@@ -32,7 +32,7 @@ async def test_listing_enriches_every_model_with_at_most_five_shows_at_once() ->
             quantization="F16",
         )
     )
-    async with OllamaEmulator(models, show_delay_s=0.05) as emu:
+    async with OllamaEmulator(models, hold_shows_until=5) as emu:
         backend = await ready_backend(emu)
         try:
             assert len(backend.models) == 13

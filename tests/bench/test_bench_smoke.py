@@ -47,6 +47,17 @@ def test_relay_bench_measures_both_paths(clean_env: dict[str, str]) -> None:
     assert "| throughput |" in proc.stdout and "chunks/s" in proc.stdout
 
 
+def test_ttft_relay_bench_splits_the_relayed_path_into_hops(clean_env: dict[str, str]) -> None:
+    """Real sandbox and worker under the hop probes, the emulator in its own process: every hop
+    of the relayed path is measured (a probe that stopped matching would drop its row)."""
+    proc = run_bench("ttft_relay", env=clean_env)
+    found = ratios(proc.stderr)
+    assert found["added p50"].endswith(" ms") and float(found["TTFT p50"].rstrip("x")) > 0
+    hops = [label for label in found if label.startswith("hop: ")]
+    assert len(hops) == 10, sorted(found)
+    assert "| hop: WebSocket → worker |" in proc.stdout
+
+
 def test_private_bench_measures_both_paths(clean_env: dict[str, str]) -> None:
     proc = run_bench("private", env=clean_env)
     found = ratios(proc.stderr)

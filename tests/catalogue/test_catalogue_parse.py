@@ -1,4 +1,4 @@
-"""Parsing the DESIGN §7 document entry by entry (pure)."""
+"""Parsing the catalogue document entry by entry (pure)."""
 
 from __future__ import annotations
 

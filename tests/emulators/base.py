@@ -47,9 +47,12 @@ class Emulator:
     kind = "emulator"
 
     def __init__(self, *, faults: Faults | None = None) -> None:
-        self.faults = faults or Faults()
+        self.faults = faults if faults is not None else Faults()
         self.requests: list[Recorded] = []
         self.disconnects = 0  # streams the client closed early
+        self.install_gate: asyncio.Event | None = None
+        """When set to an Event, an install pauses midway (after some progress) until it is set,
+        so a test can look at the install while it runs. ``None``: installs run straight through."""
         self.streams_completed = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -71,6 +74,11 @@ class Emulator:
                 body = await request.text()
         self.requests.append(Recorded(request.method, request.path, body, dict(request.headers)))
         return await handler(request)
+
+    def open_connections(self) -> int:
+        """Client connections this server holds open right now (idle keep-alive ones too)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     def paths(self, method: str | None = None) -> list[str]:
         return [r.path for r in self.requests if method is None or r.method == method]
@@ -117,6 +125,9 @@ class Emulator:
         sent = 0
         try:
             for text in lines:
+                if text is HOLD:
+                    await self.hold_install()
+                    continue
                 if self.faults.chunk_delay_s:
                     await asyncio.sleep(self.faults.chunk_delay_s)
                 if (
@@ -135,6 +146,15 @@ class Emulator:
             self.disconnects += 1
             raise
         return response
+
+    async def hold_install(self) -> None:
+        """Wait here while :attr:`install_gate` is closed."""
+        if self.install_gate is not None:
+            await self.install_gate.wait()
+
+
+HOLD = object()
+"""An item of :meth:`Emulator.stream_lines` that writes nothing and waits for the install gate."""
 
 
 def reply(make: Any) -> Any:

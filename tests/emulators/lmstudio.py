@@ -113,7 +113,9 @@ class LmStudioEmulator(OpenAIEmulator):
         job = self.jobs.get(job_id)
         if job is None:
             return web.json_response({"error": f"job {job_id} not found"}, status=404)
-        job["polls"] += 1
+        held = self.install_gate is not None and not self.install_gate.is_set()
+        if not (held and job["polls"] >= 1):
+            job["polls"] += 1
         done = min(3000, 3000 * job["polls"] // self.download_steps)
         status = "downloading"
         if job["polls"] >= self.download_steps:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import reply
+from .base import HOLD, reply
 from .openai_surface import Flavour, OpenAIEmulator, prompt_tokens, reply_tokens
 
 
@@ -53,6 +53,7 @@ class OllamaEmulator(OpenAIEmulator):
         version: str = "0.9.6",
         pullable: dict[str, OllamaModel] | None = None,
         show_delay_s: float = 0.0,
+        hold_shows_until: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.ollama_models = list(
@@ -62,6 +63,10 @@ class OllamaEmulator(OpenAIEmulator):
         self.version = version
         self.pullable = dict(pullable or {})
         self.show_delay_s = show_delay_s
+        self.hold_shows_until = hold_shows_until
+        """``/api/show`` requests wait until this many are in flight at once, then all go on:
+        a client's concurrency shows in ``show_max_in_flight`` without depending on timing."""
+        self._shows_released: asyncio.Event | None = None
         self.show_in_flight = 0
         self.show_max_in_flight = 0
         self.loaded: dict[str, tuple[float, int]] = {}
@@ -157,6 +162,12 @@ class OllamaEmulator(OpenAIEmulator):
         self.show_in_flight += 1
         self.show_max_in_flight = max(self.show_max_in_flight, self.show_in_flight)
         try:
+            if self.hold_shows_until is not None:
+                if self._shows_released is None:
+                    self._shows_released = asyncio.Event()
+                if self.show_in_flight >= self.hold_shows_until:
+                    self._shows_released.set()
+                await self._shows_released.wait()
             if self.show_delay_s:
                 await asyncio.sleep(self.show_delay_s)
         finally:
@@ -261,6 +272,8 @@ class OllamaEmulator(OpenAIEmulator):
             digest = "sha256:" + model.digest
             steps = 5
             for i in range(1, steps + 1):
+                if i == 3:
+                    yield HOLD
                 if self.faults.pull_error_after is not None and i > self.faults.pull_error_after:
                     yield json.dumps({"error": "max retries exceeded: unexpected EOF"})
                     return

@@ -84,6 +84,7 @@ class SpeachesEmulator(OpenAIEmulator):
             return web.json_response({"detail": f"Model '{model_id}' not found"}, status=404)
         if model_id in self.models:
             return _plain(201, f"Model '{model_id}' already exists")
+        await self.hold_install()
         self.models.append(model_id)
         return _plain(200, f"Model '{model_id}' downloaded")
 

@@ -20,11 +20,13 @@ class ScriptedProbe:
 
     name = "scripted"
 
-    def __init__(self, reads: list[object], *, delay_s: float = 0.0) -> None:
+    def __init__(self, reads: list[object], *, gate: threading.Event | None = None) -> None:
         self.reads = list(reads)
-        self.delay_s = delay_s
+        self.gate = gate
         self.threads: set[str] = set()
         self.closed = 0
+        self.reading = threading.Event()
+        self.reads_done = 0
 
     def open(self) -> None:
         if not self.reads:
@@ -32,7 +34,10 @@ class ScriptedProbe:
 
     def read(self) -> list[GpuReading]:
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.delay_s)
+        self.reading.set()
+        if self.gate is not None:
+            self.gate.wait(60)  # a hung driver call, until the test lets it go
+        self.reads_done += 1
         item = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
         if isinstance(item, Exception):
             raise item
@@ -63,20 +68,19 @@ async def test_samples_off_the_loop_publish_events_and_keep_bounded_history() ->
     assert probe.threads and all(name.startswith("pendra-gpu") for name in probe.threads)
 
 
-async def test_a_slow_source_never_blocks_the_event_loop() -> None:
-    probe = ScriptedProbe([_reading(1.0)], delay_s=0.5)
+async def test_a_hung_source_never_blocks_the_event_loop() -> None:
+    gate = threading.Event()
+    probe = ScriptedProbe([_reading(1.0)], gate=gate)
     sampler = GpuSampler(0.01, EventBus(), probes=lambda: [probe])
-    await sampler.start()
-    loop = asyncio.get_running_loop()
-    worst = 0.0
-    for _ in range(20):  # 0.2 s of ticks while the source takes 0.5 s per read
-        before = loop.time()
-        await asyncio.sleep(0.01)
-        worst = max(worst, loop.time() - before)
-    started = loop.time()
-    await sampler.stop()
-    assert worst < 0.2
-    assert loop.time() - started < 0.2, "stop does not wait for the hung read"
+    try:
+        await sampler.start()
+        assert await asyncio.to_thread(probe.reading.wait, 30), "the sampler never read"
+        for _ in range(20):  # the loop keeps turning while the read hangs on its own thread
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(sampler.stop(), 30)  # stop does not wait for the hung read
+        assert probe.reads_done == 0, "stop returned while the read was still hanging"
+    finally:
+        gate.set()
 
 
 async def test_failing_source_is_dropped_and_another_is_found() -> None:
@@ -120,7 +124,9 @@ async def test_sampler_with_the_nvml_probe_end_to_end() -> None:
     await sampler.start()
     sample = await sampler.sample_once()
     await sampler.stop()
-    await asyncio.sleep(0.05)  # the close runs on the sampler thread
     assert sample.gpus[0].name == "NVIDIA H100 80GB HBM3"
     assert sample.as_dict()["gpus"][0]["memory_total"] == FakeDevice().total
-    assert lib.initialised == 0, "stop() shuts NVML down"
+    deadline = time.monotonic() + 10  # the close runs on the sampler thread, after stop() returns
+    while lib.initialised != 0:
+        assert time.monotonic() < deadline, "stop() shuts NVML down"
+        await asyncio.sleep(0.01)

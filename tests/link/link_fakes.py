@@ -50,10 +50,14 @@ class FakeBackend(Backend):
         chat=True, embeddings=True, install=True, uninstall=True
     )
 
-    def __init__(self, *, words: int = 5, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, *, words: int = 5, delay_s: float = 0.0, gate: asyncio.Event | None = None
+    ) -> None:
         super().__init__(None)
         self.words = words
         self.delay_s = delay_s
+        self.gate = gate
+        """When given, every stream waits for it before its first word (all stay in flight)."""
         self.started = 0
         self.closed_early = 0
         self.finished = 0
@@ -100,6 +104,8 @@ class FakeBackend(Backend):
         words = expected_words(self._prompt(body), self._count(body))
         done = False
         try:
+            if self.gate is not None:
+                await self.gate.wait()
             for i, word in enumerate(words):
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
@@ -178,7 +184,7 @@ async def start_sandbox(
     versions: tuple[int, ...] = (1,),
     catalogue: dict[str, Any] | None = None,
 ) -> Sandbox:
-    key = key or generate_key()
+    key = key if key is not None else generate_key()
     config = SandboxConfig(
         api_key="sk-test-sandbox",
         accepted_keys={key.public_key},

@@ -14,7 +14,7 @@ from link_fakes import FAKE_MODEL, FakeBackend, Sandbox, start_worker, wait_for
 
 from worker.keys import generate_key
 from worker.protocol import ErrorFrame, Request, ResponseStart
-from worker.sandbox.hub import Channel
+from worker.sandbox.hub import Channel, WorkerHub
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -186,3 +186,21 @@ async def test_a_request_waiting_for_a_slot_survives_a_link_drop(sandbox: Sandbo
         assert running.worker.link.connections == 2
     finally:
         await running.stop()
+
+
+async def test_waits_for_room_end_cleanly_when_cancelled_as_room_changes() -> None:
+    """Requests waiting for a slot are cancelled (clients hang up, the sandbox stops) in the same
+    instant as a slot frees: every wait ends, none with an error of its own, and a later change
+    still wakes a new waiter."""
+    hub = WorkerHub([generate_key().public_key])
+    waiters = [asyncio.create_task(hub.wait_for_change(30)) for _ in range(40)]
+    await asyncio.sleep(0)  # all of them waiting
+    hub.room_changed()
+    for task in waiters[::2]:
+        task.cancel()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(r is None or isinstance(r, asyncio.CancelledError) for r in results), results
+    later = asyncio.create_task(hub.wait_for_change(30))
+    await asyncio.sleep(0)
+    hub.room_changed()
+    await asyncio.wait_for(later, 5)

@@ -109,9 +109,11 @@ async def test_least_in_flight_balancing_across_two_workers(sandbox: Sandbox) ->
 
     second_key = generate_key()
     sandbox.hub.accepted_keys.add(second_key.public_key)
-    slow_a, slow_b = FakeBackend(words=30, delay_s=0.01), FakeBackend(words=30, delay_s=0.01)
-    a = await start_worker(sandbox, slow_a)
-    b = await start_worker(sandbox, slow_b, key=second_key)
+    gate = asyncio.Event()  # every stream stays in flight until all eight have been routed
+    slow_a, slow_b = FakeBackend(words=30, gate=gate), FakeBackend(words=30, gate=gate)
+    room = {"MAX_CONCURRENT": "4"}  # each worker takes four at once: all eight are in flight
+    a = await start_worker(sandbox, slow_a, env=room)
+    b = await start_worker(sandbox, slow_b, key=second_key, env=room)
     await wait_for(lambda: len(sandbox.hub.workers) == 2, what="two workers")
     api = client(sandbox)
 
@@ -122,7 +124,10 @@ async def test_least_in_flight_balancing_across_two_workers(sandbox: Sandbox) ->
         async for _ in stream:
             pass
 
-    await asyncio.gather(*(one(i) for i in range(8)))
+    streams = asyncio.gather(*(one(i) for i in range(8)))
+    await wait_for(lambda: slow_a.started + slow_b.started == 8, what="eight streams routed")
+    gate.set()
+    await streams
     assert slow_a.started == 4 and slow_b.started == 4
     await a.stop()
     await b.stop()

@@ -132,11 +132,20 @@ async def _chunks(n: int, delay_s: float = 0.0):  # type: ignore[no-untyped-def]
 
 async def test_pump_sends_one_frame_per_chunk_when_the_link_keeps_up() -> None:
     frames: list[str] = []
+    sent = asyncio.Event()
 
     async def send(text: str) -> None:
         frames.append(text)
+        sent.set()
 
-    summary = await pump_stream("r", _chunks(5, delay_s=0.005), send)
+    async def paced():  # type: ignore[no-untyped-def]
+        """The next chunk only once the previous one is on the link: a link that keeps up."""
+        for i in range(5):
+            sent.clear()
+            yield StreamChunk(json.dumps({"i": i}))
+            await sent.wait()
+
+    summary = await pump_stream("r", paced(), send)
     assert summary.chunks == 5 and summary.frames == 5
     assert [json.loads(f)["data"] for f in frames] == [[{"i": i}] for i in range(5)]
 
@@ -167,3 +176,36 @@ async def test_pump_reraises_the_backend_error_after_sending_what_it_had() -> No
     with pytest.raises(RuntimeError, match="boom"):
         await pump_stream("r", failing(), send)
     assert len(frames) == 1
+
+
+async def test_pump_sends_the_lead_with_the_first_frame_and_what_is_already_there() -> None:
+    """The stream's start frame leaves in one write with the first chunk frame, and chunks the
+    backend already produced join that first frame (one wake-up of the control plane)."""
+    together: list[list[str]] = []
+    alone: list[str] = []
+
+    async def send(text: str) -> None:
+        alone.append(text)
+
+    async def send_together(texts: list[str]) -> None:
+        together.append(list(texts))
+
+    first = StreamChunk(json.dumps({"i": -1}))
+    summary = await pump_stream(
+        "r", _chunks(3), send, first=first, lead="START", send_together=send_together
+    )
+    assert len(together) == 1 and together[0][0] == "START"
+    sent = [json.loads(together[0][1])["data"], *(json.loads(f)["data"] for f in alone)]
+    assert [item["i"] for frame in sent for item in frame] == [-1, 0, 1, 2]
+    assert len(sent[0]) > 1  # the chunks that were ready joined the first frame
+    assert summary.chunks == 4
+
+
+async def test_pump_without_send_together_sends_the_lead_first() -> None:
+    frames: list[str] = []
+
+    async def send(text: str) -> None:
+        frames.append(text)
+
+    await pump_stream("r", _chunks(1), send, first=StreamChunk('{"i": -1}'), lead="START")
+    assert frames[0] == "START" and json.loads(frames[1])["data"][0] == {"i": -1}

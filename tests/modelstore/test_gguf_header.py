@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import struct
-import time
 from pathlib import Path
 
 import pytest
 from model_factory import write_header_only
 
+from tests.work_budget import within_budget
 from worker.modelstore.gguf_header import (
     GGUFHeaderError,
     parse_gguf_header,
@@ -58,13 +58,11 @@ def test_real_tiny_model_header_matches_file_size(tiny_chat_gguf: Path) -> None:
 
 
 @pytest.mark.slow
-def test_big_vocab_header_is_fast(gemma_gguf: Path) -> None:
-    start = time.perf_counter()
-    header = read_gguf_header(gemma_gguf)
-    elapsed = time.perf_counter() - start
+def test_big_vocab_header_is_linear_in_its_size(gemma_gguf: Path) -> None:
+    # About 5 Python lines per token of the 262,144-token vocabulary today (1.3 M in all).
+    header = within_budget(lambda: read_gguf_header(gemma_gguf), max_lines=3_000_000)
     assert header.arrays["tokenizer.ggml.tokens"].length == 262144
     assert header.metadata["gemma3.context_length"] == 32768
-    assert elapsed < 3.0, f"header parse took {elapsed:.2f}s"
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -122,18 +120,14 @@ def test_huge_key_length() -> None:
 
 def test_huge_array_length_of_scalars() -> None:
     body = _key("a") + struct.pack("<I", 9) + struct.pack("<IQ", 6, 2**60)
-    start = time.perf_counter()
     with pytest.raises(GGUFHeaderError, match="truncated"):
-        parse_gguf_header(_header(1, body + b"\0" * 64))
-    assert time.perf_counter() - start < 0.5
+        within_budget(lambda: parse_gguf_header(_header(1, body + b"\0" * 64)), max_lines=5_000)
 
 
 def test_huge_array_length_of_strings() -> None:
     body = _key("tokens") + struct.pack("<I", 9) + struct.pack("<IQ", 8, 2**61)
-    start = time.perf_counter()
     with pytest.raises(GGUFHeaderError, match="truncated"):
-        parse_gguf_header(_header(1, body + b"\0" * 64))
-    assert time.perf_counter() - start < 0.5
+        within_budget(lambda: parse_gguf_header(_header(1, body + b"\0" * 64)), max_lines=5_000)
 
 
 def test_string_array_running_past_end() -> None:

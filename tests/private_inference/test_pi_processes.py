@@ -109,9 +109,14 @@ class Stack:
         sandbox_env = {**_clean_environ(root / "sandbox-home"), "PENDRA_LOG_LEVEL": "debug"}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.sandbox = start_sandbox_proc(sandbox_env, self.logs, self.port, key_files[0], *accept)
         self.client_leg = RecordingProxy(self.port)
         self.worker_leg = RecordingProxy(self.port)
+        # The workers dial the recording proxy: it is a URL the control plane serves, so their
+        # signed handshakes name it (docs/protocol.md, "Handshake and authentication").
+        public = ("--public-url", self.url, "--public-url", self.worker_leg.url)
+        self.sandbox = start_sandbox_proc(
+            sandbox_env, self.logs, self.port, key_files[0], *accept, *public
+        )
         self.workers: list[Worker] = []
         for i, key_file in enumerate(key_files):
             home = root / f"worker-home-{i}"

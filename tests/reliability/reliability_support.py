@@ -85,7 +85,7 @@ class Sandbox:
 
 
 async def start_sandbox(key: WorkerKey | None = None, port: int = 0) -> Sandbox:
-    key = key or generate_key()
+    key = key if key is not None else generate_key()
     config = SandboxConfig(
         api_key=API_KEY,
         accepted_keys={key.public_key},

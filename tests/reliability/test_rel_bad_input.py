@@ -13,7 +13,6 @@ import json
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from reliability_support import (
 )
 
 from tests.emulators import EMULATORS, Faults, VllmEmulator
+from tests.work_budget import within_budget
 from worker.catalogue import Catalogue
 from worker.catalogue.parse import CatalogueError, parse_catalogue
 from worker.catalogue.refs import parse_ref
@@ -205,19 +205,15 @@ CRAFTED_GGUFS: dict[str, bytes] = {
 @pytest.mark.parametrize("name", sorted(CRAFTED_GGUFS))
 def test_hostile_gguf_headers_are_clear_errors_fast(name: str) -> None:
     data = CRAFTED_GGUFS[name]
-    started = time.monotonic()
     with pytest.raises(GGUFHeaderError) as caught:
-        parse_gguf_header(data)
-    assert time.monotonic() - started < 1.0
+        within_budget(lambda: parse_gguf_header(data), max_lines=5_000)  # no loop over claims
     assert str(caught.value)
 
 
 def test_hostile_ggufs_in_the_modelstore_are_listed_as_unusable(tmp_path: Path) -> None:
     for name, data in CRAFTED_GGUFS.items():
         (tmp_path / f"{name}.gguf").write_bytes(data)
-    started = time.monotonic()
-    models = ModelStore(tmp_path).scan()
-    assert time.monotonic() - started < 5.0
+    models = within_budget(ModelStore(tmp_path).scan, max_lines=100_000)
     assert {m.id for m in models} == set(CRAFTED_GGUFS)
     for model in models:
         assert not model.usable and model.error, model
@@ -241,10 +237,8 @@ def test_mutated_real_headers_never_escape_the_parser(
     data = bytearray(real_header)
     for offset, value in flips:
         data[offset] = value
-    started = time.monotonic()
-    with contextlib.suppress(GGUFHeaderError):
-        parse_gguf_header(bytes(data[:cut]))
-    assert time.monotonic() - started < 1.0
+    with contextlib.suppress(GGUFHeaderError):  # the whole real header takes ~4,000 lines
+        within_budget(lambda: parse_gguf_header(bytes(data[:cut])), max_lines=200_000)
 
 
 # -- catalogue ------

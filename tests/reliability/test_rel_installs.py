@@ -75,7 +75,11 @@ def install_env(clean_env: dict[str, str], api_url: str, models: Path) -> dict[s
     }
 
 
-async def run_install(env: dict[str, str], kill_after_s: float | None = None) -> tuple[int, str]:
+async def run_install(
+    env: dict[str, str], kill_at: tuple[Path, int] | None = None
+) -> tuple[int, str]:
+    """Run ``pendra models install``; with ``kill_at=(part, n)``, SIGKILL it as soon as its
+    partial download ``part`` holds ``n`` bytes (a point of the download, not of the clock)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker", "models", "install", REF, "--backend", "pendra",
         env=env,
@@ -83,11 +87,16 @@ async def run_install(env: dict[str, str], kill_after_s: float | None = None) ->
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    if kill_after_s is not None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), kill_after_s)
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
+    if kill_at is not None:
+        part, bytes_at = kill_at
+        deadline = time.monotonic() + 60
+        while proc.returncode is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if part.stat().st_size >= bytes_at:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.005)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, (out + err).decode(errors="replace")
@@ -112,12 +121,17 @@ async def test_kill_9_during_installs_never_leaves_a_bad_file_and_always_resumes
     killed = finished_early = 0
     partial_sizes: list[int] = []
     started = time.monotonic()
+    part = models / ".tiny-1m.Q4_K_M.gguf.part"
     for _round in range(KILLS):
         # Start from scratch half the time, else resume whatever the last kill left.
         if rng.random() < 0.5:
             for path in models.glob("*") if models.exists() else []:
                 path.unlink()
-        code, output = await run_install(env, kill_after_s=rng.uniform(0.2, 1.4))
+        # Kill at a random point of the download still ahead (or let a nearly done one finish).
+        have = part.stat().st_size if part.exists() else 0
+        target = have + rng.randint(64 * 1024, SIZE // 3)
+        kill_at = (part, target) if target < SIZE - 1024 * 1024 else None
+        code, output = await run_install(env, kill_at=kill_at)
         if code == -signal.SIGKILL:
             killed += 1
         else:
@@ -125,7 +139,6 @@ async def test_kill_9_during_installs_never_leaves_a_bad_file_and_always_resumes
             assert "Traceback" not in output
             finished_early += 1
         visible_models_verified(models, sha)
-        part = models / ".tiny-1m.Q4_K_M.gguf.part"
         if part.exists():
             partial_sizes.append(part.stat().st_size)
     # Now let it finish: it resumes and ends with exactly one verified file.

@@ -210,6 +210,20 @@ def test_backends_and_models_events_resync_when_they_carry_no_list() -> None:
     }
 
 
+def test_a_models_event_brings_the_files_the_backend_cannot_serve() -> None:
+    model = DashboardModel()
+    model.apply_status(_status(), now=0.0)
+    bad = {"file": "late.gguf", "id": "late", "error": "not a GGUF file"}
+    event = {"kind": "models", "backend": "pendra", "models": [], "unusable": [bad, "junk"]}
+    assert model.apply_event(event, 1.0) == {"backends", "models"}
+    assert model.backends[0].unusable == [bad]
+    # an event without the key (an older worker) leaves the list as it was
+    model.apply_event({"kind": "models", "backend": "pendra", "models": []}, 1.0)
+    assert model.backends[0].unusable == [bad]
+    model.apply_event({"kind": "models", "backend": "pendra", "models": [], "unusable": []}, 1.0)
+    assert model.backends[0].unusable == []
+
+
 def test_gpus_can_disappear_and_unreadable_values_stay_unknown() -> None:
     model = DashboardModel()
     reading = {"index": 0, "name": "A", "utilization": 40, "memory_used": 1, "memory_total": 2}

@@ -332,13 +332,17 @@ async def test_model_folds_every_event_kind_the_worker_publishes(stack: Stack) -
     model.apply_status(await client.status(), 0.0)
     seen: dict[str, set[str]] = {}
 
+    subscribed = asyncio.Event()
+
     async def follow() -> None:
-        async for event in client.events():
-            seen.setdefault(str(event["kind"]), set()).update(model.apply_event(event, 0.0))
+        async with client.event_stream() as stream:  # subscribed on entry
+            subscribed.set()
+            async for event in stream:
+                seen.setdefault(str(event["kind"]), set()).update(model.apply_event(event, 0.0))
 
     follower = asyncio.create_task(follow())
     try:
-        await asyncio.sleep(0.3)  # subscribed
+        await asyncio.wait_for(subscribed.wait(), 30)
         await client.refresh_backends()  # "backends" with the full list
         job = await client.install("tiny:chat")
         assert job["id"]

@@ -8,6 +8,7 @@ socket and kills only that server. Also: ``pendra`` without a terminal says to u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,9 @@ def tmux(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Callable[..., Tm
     made: list[Tmux] = []
 
     def make(env: dict[str, str]) -> Tmux:
-        server = Tmux(f"pendra-test-{tmp_path.name}-{len(made)}", {**env, "TERM": "xterm-256color"})
+        # The pid too: tmux sockets live in one directory per user, shared by concurrent runs.
+        name = f"pendra-test-{os.getpid()}-{tmp_path.name}-{len(made)}"
+        server = Tmux(name, {**env, "TERM": "xterm-256color"})
         made.append(server)
         return server
 
@@ -83,7 +86,10 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
     api_url = f"http://127.0.0.1:{port}"
     key_file = tmp_path / "sandbox-worker.key"
     sandbox = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_file)
-    env = worker_env(clean_env, api_url, key_file, tmp_path / "models")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "cut.gguf").write_bytes(b"GGUF" + bytes(60))  # a file it cannot serve
+    env = worker_env(clean_env, api_url, key_file, models_dir)
     worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
     try:
         deadline = time.monotonic() + 30
@@ -111,6 +117,15 @@ def test_attach_in_a_real_terminal_shows_the_dashboard_and_q_leaves_the_worker_r
         screen = term.wait_screen(lambda text: "pendra (built-in)" in text, "the backends view")
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        # the models view names the modelstore file it does not serve, with the reason
+        term.run("send-keys", "-t", "app", "1")
+        term.wait_screen(
+            lambda text: "✗ unusable" in text and "cut.gguf on pendra cannot be served" in text,
+            "the unusable file and why",
+        )
+        # one dropped in while the app runs arrives through the worker's models event
+        (models_dir / "late.gguf").write_bytes(b"not a gguf at all")
+        term.wait_screen(lambda text: text.count("✗ unusable") == 2, "the second unusable file")
 
         term.run("send-keys", "-t", "app", "q")
         deadline = time.monotonic() + 15
@@ -233,7 +248,7 @@ def test_pendra_without_a_terminal_points_to_no_ui(
         assert result.returncode == 3 and "pendra --no-ui" in result.stderr
     else:
         assert result.returncode == 2
-        assert "no terminal here" in result.stderr and "pendra --no-ui" in result.stderr
+        assert "No terminal here" in result.stderr and "pendra --no-ui" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
 
 

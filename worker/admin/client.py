@@ -95,6 +95,10 @@ class AdminClient:
     async def drain(self) -> dict[str, Any]:
         return await self._call("POST", wire.PATH_DRAIN)
 
+    async def catalogue(self) -> dict[str, Any]:
+        """The catalogue the worker sees (its control plane, or its cached copy)."""
+        return await self._call("GET", wire.PATH_CATALOGUE)
+
     async def rotate_workload_key(self) -> dict[str, Any]:
         """A new workload key; answers the ``private_inference`` status block after the change."""
         return await self._call("POST", wire.PATH_ROTATE_WORKLOAD_KEY)

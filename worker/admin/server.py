@@ -183,6 +183,7 @@ class AdminServer:
             ("GET", wire.PATH_STATUS, self._status),
             ("GET", wire.PATH_EVENTS, self._events),
             ("GET", wire.PATH_LOGS, self._logs),
+            ("GET", wire.PATH_CATALOGUE, self._catalogue),
             ("POST", wire.PATH_INSTALLS, self._install),
             ("POST", wire.PATH_CANCEL_INSTALL, self._cancel_install),
             ("POST", wire.PATH_UNINSTALL, self._uninstall),
@@ -271,6 +272,9 @@ class AdminServer:
         tail = max(0, min(tail, wire.MAX_LOG_TAIL))
         lines = await _resolve(self.target.log_tail(tail)) if tail else []
         return {"lines": [str(line) for line in lines]}
+
+    async def _catalogue(self, request: Request) -> Any:
+        return await _resolve(self.target.catalogue())
 
     async def _install(self, request: Request) -> Any:
         ref, backend = self._ref_and_backend(request)

@@ -23,7 +23,7 @@ class AdminTarget(Protocol):
     events: EventBus
 
     def status(self) -> MaybeAwaitable:
-        """The DESIGN §6 status document (exactly those keys; more allowed)."""
+        """The docs/status.md status document (exactly those keys; more allowed)."""
 
     def install(self, ref: str, backend: str | None) -> MaybeAwaitable:
         """Start (or join) an install; returns the job (at least ``id`` and ``ref``)."""
@@ -42,6 +42,10 @@ class AdminTarget(Protocol):
 
     def log_tail(self, n: int) -> MaybeAwaitable:
         """The last ``n`` log lines (already redacted)."""
+
+    def catalogue(self) -> MaybeAwaitable:
+        """The catalogue from the worker's control plane (or its cached copy), as
+        :func:`worker.catalogue.catalogue_document` gives it."""
 
 
 # Optional on a target (the server answers without them): ``history_doc()`` (the metrics

@@ -8,16 +8,18 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections import deque
 from pathlib import PurePath
 from typing import Any
 
-from worker.errors import PendraError
+from worker.errors import PendraError, split_rendered
 
 API_PREFIX = "/v1"
 PATH_PING = f"{API_PREFIX}/ping"
 PATH_STATUS = f"{API_PREFIX}/status"
 PATH_EVENTS = f"{API_PREFIX}/events"
 PATH_LOGS = f"{API_PREFIX}/logs"
+PATH_CATALOGUE = f"{API_PREFIX}/catalogue"
 PATH_INSTALLS = f"{API_PREFIX}/installs"
 PATH_CANCEL_INSTALL = f"{API_PREFIX}/installs/{{job_id}}/cancel"
 PATH_UNINSTALL = f"{API_PREFIX}/uninstall"
@@ -73,9 +75,9 @@ def _error_classes() -> dict[str, type[PendraError]]:
     # one (``BadRequest`` for ``invalid_request_error``) is the class a caller catches, whichever
     # modules happen to be imported.
     found: dict[str, type[PendraError]] = {}
-    pending: list[type[PendraError]] = [PendraError]
+    pending: deque[type[PendraError]] = deque([PendraError])
     while pending:
-        cls = pending.pop(0)
+        cls = pending.popleft()
         found.setdefault(cls.code, cls)
         pending.extend(cls.__subclasses__())
     return found
@@ -88,10 +90,10 @@ def error_from_body(body: Any, status: int) -> PendraError:
         return PendraError(f"The worker answered with HTTP {status} and no explanation.")
     code = str(detail.get("code") or "internal_error")
     message = str(detail.get("message") or f"The worker answered with HTTP {status}.")
-    hint = detail.get("hint")
+    hint = str(detail["hint"]) if detail.get("hint") else None
     cls = _error_classes().get(code, PendraError)
     error = cls.__new__(cls)
-    PendraError.__init__(error, message, hint=str(hint) if hint else None)
+    PendraError.__init__(error, split_rendered(message, hint), hint=hint)
     if cls is PendraError:
         error.code = code
     return error

@@ -34,7 +34,7 @@ class Task(str, Enum):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend kind can do (DESIGN §8)."""
+    """What a backend kind can do (README)."""
 
     chat: bool = False
     embeddings: bool = False
@@ -158,7 +158,7 @@ class Backend(abc.ABC):
         return self.status is BackendStatus.READY and any(m.id == model for m in self.models)
 
     def describe(self) -> dict[str, Any]:
-        """This backend's entry in the status document (DESIGN §6)."""
+        """This backend's entry in the status document (docs/status.md)."""
         return {
             "name": self.kind,
             "endpoint": self.endpoint,

@@ -1,7 +1,7 @@
 """Finding backends: once (:func:`discover_backends`) and on each tick (:class:`Discovery`).
 
-The rule (DESIGN §4): a disabled kind is never probed; a kind with an explicit endpoint uses that
-URL, verified; any other kind is probed at ``http://localhost:<port>`` then
+The rule (README, Configuration): a disabled kind is never probed; a kind with an explicit
+endpoint uses that URL, verified; any other kind is probed at ``http://localhost:<port>`` then
 ``http://host.docker.internal:<port>`` for each of its default ports, and the first candidate that
 passes the kind's own verification wins. All candidates of all kinds are probed concurrently with
 short timeouts, so a tick with nothing running takes about one connect timeout at most.
@@ -109,7 +109,7 @@ async def discover_backends(
     options: DiscoveryOptions | None = None,
 ) -> BackendRegistry:
     """One-shot discovery: the built-in backend plus every enabled external kind found."""
-    options = options or DiscoveryOptions()
+    options = options if options is not None else DiscoveryOptions()
     registry = BackendRegistry()
     if builtin is not None:
         registry.add(builtin)
@@ -149,7 +149,7 @@ def describe_all(
     registry: BackendRegistry, settings: Settings, options: DiscoveryOptions | None = None
 ) -> list[dict[str, Any]]:
     """Every backend kind: found ones as they describe themselves, the rest disabled/not found."""
-    options = options or DiscoveryOptions()
+    options = options if options is not None else DiscoveryOptions()
     rows = [backend.describe() for backend in registry]
     present = {row["name"] for row in rows}
     rows.extend(not_found_entry(k, settings, options) for k in BACKEND_KINDS if k not in present)
@@ -184,7 +184,7 @@ class Discovery:
         self.settings = settings
         self.registry = registry
         self.events = events
-        self.options = options or DiscoveryOptions()
+        self.options = options if options is not None else DiscoveryOptions()
         self.interval_s = settings.discovery_interval_s if interval_s is None else interval_s
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()

@@ -1,4 +1,4 @@
-"""The external backend kinds by name, in routing-priority order (DESIGN §8)."""
+"""The external backend kinds by name, in routing-priority order (README)."""
 
 from __future__ import annotations
 

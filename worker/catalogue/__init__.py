@@ -1,4 +1,5 @@
-"""The public model catalogue (DESIGN §7): fetch, validate, cache, look up refs.
+"""The public model catalogue (format: :mod:`worker.catalogue.schema`): fetch, validate, cache,
+look up refs.
 
 ``CatalogueClient(settings).load()`` returns a :class:`Catalogue` (``.models``, ``.cached``,
 ``.age_s``, ``.find(ref)``). ``sample_catalogue.json`` is the bundled catalogue that

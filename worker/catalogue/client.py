@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -44,6 +45,36 @@ class Catalogue:
     @property
     def age_s(self) -> float | None:
         return None if self.fetched_at is None else max(0.0, time.time() - self.fetched_at)
+
+    def as_document(self) -> dict[str, Any]:
+        """Plain JSON data (what the admin API's ``GET /v1/catalogue`` answers)."""
+        return {
+            "cached": self.cached,
+            "fetched_at": self.fetched_at,
+            "source_url": self.source_url,
+            "stale_reason": self.stale_reason,
+            "warnings": list(self.warnings),
+            "models": [m.model_dump(mode="json") for m in self.models],
+        }
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Catalogue:
+        """The inverse of :meth:`as_document`; raises CatalogueError on a document it cannot
+        use (a running worker of another version, say)."""
+        try:
+            return cls(
+                models=tuple(CatalogueModel.model_validate(m) for m in document["models"]),
+                cached=bool(document.get("cached")),
+                fetched_at=document.get("fetched_at"),
+                source_url=str(document.get("source_url") or ""),
+                warnings=tuple(str(w) for w in document.get("warnings") or ()),
+                stale_reason=document.get("stale_reason"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogueError(
+                f"The worker sent a catalogue this command cannot read: {exc}",
+                hint="upgrade so the worker and this command are the same version",
+            ) from None
 
     def find(self, ref: str | ModelRef) -> tuple[CatalogueModel, CatalogueVariant]:
         """The model and variant of ``ref``; raises :class:`ModelNotFound` with a suggestion."""

@@ -1,6 +1,6 @@
 """Turning a catalogue document into models, entry by entry (pure).
 
-DESIGN §7: a malformed entry is skipped with a warning and never fatal for the rest; a document
+The rule: a malformed entry is skipped with a warning and never fatal for the rest; a document
 that is not a catalogue at all (not JSON, no ``data`` or ``models`` list, or not one usable entry)
 is a :class:`CatalogueError`, and the client then keeps its last good cached copy.
 

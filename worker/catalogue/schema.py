@@ -1,6 +1,6 @@
 """The catalogue as the worker holds it: models with their variants (pydantic models).
 
-This is the sandbox's first document shape (DESIGN §7, ``{"version": 1, "models": [...]}``); the
+This is the sandbox's first document shape (``{"version": 1, "models": [...]}``); the
 real API's shape (``{"data": [...]}``) is converted into it by :mod:`worker.catalogue.api_shape`.
 Unknown keys are ignored so the control plane can add fields without breaking deployed workers.
 Validation is per model entry: :func:`worker.catalogue.parse.parse_catalogue` validates each entry

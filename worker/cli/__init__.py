@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from worker import __version__
-from worker.errors import PendraError
+from worker.errors import PendraError, UsageError
 
 if TYPE_CHECKING:
     import argparse
@@ -70,24 +70,25 @@ def _launch_ui(args: argparse.Namespace) -> int:
     from importlib.metadata import entry_points
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print(
-            "pendra: no terminal here, so the app cannot open.\n"
-            "  → run the worker headless with `pendra --no-ui`, or check it with `pendra status`",
-            file=sys.stderr,
+        raise UsageError(
+            "No terminal here, so the app cannot open.",
+            hint="run the worker headless with `pendra --no-ui`, or check it with `pendra status`",
         )
-        return 2
     found = entry_points(group="pendra.ui")
     if not found:
-        print(
-            "pendra: the terminal app is not installed in this environment.\n"
-            "  → use `pendra --no-ui`, or reinstall with get.sh",
-            file=sys.stderr,
+        raise UsageError(
+            "The terminal app is not installed in this environment.",
+            hint="use `pendra --no-ui`, or reinstall with get.sh",
         )
-        return 2
     run = next(iter(found)).load()
     if getattr(args, "setup", False):
         return int(run(setup=True) or 0)
     return int(run(attach=getattr(args, "attach", False)) or 0)
+
+
+def report(error: PendraError) -> None:
+    """Print ``error`` for the person at the terminal: the one place the CLI renders errors."""
+    print(f"pendra: {error}", file=sys.stderr)
 
 
 def _print_settings_warning(message: str) -> None:
@@ -120,7 +121,7 @@ def _guarded(run: Callable[[], int]) -> int:
     try:
         return run()
     except PendraError as exc:
-        print(f"pendra: {exc}", file=sys.stderr)
+        report(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pendra: interrupted", file=sys.stderr)

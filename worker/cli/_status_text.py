@@ -1,4 +1,5 @@
-"""The human summary ``pendra status`` prints: pure functions over the status document (DESIGN §6).
+"""The human summary ``pendra status`` prints: pure functions over the status document
+(docs/status.md).
 
 Missing or null values print as "—" rather than failing, so a status document from a newer or older
 worker still renders.

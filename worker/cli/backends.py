@@ -1,7 +1,7 @@
 """``pendra backends [--json]``: every backend kind, its endpoint, status, capabilities, models.
 
 Asks the running worker (admin API) when there is one, so the answer is what the worker serves;
-otherwise discovers directly with the same settings. ``--json`` prints a list of the DESIGN §6
+otherwise discovers directly with the same settings. ``--json`` prints a list of the docs/status.md
 backend entries and nothing else on stdout.
 """
 

@@ -1,8 +1,10 @@
 """``pendra catalogue [--json]``: the public catalogue with a fit verdict for this machine.
 
-Offline, the last good copy is shown and marked as cached with its age. ``--json`` prints one
-object (stable keys: ``cached``, ``age_s``, ``source_url``, ``stale_reason``, ``warnings``,
-``machine``, ``models`` with each variant's ``fit``) and nothing else on stdout.
+Through the running worker when there is one, so it shows the catalogue of the control plane the
+worker uses (the shell need not set ``APP_SERVER_WS_URL``); directly otherwise. Offline, the last
+good copy is shown and marked as cached with its age. ``--json`` prints one object (stable keys:
+``cached``, ``age_s``, ``source_url``, ``stale_reason``, ``warnings``, ``machine``, ``models`` with
+each variant's ``fit``) and nothing else on stdout.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "catalogue",
         help="models you can install, and whether they fit this machine",
         description=(
-            "Show the Pendra model catalogue (from the control plane, APP_SERVER_WS_URL; the "
-            "cached copy when offline) with a fit verdict per variant: gpu, partial (GPU + CPU), "
-            "cpu, or no."
+            "Show the Pendra model catalogue with a fit verdict per variant: gpu, partial (GPU + "
+            "CPU), cpu, or no. Through the running worker when there is one (its control plane, "
+            "or its cached copy when offline); else from APP_SERVER_WS_URL or the cached copy."
         ),
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -50,7 +52,9 @@ async def collect(settings: Any) -> dict[str, Any]:
     from worker.fit import fit_verdict
     from worker.hardware import MachineProfile
 
-    catalogue = await CatalogueClient(settings).load()
+    catalogue = await _through_worker(settings)
+    if catalogue is None:
+        catalogue = await CatalogueClient(settings).load()
     profile = await asyncio.to_thread(MachineProfile.detect, settings.models_dir)
     models = []
     for model in catalogue.models:
@@ -79,6 +83,15 @@ async def collect(settings: Any) -> dict[str, Any]:
         },
         "models": models,
     }
+
+
+async def _through_worker(settings: Any) -> Any:
+    """The running worker's catalogue (from its control plane or its cache); None without one."""
+    from worker.admin.client import call_running_worker
+    from worker.catalogue import Catalogue
+
+    document = await call_running_worker(settings, lambda client: client.catalogue())
+    return None if document is None else Catalogue.from_document(document)
 
 
 def format_age(seconds: float | None) -> str:

@@ -90,7 +90,12 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def rows_from_backends(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (backend, model) from DESIGN §6 backend entries (pure)."""
+    """One row per (backend, model) from status-document backend entries (pure).
+
+    Served models have ``"usable": true``. Files in the modelstore the built-in backend cannot
+    serve (a truncated or hostile GGUF, a model of another task) follow with ``"usable": false``,
+    their ``file`` and the reason in ``error``.
+    """
     rows = []
     for entry in backends:
         if not isinstance(entry, dict):
@@ -104,6 +109,21 @@ def rows_from_backends(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "task": model.get("task"),
                         "context_length": model.get("context_length"),
                         "size_bytes": model.get("size_bytes"),
+                        "usable": True,
+                    }
+                )
+        for bad in entry.get("unusable") or []:
+            if isinstance(bad, dict) and (bad.get("file") or bad.get("id")):
+                rows.append(
+                    {
+                        "backend": entry.get("name"),
+                        "id": bad.get("id") or bad.get("file"),
+                        "task": bad.get("task"),
+                        "context_length": None,
+                        "size_bytes": bad.get("size_bytes"),
+                        "usable": False,
+                        "file": bad.get("file"),
+                        "error": bad.get("error") or "cannot be used",
                     }
                 )
     return rows
@@ -124,13 +144,16 @@ async def list_models(settings: Any) -> tuple[list[dict[str, Any]], str]:
 def render_models(rows: list[dict[str, Any]], source: str) -> str:
     from worker.units import format_bytes
 
-    if not rows:
-        return (
+    served = [row for row in rows if row.get("usable", True)]
+    unusable = [row for row in rows if not row.get("usable", True)]
+    if not served:
+        text = (
             f"No models on any backend ({source}).\n"
             "Install one with `pendra models install REF` (see `pendra catalogue`).\n"
         )
+        return text + _render_unusable(unusable)
     table = [("BACKEND", "MODEL", "TASK", "CONTEXT", "SIZE")]
-    for row in rows:
+    for row in served:
         table.append(
             (
                 str(row["backend"]),
@@ -142,7 +165,18 @@ def render_models(rows: list[dict[str, Any]], source: str) -> str:
         )
     widths = [max(len(r[i]) for r in table) for i in range(5)]
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in table]
-    return "\n".join([*lines, f"({source})"]) + "\n"
+    return "\n".join([*lines, f"({source})"]) + "\n" + _render_unusable(unusable)
+
+
+def _render_unusable(rows: list[dict[str, Any]]) -> str:
+    """The files that are not served, each with the reason (pure)."""
+    if not rows:
+        return ""
+    lines = ["", "Not served (fix or remove these files):"]
+    for row in rows:
+        where = f"{row['backend']}: " if row.get("backend") not in (None, "pendra") else ""
+        lines.append(f"  {where}{row.get('file') or row['id']} — {row.get('error')}")
+    return "\n".join(lines) + "\n"
 
 
 # -- pendra models install ------------------------------------------------------------------------
@@ -150,7 +184,7 @@ class ProgressPrinter:
     """Redraws one progress line on a terminal; prints phase changes only when not a terminal."""
 
     def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_phase: str | None = None
         self._drawn = False
@@ -213,11 +247,11 @@ def run_install(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"Installed {job['ref']} into {job['backend']} ({job.get('detail') or 'done'}).")
         return 0
-    message = job.get("error") or f"the install ended as {job.get('phase')}"
-    print(f"pendra: install of {job.get('ref')} failed: {message}", file=sys.stderr)
-    if job.get("hint"):
-        print(f"  → {job['hint']}", file=sys.stderr)
-    return 1
+    from worker.errors import InstallError, split_rendered
+
+    hint = job.get("hint") or None
+    message = split_rendered(job.get("error") or f"it ended as {job.get('phase')}", hint)
+    raise InstallError(f"Installing {job.get('ref')} failed: {message}", hint=hint)
 
 
 async def install(

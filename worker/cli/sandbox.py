@@ -1,4 +1,4 @@
-"""``pendra sandbox``: run a local control plane on this machine (DESIGN §5)."""
+"""``pendra sandbox``: run a local control plane on this machine (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--files", type=Path, metavar="DIR", help="serve model files from DIR at /files/NAME"
     )
+    parser.add_argument(
+        "--public-url",
+        action="append",
+        metavar="URL",
+        help="the URL workers dial (their APP_SERVER_WS_URL; ws://, wss://, http:// or https://), "
+        "when it is not the address listened on, e.g. behind a proxy; worker signatures must name "
+        "it. Repeat for several. Default: ws://HOST:PORT (and its localhost spelling on "
+        "loopback); required with --host 0.0.0.0",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -74,6 +83,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port} is not a port number (1-65535)")
     if args.files is not None and not args.files.is_dir():
         raise ConfigError(f"--files {args.files} is not a directory")
+    from worker.sandbox.app import check_public_url, is_wildcard
+
+    public_urls = tuple(check_public_url(url) for url in args.public_url or ())
+    if not public_urls and is_wildcard(args.host):
+        raise ConfigError(
+            f"--host {args.host} listens on every address, so it does not say which URL workers "
+            "dial, and their signed handshakes name that URL.",
+            hint=f"add --public-url ws://<this machine's address>:{args.port} (the "
+            "APP_SERVER_WS_URL the workers use)",
+        )
     key_out: Path = args.key_out or settings.home / "sandbox" / "worker.key"
     key = worker_key_for(key_out)
     accepted = {key.public_key}
@@ -92,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         accepted_keys=accepted,
         catalogue=load_catalogue(args.catalogue),
         files_dir=args.files,
+        public_urls=public_urls,
     )
     app = build_app(config)
     return asyncio.run(_serve(app, args.host, args.port, key_out, api_key, generated))
@@ -100,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(
     app: web.Application, host: str, port: int, key_out: Path, api_key: str, generated: bool
 ) -> int:
-    from worker.sandbox.app import bound_port, serve
+    from worker.sandbox.app import HUB_KEY, bound_port, serve, websocket_url
 
     try:
         runner = await serve(app, host, port)
@@ -116,7 +136,7 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     url = f"http://{host}:{bound_port(runner)}"
-    ws_url = "ws" + url[len("http") :]
+    ws_url = websocket_url(app[HUB_KEY].public_urls[0])  # what workers dial, and sign for
     key_line = (
         f"  API key:      {api_key}   (generated; pass --api-key to choose one)"
         if generated

@@ -1,4 +1,4 @@
-"""``pendra status [--json]``: the state of the running worker (DESIGN §6)."""
+"""``pendra status [--json]``: the state of the running worker (docs/status.md)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def register(subparsers: Any) -> None:
         help="state of the running worker: link, backends, GPUs, installs, requests",
         description=(
             "Show the running worker's state. Needs a running worker (exit 3 when there is none). "
-            "--json prints the status document (stable keys, documented in DESIGN §6) and nothing "
-            "else."
+            "--json prints the status document and nothing else: stable keys, documented in "
+            "docs/status.md."
         ),
     )
     parser.add_argument("--json", action="store_true", help="the status document as JSON")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from worker.child_env import child_env
 from worker.gpu.errors import ProbeUnavailable
 from worker.gpu.reading import GpuReading
 
@@ -58,6 +59,8 @@ class CommandProbe:
                 text=text,
                 timeout=self._timeout_s,
                 check=False,
+                stdin=subprocess.DEVNULL,
+                env=child_env(),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ProbeUnavailable(f"{self.name} failed: {exc}") from None

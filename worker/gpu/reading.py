@@ -27,7 +27,7 @@ class GpuProcess:
 
 @dataclass(frozen=True)
 class GpuReading:
-    """The DESIGN §6 ``gpus`` entry plus ``uuid``, ``processes`` and the ``source`` that read it."""
+    """A ``gpus`` entry of the status document (docs/status.md)."""
 
     index: int
     name: str

@@ -1,7 +1,7 @@
 """Installing a catalogue variant into the built-in backend's modelstore, and removing it.
 
 The GGUF is downloaded with :func:`~worker.installs.download.download_verified`; its sidecar
-(DESIGN §7) is written *before* the GGUF is renamed into place, so the modelstore's watcher never
+is written *before* the GGUF is renamed into place, so the modelstore's watcher never
 sees the model without its ref (which would make it appear briefly under its file-stem id).
 """
 

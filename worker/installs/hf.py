@@ -2,7 +2,7 @@
 
 Each install gets its own folder in the modelstore (``hf.co--OWNER--REPO--QUANT``; the store reads
 one level of folders): the GGUF, the other parts of a split GGUF, the ``mmproj`` projector of a
-vision model, and the sidecar that records all of them with their SHA-256 (DESIGN §7 plus
+vision model, and the sidecar that records all of them with their SHA-256 (the curated sidecar plus
 ``files``, ``revision``, ``quantisation``, ``mmproj``).
 
 Order matters, so the model never appears incomplete: the sidecar is written first (the store

@@ -4,7 +4,7 @@ One :class:`InstallManager` per process (the running worker, or a direct ``pendr
 when none runs). A job installs one catalogue ref into one backend; asking again for the same ref
 and backend while it runs joins the same job. Progress goes to the EventBus as ``"install"``
 events (the admin API and the control plane relay them) and is kept on the job for
-:meth:`InstallManager.snapshot` (the ``installs`` part of the status document, DESIGN §6).
+:meth:`InstallManager.snapshot` (the ``installs`` part of the status document, docs/status.md).
 
 Built-in backend: the GGUF is downloaded straight into the modelstore (:mod:`.builtin`). External
 backends (Ollama, LM Studio, Speaches): their own ``Backend.install``/``uninstall`` with the name
@@ -99,7 +99,7 @@ class InstallJob:
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        """The DESIGN §6 ``installs`` entry plus id, rate, ETA, error and timing."""
+        """The docs/status.md ``installs`` entry plus id, rate, ETA, error and timing."""
         return {
             "id": self.id,
             "ref": self.ref,
@@ -167,12 +167,18 @@ class InstallManager:
         catalogue_loader: CatalogueLoader | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry or BackendRegistry()
-        self.events = events or EventBus()
-        self._load_catalogue = catalogue_loader or CatalogueClient(settings).load
+        self.registry = registry if registry is not None else BackendRegistry()
+        self.events = events if events is not None else EventBus()
+        self._load_catalogue = (
+            catalogue_loader if catalogue_loader is not None else CatalogueClient(settings).load
+        )
         self._jobs: dict[str, InstallJob] = {}
 
     # -- queries ----------------------------------------------------------------------------------
+    async def load_catalogue(self) -> Catalogue:
+        """The catalogue installs are resolved against (the control plane's, or the cache)."""
+        return await self._load_catalogue()
+
     def jobs(self) -> list[InstallJob]:
         return list(self._jobs.values())
 

@@ -85,7 +85,7 @@ class LinkClient:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.gpus = gpus
         self.supported = tuple(supported)
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff if backoff is not None else Backoff()
         self.max_concurrency = max_concurrency
         self.own_id = worker_id
         """The worker's configured ``worker_id``, sent in the hello (the registration)."""

@@ -14,7 +14,7 @@ import binascii
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -23,6 +23,7 @@ from worker.backends.base import InstallProgress, TranscriptionRequest
 from worker.errors import BadRequest, PendraError
 from worker.events import EventBus
 from worker.link.advertise import advertised
+from worker.link.cork import corked
 from worker.link.streaming import pump_stream
 from worker.private_inference.wire import is_sealed
 from worker.protocol import (
@@ -136,6 +137,20 @@ class Session:
 
     # -- sending ---------------------------------------------------------------------------------
     async def send(self, text: str) -> None:
+        self._check_size(text)
+        async with self._send_lock:
+            await self.ws.send_str(text)
+
+    async def send_together(self, texts: Sequence[str]) -> None:
+        """Send ``texts`` as consecutive frames in as few TCP segments as possible."""
+        for text in texts:
+            self._check_size(text)
+        async with self._send_lock:
+            with corked(self.ws.get_extra_info("socket")):
+                for text in texts:
+                    await self.ws.send_str(text)
+
+    def _check_size(self, text: str) -> None:
         # len(str) undercounts multi-byte text by at most 4x: encode only when it could matter.
         if len(text) * 4 > self.max_frame_bytes and len(text.encode()) > self.max_frame_bytes:
             raise FrameTooLarge(
@@ -143,8 +158,6 @@ class Session:
                 f"{self.max_frame_bytes} bytes",
                 hint="ask for a smaller response (fewer images, lower resolution)",
             )
-        async with self._send_lock:
-            await self.ws.send_str(text)
 
     async def _send_safely(self, text: str) -> None:
         """Send, ignoring a socket that is already closing (its requests are being cancelled)."""
@@ -331,12 +344,18 @@ class Session:
         except BaseException:
             await stream.aclose()
             raise
-        try:
-            await self.send(ResponseStart(id=frame.id).dump())
-        except BaseException:
-            await stream.aclose()  # the link went away before the stream started: free the slot
-            raise
-        summary = await pump_stream(frame.id, stream, self.send, first=first)
+        start = ResponseStart(id=frame.id).dump()
+        if first is None:
+            try:
+                await self.send(start)
+            except BaseException:
+                await stream.aclose()  # the link went away before the stream started
+                raise
+            start = None
+        # ``start`` leaves in the same write as the first chunk: one wake-up of the control plane.
+        summary = await pump_stream(
+            frame.id, stream, self.send, first=first, lead=start, send_together=self.send_together
+        )
         usage = None
         if summary.usage is not None:
             usage = UsageInfo(

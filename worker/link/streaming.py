@@ -37,10 +37,14 @@ async def pump_stream(
     first: StreamChunk | None = None,
     queue_chunks: int = DEFAULT_QUEUE_CHUNKS,
     max_frame_chars: int = MAX_CHUNK_FRAME_BYTES,
+    lead: str | None = None,
+    send_together: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> StreamSummary:
     """Send ``first`` and then every chunk of ``chunks`` as ``chunk`` frames; re-raise its error.
 
-    Cancelling the caller cancels the producer and closes ``chunks`` (which stops the backend).
+    ``lead`` (the stream's ``start`` frame) goes out just before the first chunk frame, in the
+    same write when ``send_together`` is given. Cancelling the caller cancels the producer and
+    closes ``chunks`` (which stops the backend).
     """
     queue: asyncio.Queue[object] = asyncio.Queue(queue_chunks)
     failure: list[BaseException] = []
@@ -62,6 +66,11 @@ async def pump_stream(
     summary = StreamSummary()
     producer = asyncio.create_task(produce())
     try:
+        if lead is not None:
+            # One turn of the loop for the producer before the first frame: chunks the backend
+            # already sent (its role chunk and first token often arrive in one read) join the
+            # first frame, so the control plane wakes once for them, not once per chunk.
+            await asyncio.sleep(0)
         ended = False
         while not ended:
             item = await queue.get()
@@ -85,7 +94,17 @@ async def pump_stream(
                     break
             summary.chunks += len(batch)
             summary.frames += 1
-            await send(chunk_frame(request_id, batch))
+            frame = chunk_frame(request_id, batch)
+            if lead is None:
+                await send(frame)
+            elif send_together is not None:
+                await send_together([lead, frame])
+            else:
+                await send(lead)
+                await send(frame)
+            lead = None
+        if lead is not None:  # a stream that ended before its first chunk
+            await send(lead)
         if failure:
             raise failure[0]
         return summary

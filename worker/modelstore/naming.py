@@ -39,7 +39,7 @@ def split_parts(gguf: Path) -> list[Path]:
 
 
 def sidecar_path(gguf: Path) -> Path:
-    """``model.gguf`` -> ``model.gguf.meta.json`` (DESIGN §7)."""
+    """``model.gguf`` -> ``model.gguf.meta.json``, the sidecar of a curated install."""
     return gguf.with_name(gguf.name + SIDECAR_SUFFIX)
 
 

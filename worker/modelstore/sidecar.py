@@ -1,4 +1,4 @@
-"""The ``<file>.gguf.meta.json`` sidecar a curated install writes beside its GGUF (DESIGN §7).
+"""The ``<file>.gguf.meta.json`` sidecar a curated install writes beside its GGUF.
 
 ``{"ref", "task", "sha256", "source_url", "context_length", "installed_at"}``; unknown keys are
 ignored, and ``chat_format`` (a llama.cpp chat format name for GGUFs without a template) is honoured

@@ -75,6 +75,16 @@ class StoredModel:
         return self.usable and self.task in SERVABLE_TASKS
 
     @property
+    def unservable_reason(self) -> str | None:
+        """Why the built-in backend does not serve this file, or ``None`` when it does."""
+        if self.error is not None:
+            return self.error
+        if self.task not in SERVABLE_TASKS:
+            kind = f"a {self.task.value} model" if self.task else "a model of no known task"
+            return f"{kind}; the built-in backend serves chat and embedding models"
+        return None
+
+    @property
     def sidecar(self) -> Path:
         return sidecar_path(self.path)
 

@@ -1,4 +1,4 @@
-"""A local control plane: catalogue, worker WebSocket hub and OpenAI ingress (DESIGN §5)."""
+"""A local control plane: catalogue, worker WebSocket hub and OpenAI ingress (docs/protocol.md)."""
 
 from worker.sandbox.app import SandboxConfig, build_app, serve, worker_key_for
 from worker.sandbox.hub import WorkerHub

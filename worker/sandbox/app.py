@@ -1,4 +1,4 @@
-"""``pendra sandbox``: a local control plane (DESIGN §5) in one aiohttp application."""
+"""``pendra sandbox``: a local control plane (docs/protocol.md) in one aiohttp application."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from worker.errors import ConfigError
 from worker.keys import WorkerKey, generate_key, read_key_file, write_key_file
 from worker.protocol import (
     LEGACY_WORKER_PATH,
@@ -18,7 +20,7 @@ from worker.protocol import (
     VERIFY_PATH,
     WORKER_PATH,
 )
-from worker.sandbox import ingress
+from worker.sandbox import commands, ingress
 from worker.sandbox.catalogue import api_document, default_files, model_ids
 from worker.sandbox.hub import WorkerHub
 
@@ -36,6 +38,8 @@ class SandboxConfig:
     versions: tuple[int, ...] = SUPPORTED_VERSIONS
     heartbeat_interval_s: float | None = None
     extra_files: dict[str, Path] = field(default_factory=default_files)
+    public_urls: tuple[str, ...] = ()
+    """The URLs workers dial (their ``APP_SERVER_WS_URL``); empty: what :func:`serve` listens on."""
 
 
 def worker_key_for(key_out: Path) -> WorkerKey:
@@ -54,6 +58,7 @@ def build_app(config: SandboxConfig) -> web.Application:
         config.accepted_keys,
         versions=config.versions,
         heartbeat_interval_s=config.heartbeat_interval_s,
+        public_urls=config.public_urls,
     )
     app[HUB_KEY] = hub
     app[ingress.API_KEY] = config.api_key
@@ -87,12 +92,16 @@ def build_app(config: SandboxConfig) -> web.Application:
     app.router.add_get("/api/v1/workers", workers)
     app.router.add_get("/files/{name}", files)
     ingress.add_routes(app)
+    commands.add_routes(app)
     app.on_shutdown.append(on_shutdown)
     return app
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start ``app`` on host:port; the caller cleans up the returned runner."""
+    """Start ``app`` on host:port; the caller cleans up the returned runner.
+
+    A hub configured without public URLs is bound to the address it now listens on.
+    """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -101,7 +110,57 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     except OSError:
         await runner.cleanup()
         raise
+    hub = app.get(HUB_KEY)
+    if hub is not None and not hub.public_urls:
+        hub.public_urls = default_public_urls(host, bound_port(runner))
     return runner
+
+
+def default_public_urls(host: str, port: int) -> tuple[str, ...]:
+    """The URLs a sandbox listening on ``host:port`` is reached at: that address, and for
+    loopback also its ``localhost`` spelling. A wildcard address names no URL (see
+    :func:`is_wildcard`): the operator must say which one workers dial."""
+    if is_wildcard(host):
+        return ()
+    bracketed = f"[{host}]" if ":" in host else host
+    urls = [f"http://{bracketed}:{port}"]
+    if host in ("127.0.0.1", "::1"):
+        urls.append(f"http://localhost:{port}")
+    elif host == "localhost":
+        urls.append(f"http://127.0.0.1:{port}")
+    return tuple(urls)
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether ``host`` listens on every address (so it names no single URL)."""
+    return host in ("", "0.0.0.0", "::", "[::]")
+
+
+def check_public_url(url: str) -> str:
+    """``url`` if it is a ws(s) or http(s) URL with a host, else a :class:`ConfigError`. The
+    scheme is not part of a signature's audience, so either spelling of an address names it."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in _WEBSOCKET_SCHEMES and parts.scheme not in ("http", "https"):
+        parts = parts._replace(netloc="")
+    if not parts.hostname:
+        raise ConfigError(
+            f"--public-url {url!r} is not a ws(s) or http(s) URL.",
+            hint="give the URL workers dial, e.g. wss://pendra.example.com or ws://10.0.0.5:8787",
+        )
+    return url.rstrip("/")
+
+
+_WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def websocket_url(url: str) -> str:
+    """``url`` in the ws(s) spelling a worker's ``APP_SERVER_WS_URL`` takes (pure)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{_WEBSOCKET_SCHEMES.get(scheme, scheme)}{sep}{rest}"
 
 
 def bound_port(runner: web.AppRunner) -> int:

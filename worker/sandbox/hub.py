@@ -1,14 +1,17 @@
 """The control plane's worker side, as the sandbox implements it: accept, verify, route frames.
 
 Each worker dials in over WebSocket; the hub sends a challenge, checks the signed transcript
-against the public keys it accepts, takes the hello and welcomes the worker. A worker is known by
-the ``worker_id`` of its hello (its key's fingerprint when it sends none): several workers may
-share a key, each with its own id, and an id connected with one key is refused to any other.
-After that the hub keeps the worker's advertised models and load, and relays request frames
-out and response frames back into per-request channels that the OpenAI ingress reads. It sends a
-worker at most the ``max_concurrency`` requests its hello declared; more wait for a free slot
-(backpressure), and a worker that still answers ``worker_busy`` gets the request again when a
-slot frees. A frame it cannot use is answered with an error frame; a worker that disconnects
+against the public keys it accepts, takes the hello and welcomes the worker. The transcript's
+audience is checked against the URLs the hub is configured to serve
+(:attr:`WorkerHub.public_urls`), never against the ``Host`` header the client sent: a server that
+relays a worker's handshake from another address must not choose what its signature is checked
+against. A worker is known by the ``worker_id`` of its hello (its key's fingerprint when it sends
+none): several workers may share a key, each with its own id, and an id connected with one key is
+refused to any other. After that the hub keeps the worker's advertised models and load, and relays
+request frames out and response frames back into per-request channels that the OpenAI ingress
+reads. It sends a worker at most the ``max_concurrency`` requests its hello declared; more wait for
+a free slot (backpressure), and a worker that still answers ``worker_busy`` gets the request again
+when a slot frees. A frame it cannot use is answered with an error frame; a worker that disconnects
 fails its open requests at once.
 """
 
@@ -44,10 +47,12 @@ from worker.protocol import (
     FrameError,
     Heartbeat,
     Hello,
+    InstallCommand,
     Load,
     Pong,
     Request,
     StatusPush,
+    UninstallCommand,
     Welcome,
     WorkloadKeys,
     audience,
@@ -89,6 +94,8 @@ class Channel:
         self.queue.put_nowait(frame)
 
     async def next(self, timeout_s: float) -> Any:
+        if not self.queue.empty():  # the common case while streaming: no timer, no extra task
+            return self.queue.get_nowait()
         return await asyncio.wait_for(self.queue.get(), timeout=timeout_s)
 
     async def close(self) -> None:
@@ -143,7 +150,8 @@ class WorkerConnection:
         async with self._send_lock:
             await self.ws.send_str(text)
 
-    async def open(self, frame: Request) -> Channel:
+    async def open(self, frame: Request | InstallCommand | UninstallCommand) -> Channel:
+        """Send ``frame`` and return the channel its answers arrive on."""
         channel = Channel(self, frame.id)
         self.channels[frame.id] = channel
         try:
@@ -208,16 +216,21 @@ class WorkerHub:
         server_id: str | None = None,
         heartbeat_interval_s: float | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        public_urls: Iterable[str] = (),
     ) -> None:
         self.accepted_keys = set(accepted_keys)
+        self.public_urls: tuple[str, ...] = tuple(public_urls)
+        """The base URLs workers are told to dial (``APP_SERVER_WS_URL``); signatures name one."""
         self.versions = sorted(set(versions))
         self.server_id = server_id or "sandbox-" + secrets.token_hex(4)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_frame_bytes = max_frame_bytes
         self.workers: dict[str, WorkerConnection] = {}
         """Connected workers by ``worker_id``."""
-        self._room = asyncio.Condition()
-        self._notifiers: set[asyncio.Task[None]] = set()
+        # Set, and replaced by a fresh one, at every room_changed(). No lock: a waiter takes the
+        # current event before it looks for room, so a change in between still wakes it (there is
+        # no await between the look and the wait), and cancelling Event.wait() is always clean.
+        self._changed = asyncio.Event()
         self.waiting = 0
         """Requests waiting for a free slot right now."""
         self._nonces: dict[str, tuple[str, float]] = {}
@@ -244,23 +257,14 @@ class WorkerHub:
 
     def room_changed(self) -> None:
         """A request slot freed up or a worker came or went: wake whoever waits for room."""
-
-        async def notify() -> None:
-            async with self._room:
-                self._room.notify_all()
-
-        try:
-            task = asyncio.get_running_loop().create_task(notify())
-        except RuntimeError:  # no running loop: nobody can be waiting
-            return
-        self._notifiers.add(task)
-        task.add_done_callback(self._notifiers.discard)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def wait_for_change(self, timeout_s: float) -> None:
         """Until the next :meth:`room_changed`, or ``timeout_s``."""
-        async with self._room:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._room.wait(), timeout=timeout_s)
+        changed = self._changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=timeout_s)
 
     async def wait_for_room(
         self, model: str, timeout_s: float, *, worker_id: str | None = None
@@ -273,33 +277,33 @@ class WorkerHub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         gone_since: float | None = None
-        async with self._room:
-            first = True
-            while True:
-                worker = self.pick(model, worker_id)
-                if worker is not None:
-                    return worker
-                now = loop.time()
-                if self.candidates(model, worker_id):
-                    gone_since = None
-                elif first:
+        first = True
+        while True:
+            changed = self._changed  # before the look: a change after it still wakes this wait
+            worker = self.pick(model, worker_id)
+            if worker is not None:
+                return worker
+            now = loop.time()
+            if self.candidates(model, worker_id):
+                gone_since = None
+            elif first:
+                return None
+            else:
+                gone_since = now if gone_since is None else gone_since
+                if now - gone_since >= RECONNECT_GRACE_S:
                     return None
-                else:
-                    gone_since = now if gone_since is None else gone_since
-                    if now - gone_since >= RECONNECT_GRACE_S:
-                        return None
-                first = False
-                remaining = deadline - now
-                if gone_since is not None:
-                    remaining = min(remaining, gone_since + RECONNECT_GRACE_S - now)
-                if remaining <= 0:
-                    return None
-                self.waiting += 1
-                try:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), timeout=remaining)
-                finally:
-                    self.waiting -= 1
+            first = False
+            remaining = deadline - now
+            if gone_since is not None:
+                remaining = min(remaining, gone_since + RECONNECT_GRACE_S - now)
+            if remaining <= 0:
+                return None
+            self.waiting += 1
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=remaining)
+            finally:
+                self.waiting -= 1
 
     def models(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
@@ -324,7 +328,7 @@ class WorkerHub:
         self._sockets.add(ws)
         connection: WorkerConnection | None = None
         try:
-            connection = await self._admit(ws, audience(f"{request.host}{request.path}"))
+            connection = await self._admit(ws, request.path)
             if connection is not None:
                 await self._serve(connection)
         finally:
@@ -349,7 +353,7 @@ class WorkerHub:
             return None
         return parse_worker_frame(message.data)
 
-    async def _admit(self, ws: web.WebSocketResponse, aud: str) -> WorkerConnection | None:
+    async def _admit(self, ws: web.WebSocketResponse, path: str) -> WorkerConnection | None:
         nonce = secrets.token_urlsafe(24)
         await ws.send_str(
             Challenge(versions=self.versions, nonce=nonce, server_id=self.server_id).dump()
@@ -368,7 +372,7 @@ class WorkerHub:
                     CLOSE_UPGRADE_REQUIRED,
                 )
                 return None
-            if not self.check_proof(auth.public_key, nonce, auth.protocol, auth.signature, aud):
+            if not self.check_proof(auth.public_key, nonce, auth.protocol, auth.signature, path):
                 self.auth_failures += 1
                 log.warning("refused a worker: key not accepted or bad signature")
                 await self._refuse(
@@ -425,19 +429,28 @@ class WorkerHub:
         )
         return connection
 
+    def audiences(self, path: str) -> list[str]:
+        """The audiences a signature for ``path`` may name: one per configured public URL."""
+        return [audience(base.rstrip("/") + path) for base in self.public_urls]
+
     def check_proof(
-        self, public_key: str, nonce: str, protocol: int, signature: str, aud: str
+        self, public_key: str, nonce: str, protocol: int, signature: str, path: str
     ) -> bool:
+        """Whether ``signature`` proves ``public_key`` (an accepted one) signed this handshake
+        for ``path`` at one of :attr:`public_urls`. No public URL configured: nothing verifies."""
         if not any(hmac.compare_digest(public_key, k) for k in self.accepted_keys):
             return False
-        transcript = auth_transcript(
-            protocol=protocol,
-            nonce=nonce,
-            server_id=self.server_id,
-            public_key=public_key,
-            audience=aud,
-        )
-        return verify_signature(public_key, transcript, signature)
+        for aud in self.audiences(path):
+            transcript = auth_transcript(
+                protocol=protocol,
+                nonce=nonce,
+                server_id=self.server_id,
+                public_key=public_key,
+                audience=aud,
+            )
+            if verify_signature(public_key, transcript, signature):
+                return True
+        return False
 
     async def _serve(self, connection: WorkerConnection) -> None:
         async for message in connection.ws:
@@ -528,9 +541,7 @@ class WorkerHub:
             or not isinstance(protocol, int)
             or protocol not in self.versions
             or not isinstance(signature, str)
-            or not self.check_proof(
-                public_key, nonce, protocol, signature, audience(f"{request.host}{request.path}")
-            )
+            or not self.check_proof(public_key, nonce, protocol, signature, request.path)
         ):
             self.auth_failures += 1
             return _json_error(401, "auth_failed", "this worker key is not accepted here")

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.errors import render_inline, split_rendered
 from worker.private_inference.wire import is_sealed
 from worker.protocol import (
     ErrorFrame,
@@ -68,8 +69,10 @@ _PROTECTED = (
     "/api/v1/embeddings",
     "/api/v1/images/",
     "/api/v1/audio/",
+    "/api/v1/workers/",
 )
-"""Paths that need the API key; the catalogue and the worker endpoints under /api/v1 do not."""
+"""Paths that need the API key: the OpenAI API (under /v1 and /api/v1) and the model commands
+(/api/v1/workers/…); the catalogue, the worker list and the worker endpoints do not."""
 
 
 def openai_error(
@@ -158,7 +161,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 def _from_error(frame: ErrorFrame, placement: Placement | None = None) -> web.Response:
-    message = f"{frame.message} ({frame.hint})" if frame.hint else frame.message
+    message = render_inline(split_rendered(frame.message, frame.hint), frame.hint)
     headers = {**(placement.headers() if placement else {}), **(sealed_error(frame) or {})}
     if frame.retry_after:  # an overloaded model or worker: when a retry may succeed
         headers["Retry-After"] = str(max(1, math.ceil(frame.retry_after)))
@@ -189,9 +192,19 @@ def _relay_unary(frame: Any, placement: Placement | None) -> web.Response:
     return openai_error(502, "bad_worker_response", f"unexpected {frame.type} frame")
 
 
+class _EventStream(web.StreamResponse):
+    """A streamed response whose headers leave together with the first event, not before it.
+
+    The worker sends ``start`` only once the first chunk exists, so holding the headers back costs
+    nothing and saves the client one wake-up on the path of the first token.
+    """
+
+    _send_headers_immediately = False  # aiohttp: buffer the headers until the first write
+
+
 def _sse_error(frame: ErrorFrame, placement: Placement | None) -> bytes:
     error: dict[str, Any] = {
-        "message": frame.message,
+        "message": render_inline(split_rendered(frame.message, frame.hint), frame.hint),
         "type": frame.code,
         "code": frame.code,
         "param": frame.param,
@@ -212,7 +225,7 @@ async def _relay_stream(
         response = _relay_unary(frame, placement)  # an error, or a stream answered in one piece
         response.headers.update(headers)
         return response
-    response = web.StreamResponse(
+    response = _EventStream(
         status=frame.status,
         headers={
             "Content-Type": "text/event-stream",

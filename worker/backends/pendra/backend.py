@@ -93,7 +93,7 @@ class PendraBackend(Backend):
     ) -> None:
         super().__init__(endpoint=None)
         self.settings = settings
-        self.store = store or ModelStore(settings.models_dir)
+        self.store = store if store is not None else ModelStore(settings.models_dir)
         self.events = events
         self._watch_enabled = watch
         starter = ThreadRunner if settings.isolation == "none" else ProcessRunner
@@ -128,11 +128,14 @@ class PendraBackend(Backend):
             log.exception("watching the modelstore stopped")
 
     def _on_store_change(self, models: list[StoredModel]) -> None:
-        before = [m.id for m in self.models]
+        before = ([m.id for m in self.models], self.unusable())
         self._apply(models)
-        if [m.id for m in self.models] != before and self.events is not None:
+        if ([m.id for m in self.models], self.unusable()) != before and self.events is not None:
             self.events.publish(
-                "models", backend=self.kind, models=[m.as_dict() for m in self.models]
+                "models",
+                backend=self.kind,
+                models=[m.as_dict() for m in self.models],
+                unusable=self.unusable(),
             )
 
     def _apply(self, models: list[StoredModel]) -> None:
@@ -140,17 +143,29 @@ class PendraBackend(Backend):
         self._stored = {m.id: m for m in models if m.servable}
         self.models = [_model_info(m) for m in self._stored.values()]
         self._pool.mark_stale(self._stored)
-        unusable = sum(not m.usable for m in models)
+        unusable = len(self.unusable())
         detail = f"{unusable} file(s) in the modelstore cannot be used" if unusable else None
         self.mark(BackendStatus.READY, detail)
+
+    def unusable(self) -> list[dict[str, Any]]:
+        """The modelstore's files this backend does not serve, each with the reason."""
+        return [
+            {
+                "file": m.path.name,
+                "id": m.id,
+                "task": m.task.value if m.task else None,
+                "size_bytes": m.size_bytes,
+                "error": m.unservable_reason,
+            }
+            for m in self._all
+            if m.unservable_reason is not None
+        ]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["endpoint"] = str(self.store.models_dir)
         out["loaded"] = self._pool.describe()
-        out["unusable"] = [
-            {"file": m.path.name, "id": m.id, "error": m.error} for m in self._all if not m.usable
-        ]
+        out["unusable"] = self.unusable()
         return out
 
     # -- lifecycle ------------------------------------------------------------------------------
