@@ -5,6 +5,9 @@
   ``max_concurrent`` = the largest N)
 * raw: one ``llama_decode`` per step over a ``llama_batch`` holding N sequences, native greedy
   sampler (:mod:`bench.raw_llama`), same GGUF, threads, per-sequence context and unified KV.
+* llama-server (when its binary is available, :mod:`bench.llama_server`): llama.cpp's C++ server
+  with as many slots as the worker, the same GGUF, threads and per-slot context, N streams at once
+  with the same client.
 
 Aggregate = all generated tokens / (last token − request start), prefill included on both sides.
 For each N the raw and full runs alternate; the best round of each is reported.
@@ -24,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cli_args  # noqa: E402
+from bench import cli_args, llama_server  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
 from bench.profiling import summarise_dir  # noqa: E402
 from bench.raw_llama import RawModel  # noqa: E402
@@ -36,6 +39,8 @@ from bench.workload import MODEL_ID, RAW_PROMPT, chat_body  # noqa: E402
 
 GOAL_AT = 8
 GOAL = 0.90
+GOAL_VS_SERVER_AT = 4
+GOAL_VS_SERVER = 1.0
 SLOT_CONTEXT = 1024
 
 
@@ -49,6 +54,17 @@ async def full_aggregate(stack: Stack, streams: int, tokens: int) -> tuple[float
     end = max(t.content_ns[-1] for t in traces)
     total = sum(t.completion_tokens or len(t.contents) for t in traces)
     return rate(total, (end - start) / 1e9), total
+
+
+async def server_aggregate(server: llama_server.LlamaServer, streams: int, tokens: int) -> float:
+    async with session(max_connections=streams + 4) as http:
+        url = server.api + "/chat/completions"
+        body = {**chat_body(tokens), "ignore_eos": True}
+        traces = await asyncio.gather(*(stream_chat(http, url, body) for _ in range(streams)))
+    start = min(t.sent_ns for t in traces)
+    end = max(t.content_ns[-1] for t in traces)
+    total = sum(t.completion_tokens or len(t.contents) for t in traces)
+    return rate(total, (end - start) / 1e9)
 
 
 def raw_aggregate(raw: RawModel, prompt: list[int], streams: int, tokens: int) -> float:
@@ -93,25 +109,37 @@ def main(argv: list[str] | None = None) -> int:
         profile_dir=profile_dir,
     )
     results: dict[int, tuple[float, float, int]] = {}
+    served: dict[int, float] = {}
+    binary = llama_server.find_binary()
+    server = None
     try:
         stack.wait_for_models({MODEL_ID})
         asyncio.run(full_aggregate(stack, 1, 4))  # load the model (not timed)
         raw.generate([prompt], 4)
+        if binary is not None:
+            server = llama_server.start(
+                binary, model, threads=threads, context=SLOT_CONTEXT, parallel=top, alias=MODEL_ID
+            )
+            asyncio.run(server_aggregate(server, 1, 4))
         for n in levels:
-            raws, fulls, count = [], [], 0
+            raws, fulls, servers, count = [], [], [], 0
             for _ in range(args.rounds):
                 raws.append(raw_aggregate(raw, prompt, n, args.tokens))
                 agg, count = asyncio.run(full_aggregate(stack, n, args.tokens))
                 fulls.append(agg)
+                if server is not None:
+                    servers.append(asyncio.run(server_aggregate(server, n, args.tokens)))
             results[n] = (max(fulls), max(raws), count)
-            print(
-                f"bench concurrency: {n} streams: raw {max(raws):.1f} tok/s, full path "
-                f"{max(fulls):.1f} tok/s ({count} tokens)",
-                file=sys.stderr,
-            )
+            line = f"raw {max(raws):.1f} tok/s, full path {max(fulls):.1f} tok/s ({count} tokens)"
+            if servers:
+                served[n] = max(servers)
+                line += f", llama-server {served[n]:.1f} tok/s"
+            print(f"bench concurrency: {n} streams: {line}", file=sys.stderr)
     finally:
         stack.close()
         raw.close()
+        if server is not None:
+            server.close()
     section = Section(
         title="Concurrent streams (aggregate decode)",
         intro=(
@@ -120,12 +148,27 @@ def main(argv: list[str] | None = None) -> int:
             f"`max_concurrent` = {top}, {SLOT_CONTEXT} tokens of context per sequence on both "
             f"sides. Raw: one `llama_batch` with N sequences per step."
         ),
-        columns=("full path", "raw batched"),
+        columns=("full path", "baseline (raw batched / llama-server)"),
     )
     for n in levels:
         full, raw_rate, _count = results[n]
         section.rows.append(
             Row(f"{n} stream(s)", full, raw_rate, "tok/s", goal=GOAL if n == GOAL_AT else None)
+        )
+    for n in levels:
+        if n in served:
+            goal = GOAL_VS_SERVER if n == GOAL_VS_SERVER_AT else None
+            section.rows.append(
+                Row(f"{n} stream(s) vs llama-server", results[n][0], served[n], "tok/s", goal=goal)
+            )
+    if binary is None:
+        section.notes.append(
+            f"no llama-server binary ({llama_server.ENV} or PATH): its rows are left out."
+        )
+    else:
+        section.notes.append(
+            f"llama-server rows: baseline = llama-server `-np {top}` "
+            f"({llama_server.version(binary)})."
         )
     single = results[levels[0]][0]
     section.notes.append(

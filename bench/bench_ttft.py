@@ -2,8 +2,9 @@
 
 * full path: client → ``pendra sandbox`` ingress → WSS → ``pendra --no-ui`` → built-in backend;
   from sending the request to the first chunk with content arriving at the client.
-* in-process: ``PendraBackend.chat_stream`` in this process (same GGUF, settings and request);
-  from the call to the first chunk with content.
+* in-process: ``PendraBackend.chat_stream`` called in this process (same GGUF, settings and
+  request; its model in a runner process, as in the worker); from the call to the first chunk
+  with content.
 
 Both models are loaded and warmed up first; requests alternate between the two; the added time is
 what the ingress, the link and the worker's request handling cost on top of prefill + 1 token.
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         intro=(
             f"`{model.name}`, {threads} thread(s), the benches' counting prompt, {args.requests} "
             f"alternating requests per side after warm-up. Full path: client → sandbox → WSS → "
-            f"worker → built-in backend. In-process: `PendraBackend.chat_stream` called directly."
+            f"worker → built-in backend. In-process: `PendraBackend.chat_stream` called directly "
+            f"(its model in a runner process on both sides)."
         ),
         columns=("full path", "in-process"),
     )

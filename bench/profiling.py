@@ -38,3 +38,25 @@ def _trim(text: str) -> str:
             continue
         keep.append(line.rstrip())
     return "\n".join(keep)
+
+
+def engine_step_cost(directory: Path) -> str | None:
+    """The runner engine thread's CPU per decode step outside llama.cpp: from the ``runner-*.prof``
+    files a runner writes with ``PENDRA_RUNNER_PROFILE`` (profiled with the thread's CPU clock)."""
+    lines = []
+    for path in sorted(directory.glob("runner-*.prof")):
+        stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+        own = {func[2]: (calls, tottime) for func, (_cc, calls, tottime, _ct, _callers)
+               in stats.items()}  # fmt: skip
+        steps = own.get("_step", (0, 0.0))[0] or own.get("_generate", (0, 0.0))[0]
+        if not steps:
+            continue
+        total = sum(tottime for _calls, tottime in own.values())
+        native = own.get("decode", (0, 0.0))[1] + own.get("sample", (0, 0.0))[1]
+        python = total - native
+        lines.append(
+            f"{path.stem}: {steps} steps, {1e6 * python / steps:.0f} µs of Python per step "
+            f"({100 * python / total:.1f} % of the engine thread's CPU; llama_decode + sampling "
+            f"{1e3 * native / steps:.2f} ms per step)"
+        )
+    return "\n".join(lines) or None

@@ -8,7 +8,6 @@ against this in the same run, on the same GGUF, with the same thread count and c
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +61,10 @@ class RawModel:
         cparams.n_ubatch = min(512, n_ctx)
         cparams.n_seq_max = n_seq
         cparams.n_threads = threads
-        cparams.n_threads_batch = max(threads, os.cpu_count() or 1)
+        cparams.n_threads_batch = threads
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
         cparams.kv_unified = n_seq > 1
+        cparams.swa_full = False  # as the worker and llama-server run it
         cparams.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:

@@ -146,6 +146,14 @@ def _spawn(args: list[str], env: dict[str, str], logs: Path, name: str) -> Proc:
     return Proc(popen, out, err)
 
 
+def _exit_on_sigterm() -> None:
+    """A SIGTERM to the bench (a timeout, ``kill``) unwinds it like an error, so its ``finally``
+    blocks stop the processes it started instead of leaving them running."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # only the main thread may set a handler
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def start_stack(
     *,
     models: dict[str, Path] | None = None,
@@ -160,6 +168,7 @@ def start_stack(
     both processes under cProfile; each writes ``sandbox.prof`` / ``worker.prof`` there when it
     exits on SIGTERM. ``trace_dir`` runs both under :mod:`bench.hop_trace` instead; each writes
     ``sandbox.trace`` / ``worker.trace`` there when it exits."""
+    _exit_on_sigterm()
     home = Path(tempfile.mkdtemp(prefix="pendra-bench-"))
     logs = home / "bench-logs"
     logs.mkdir()

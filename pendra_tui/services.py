@@ -418,7 +418,12 @@ class LiveCatalogue(_Adapter):
 
         def judge(model: Any, variant: Any) -> str | None:
             try:
-                verdict = fit.fit_verdict(profile, variant)
+                verdict = fit.fit_verdict(
+                    profile,
+                    variant,
+                    max_context=getattr(self._settings, "max_context", fit.DEFAULT_CONTEXT),
+                    kv_type=getattr(self._settings, "kv_type", "f16"),
+                )
             except Exception:
                 return None
             value = getattr(verdict, "verdict", getattr(verdict, "value", verdict))

@@ -93,6 +93,12 @@ def tiny_chat_notemplate_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tools_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny chat model with a ChatML template that takes tools (Hermes ``<tool_call>``)."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-tools"), "tools")
+
+
+@pytest.fixture(scope="session")
 def tiny_split_gguf(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The tiny chat model as a split GGUF: its parts ``tiny-split-0000N-of-00003.gguf``, in
     order (llama.cpp loads part 1 and finds the others beside it)."""
@@ -117,6 +123,25 @@ def tiny_split_gguf(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def tiny_embed_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny embedding GGUF: MEAN pooling, non-causal attention."""
     return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-embed"), "embed")
+
+
+@pytest.fixture(scope="session")
+def isolation_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny chat GGUF whose greedy answer repeats the letter its prompt is made of, by a wide
+    margin: outputs that tell sequences apart without depending on float ties."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-isolation"), "isolation")
+
+
+@pytest.fixture(scope="session")
+def abort_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GGUF whose header passes every check but makes llama.cpp abort (SIGABRT) on load."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-abort"), "abort")
+
+
+@pytest.fixture(scope="session")
+def mamba_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Mamba: recurrent state that cannot be partly rolled back."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-mamba"), "mamba")
 
 
 @pytest.fixture(scope="session")

@@ -42,11 +42,18 @@ class PendraError(Exception):
     http_status: int = 500
     code: str = "internal_error"
     exit_code: int = 1
+    retry_after_s: float | None = None
+    """Set on overload errors (429/503): when a retry may succeed (the ``Retry-After`` header)."""
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    param: str | None = None
+    """The request field the error is about (OpenAI's ``error.param``), when there is one."""
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if param is not None:
+            self.param = param
 
     def __str__(self) -> str:
         return render(self.message, self.hint)
@@ -54,7 +61,9 @@ class PendraError(Exception):
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI error envelope for this error."""
         text = render_inline(self.message, self.hint)
-        return {"error": {"message": text, "type": self.code, "code": self.code, "param": None}}
+        return {
+            "error": {"message": text, "type": self.code, "code": self.code, "param": self.param}
+        }
 
 
 class ConfigError(PendraError):
@@ -114,6 +123,43 @@ class ModelLoadError(PendraError):
 
     http_status = 500
     code = "model_load_error"
+
+
+class InsufficientMemory(ModelLoadError):
+    """A model (weights + the smallest useful KV cache) does not fit in the memory that is free."""
+
+    http_status = 503
+    code = "insufficient_memory"
+
+
+class ModelCrashed(PendraError):
+    """The process running a model died (a signal, an abort in llama.cpp, the OOM killer) while
+    it served this request; the next request starts it again."""
+
+    http_status = 500
+    code = "model_crashed"
+
+
+class Overloaded(PendraError):
+    """Too many requests are waiting for a model: a 429 with ``Retry-After``."""
+
+    http_status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
+
+
+class ModelBusy(PendraError):
+    """No room to load a model: every loaded model stayed busy for the whole bounded wait."""
+
+    http_status = 503
+    code = "model_busy"
+
+    def __init__(self, message: str, *, retry_after_s: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
 
 
 class Cancelled(PendraError):

@@ -75,3 +75,16 @@ def free_disk(path: Path) -> int | None:
         return int(shutil.disk_usage(probe).free)
     except OSError:
         return None
+
+
+def physical_cores() -> int:
+    """Physical CPU cores: decode is memory-bound and hyper-threads only add contention."""
+    import os
+
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover - psutil is a dependency; this is belt and braces
+        cores = None
+    return max(1, cores or os.cpu_count() or 1)

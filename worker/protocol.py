@@ -38,7 +38,7 @@ MAX_CHUNK_FRAME_BYTES = 256 * 1024
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN)]
-RequestKind = Literal["chat", "embeddings", "images", "transcription"]
+RequestKind = Literal["chat", "completions", "embeddings", "images", "transcription"]
 
 # WebSocket close codes (4000–4999 are the application's).
 CLOSE_AUTH_FAILED = 4401
@@ -77,6 +77,10 @@ class ErrorFrame(_Frame):
     message: str
     status: int | None = None
     hint: str | None = None
+    retry_after: float | None = None
+    """Seconds after which a retry may succeed (429/503 overload); the HTTP ``Retry-After``."""
+    param: str | None = None
+    """The request field a 400 is about (OpenAI's ``error.param``)."""
 
 
 # -- control plane → worker ------------------------------------------------------------------------

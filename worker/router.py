@@ -5,10 +5,11 @@ model through the :class:`~worker.backends.registry.BackendRegistry`, enforces t
 in-flight cap (``max_concurrent``, across all backends: a request over it is refused at once with
 :class:`~worker.errors.WorkerBusy`, 503 ``worker_busy``, which the control plane reads as "send it
 elsewhere or later"), bounds how many requests each backend runs at once (the rest wait their
-turn, so a burst cannot overload a backend), and keeps the counters the status document,
-heartbeats and the dashboard show: in flight, served, failed, refused busy and a tokens-per-second
-rate over a sliding window. Counter changes are published as ``requests`` events, at most a few
-times a second while tokens stream.
+turn, so a burst cannot overload a backend; a backend that bounds each of its models itself,
+``admits_itself``, is left to do it), and keeps the counters the status document, heartbeats and
+the dashboard show: in flight, served, failed, refused busy and a tokens-per-second rate over a
+sliding window. Counter changes are published as ``requests`` events, at most a few times a
+second while tokens stream.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from worker.backends.base import Backend, StreamChunk, TranscriptionRequest
 from worker.backends.registry import BackendRegistry
 from worker.errors import BadRequest, Cancelled, WorkerBusy
 from worker.events import EventBus
+from worker.request_check import first_problem
 from worker.request_log import RequestLog, RequestTrace
 
 T = TypeVar("T")
@@ -79,6 +81,13 @@ class TokenRate:
         cutoff = now - self.window_s
         while self._events and self._events[0][0] < cutoff:
             self._sum -= self._events.popleft()[1]
+
+
+def check_stream_flag(body: Mapping[str, Any]) -> None:
+    """``stream`` is a JSON boolean (or absent/null): ``"yes"`` or ``1`` is a 400, not coerced."""
+    value = body.get("stream")
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"'stream' must be true or false, got {value!r}")
 
 
 def model_of(body: Mapping[str, Any]) -> str:
@@ -181,7 +190,9 @@ class Router:
     def limit_for(self, kind: str) -> int:
         return self._limits.get(kind, self._default_limit)
 
-    def _semaphore(self, backend: Backend) -> asyncio.Semaphore:
+    def _semaphore(self, backend: Backend) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        if getattr(backend, "admits_itself", False):
+            return contextlib.nullcontext()  # it bounds each of its models itself
         sem = self._semaphores.get(backend.kind)
         if sem is None:
             sem = self._semaphores[backend.kind] = asyncio.Semaphore(self.limit_for(backend.kind))
@@ -190,6 +201,9 @@ class Router:
     def _resolve(
         self, body: Mapping[str, Any], trace: RequestTrace | None = None
     ) -> tuple[Backend, dict[str, Any]]:
+        problem = first_problem(dict(body))
+        if problem is not None:
+            raise BadRequest(problem)
         backend, model_id = self.registry.resolve(model_of(body))
         if trace is not None:
             trace.routed(backend.kind, model_id)
@@ -231,7 +245,21 @@ class Router:
 
     async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streamed chat completion."""
-        return await self._unary("chat", {**body, "stream": False}, lambda b, r: b.chat(r))
+
+        async def call(backend: Backend, routed: dict[str, Any]) -> dict[str, Any]:
+            check_stream_flag(body)
+            return await backend.chat(routed)
+
+        return await self._unary("chat", {**body, "stream": False}, call)
+
+    async def completions(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A non-streamed legacy text completion."""
+
+        async def call(backend: Backend, routed: dict[str, Any]) -> dict[str, Any]:
+            check_stream_flag(body)
+            return await backend.completions(routed)
+
+        return await self._unary("completions", {**body, "stream": False}, call)
 
     async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._unary("embeddings", body, lambda b, r: b.embeddings(r))
@@ -246,20 +274,35 @@ class Router:
 
         return await self._unary("transcription", {"model": request.model}, call)
 
-    async def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
+    def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
         """A streamed chat completion; closing this iterator cancels the generation.
 
         The backend's slot is held for the whole stream. Token accounting uses the usage the
         backend reports; a backend that reports none is counted one token per content chunk.
         """
+        return self._stream("chat", body, lambda backend, routed: backend.chat_stream(routed))
+
+    def completions_stream(self, body: Mapping[str, Any]) -> AsyncIterator[StreamChunk]:
+        """A streamed legacy text completion (as :meth:`chat_stream`)."""
+        return self._stream(
+            "completions", body, lambda backend, routed: backend.completions_stream(routed)
+        )
+
+    async def _stream(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        open_stream: Callable[[Backend, dict[str, Any]], AsyncIterator[StreamChunk]],
+    ) -> AsyncIterator[StreamChunk]:
         self._begin()
-        trace = self.request_log.begin("chat", _model_name(body), stream=True)
+        trace = self.request_log.begin(kind, _model_name(body), stream=True)
         outcome, counted, reported, prompt, error = "failed", 0, None, None, None
         stream: AsyncIterator[StreamChunk] | None = None
         try:
+            check_stream_flag(body)
             backend, routed = self._resolve({**body, "stream": True}, trace)
             async with self._semaphore(backend):
-                stream = backend.chat_stream(routed)
+                stream = open_stream(backend, routed)
                 async for chunk in stream:
                     if chunk.usage is not None:
                         reported = chunk.usage.completion_tokens

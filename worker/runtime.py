@@ -170,12 +170,7 @@ class Worker:
         self.registry = BackendRegistry(backends or (), models_filter=settings.models_filter)
         self._own_backends = backends is None
         self._discover = discover and backends is None
-        self.router = Router(
-            self.registry,
-            self.events,
-            default_limit=settings.parallel,
-            max_in_flight=settings.max_concurrent,
-        )
+        self.router = Router(self.registry, self.events, max_in_flight=settings.max_concurrent)
         self.private = PrivateInference.for_home(
             settings.home, enabled=settings.private_inference, events=self.events
         )

@@ -127,7 +127,14 @@ class Settings:
     idle_unload_s: float = 900.0
     gpu_layers: int | None = None
     threads: int | None = None
-    parallel: int = 8
+    parallel: int = 4
+    memory_fraction: float = 0.9
+    memory_limit: int | None = None
+    kv_type: str = "f16"
+    max_queued: int = 64
+    load_wait_s: float = 60.0
+    isolation: str = "process"
+    prefix_cache: bool = True
     discovery_interval_s: float = 30.0
     gpu_interval_s: float = 2.0
     heartbeat_interval_s: float = 15.0
@@ -333,6 +340,48 @@ def parse_gpu_layers(raw: Any) -> int | None:
     if text in {"", "auto"}:
         return None
     return parse_int(minimum=-1)(text)
+
+
+def parse_fraction(raw: Any) -> float:
+    value = parse_float()(raw)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{value} is not a fraction between 0 (exclusive) and 1")
+    return value
+
+
+_BYTE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+    "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+    "tib": 1024**4,
+}  # fmt: skip
+
+
+def parse_byte_size(raw: Any) -> int | None:
+    """Bytes, as a plain integer or with a unit: ``8GiB``, ``512 MiB``, ``16GB``; empty = unset."""
+    text = str(raw).strip().lower().replace(" ", "")
+    if not text:
+        return None
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    if unit not in _BYTE_UNITS or not number:
+        raise ValueError(f"{raw!r} is not a size like 8GiB, 512MiB or 16000000000")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a size like 8GiB, 512MiB or 16000000000") from None
+    if value <= 0:
+        raise ValueError(f"{raw!r} must be more than zero")
+    return int(value * _BYTE_UNITS[unit])
+
+
+def parse_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
 
 
 def parse_private_key(raw: Any) -> str:
@@ -625,7 +674,63 @@ _EXTRA_SPECS: tuple[SettingSpec, ...] = (
         "PENDRA_PARALLEL",
         parse_int(minimum=1),
         "concurrent sequences per model in the built-in backend",
-        "8",
+        "4",
+    ),
+    SettingSpec(
+        "memory_fraction",
+        "builtin.memory_fraction",
+        "PENDRA_MEMORY_FRACTION",
+        parse_fraction,
+        "share of the memory free after the weights that the KV cache may take",
+        "0.9",
+    ),
+    SettingSpec(
+        "memory_limit",
+        "builtin.memory_limit",
+        "PENDRA_MEMORY_LIMIT",
+        parse_byte_size,
+        "memory the built-in backend may use in all (e.g. 8GiB; empty: what is free)",
+        "",
+    ),
+    SettingSpec(
+        "kv_type",
+        "builtin.kv_type",
+        "PENDRA_KV_TYPE",
+        parse_choice("f16", "q8_0"),
+        "KV cache type (f16 or q8_0)",
+        "f16",
+    ),
+    SettingSpec(
+        "max_queued",
+        "builtin.max_queued",
+        "PENDRA_MAX_QUEUED",
+        parse_int(minimum=0),
+        "requests a model queues before answering 429",
+        "64",
+    ),
+    SettingSpec(
+        "load_wait_s",
+        "builtin.load_wait_s",
+        "PENDRA_LOAD_WAIT_S",
+        parse_float(0),
+        "seconds a request waits for room to load its model before a 503",
+        "60",
+    ),
+    SettingSpec(
+        "isolation",
+        "builtin.isolation",
+        "PENDRA_BUILTIN_ISOLATION",
+        parse_choice("process", "none"),
+        "run each model in its own runner process (process) or in the worker (none)",
+        "process",
+    ),
+    SettingSpec(
+        "prefix_cache",
+        "builtin.prefix_cache",
+        "PENDRA_PREFIX_CACHE",
+        parse_bool,
+        "keep finished requests' KV cache for prompt caching",
+        "true",
     ),
     SettingSpec(
         "discovery_interval_s",

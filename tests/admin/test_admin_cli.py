@@ -197,6 +197,27 @@ def test_render_status_survives_missing_and_null_values() -> None:
     assert render_status({}).startswith("Worker    unknown")
 
 
+def test_render_status_shows_loaded_models() -> None:
+    entry = {
+        "id": "gemma", "pid": 4242, "state": "ready", "weights_bytes": 253_113_024,
+        "kv_type": "f16", "kv_tokens": 32768, "kv_bytes": 140_509_184, "kv_tokens_in_use": 1234,
+        "context_length": 8192, "slots": 4, "slots_in_use": 1, "queued": 2,
+        "idle_unload_in_s": None,
+    }  # fmt: skip
+    idle = {**entry, "id": "emb", "slots_in_use": 0, "queued": 0, "idle_unload_in_s": 840.0}
+    doc = {"backends": [{"name": "pendra", "status": "ready", "loaded": [entry, idle, "old"]}]}
+    lines = render_status(doc).splitlines()
+    start = lines.index("Loaded")
+    gemma, emb, old = lines[start + 1 : start + 4]
+    assert gemma.split() == [
+        "gemma", "ready", "241", "MiB", "+", "KV", "134", "MiB", "(f16)", "KV", "1,234", "/",
+        "32,768", "tok", "1/4", "busy,", "2", "queued",
+    ]  # fmt: skip
+    assert emb.rstrip().endswith("unloads in 14m 00s")
+    assert old.strip() == "old"  # a list of ids from an older worker still renders
+    assert "Loaded" not in render_status({"backends": [{"name": "pendra", "loaded": []}]})
+
+
 def test_read_tail_across_rotated_files(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     assert read_tail(log, 5) == []

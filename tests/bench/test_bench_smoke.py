@@ -78,9 +78,12 @@ def test_idle_bench_measures_a_connected_worker(clean_env: dict[str, str]) -> No
 @pytest.mark.parametrize(
     ("name", "labels"),
     [
-        ("decode", {"decode, best round", "decode, median round"}),
+        ("decode", {"vs raw loop, best round", "vs raw loop, median round"}),
+        ("runner", {"single stream, best round", "resident memory (worker + runner)"}),
+        ("engine_step", {"1 sequence(s)", "8 sequence(s)"}),
         ("concurrency", {"1 stream(s)", "2 stream(s)"}),
         ("ttft", {"TTFT p50", "added p50"}),
+        ("prefix_cache", {"2nd turn TTFT vs 1st turn", "no shared prefix: prefill, on vs off"}),
     ],
 )
 def test_model_benches_run_on_gemma(
@@ -90,7 +93,7 @@ def test_model_benches_run_on_gemma(
     found = ratios(proc.stderr)
     assert labels <= set(found)
     for label in labels:
-        assert re.fullmatch(r"-?[\d.,]+(x| ms| tok/s)", found[label]), found[label]
+        assert re.fullmatch(r"-?[\d.,]+(x| ms| tok/s| MB| µs)", found[label]), found[label]
     assert "| measure |" in proc.stdout
 
 

@@ -49,3 +49,20 @@ async def make_backend(
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+async def warm(backend: PendraBackend, body: dict) -> None:
+    """Run ``body`` once before outputs are compared.
+
+    llama.cpp promises the same greedy answer for the same input *computed the same way*, not
+    across batch shapes. Both engines keep the previous prompts' KV cache (prompt caching), so a
+    prompt's first answer is computed from a full prefill and later ones from a one-token step:
+    comparing answers is only meaningful after this warm-up.
+    """
+    await backend.chat({**body, "max_tokens": 1})
+
+
+def loaded(backend: PendraBackend, model_id: str) -> dict:
+    """The model's entry in ``loaded`` of the status document."""
+    entries = {e["id"]: e for e in backend.describe()["loaded"]}
+    return entries[model_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MakeBackend, user
+from conftest import MakeBackend, user, warm
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 ENGINES = [pytest.param(False, id="serial"), pytest.param(True, id="batched")]
@@ -30,6 +30,7 @@ async def test_listing_loads_nothing(make_backend: MakeBackend, batched: bool) -
 async def test_non_streaming(make_backend: MakeBackend, batched: bool) -> None:
     backend = await make_backend(batched=batched)
     body = {"model": "tiny", "messages": user("one two three"), "max_tokens": 12, "temperature": 0}
+    await warm(backend, body)
     result = await backend.chat(body)
     parsed = ChatCompletion.model_validate(result)
     assert parsed.choices[0].finish_reason == "length"
@@ -52,6 +53,7 @@ async def test_greedy_is_deterministic_and_stream_equals_non_stream(
         "max_tokens": 40,
         "temperature": 0,
     }
+    await warm(backend, body)
     first = await backend.chat(body)
     second = await backend.chat(body)
     assert first["choices"][0]["message"] == second["choices"][0]["message"]
@@ -82,6 +84,7 @@ async def test_stream_include_usage(make_backend: MakeBackend, batched: bool) ->
         "prompt_tokens": last["usage"]["prompt_tokens"],
         "completion_tokens": 5,
         "total_tokens": last["usage"]["prompt_tokens"] + 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
     assert json.loads(chunks[-2].json)["choices"][0]["finish_reason"] == "length"
 
@@ -94,6 +97,7 @@ async def test_stop_string(make_backend: MakeBackend, batched: bool) -> None:
         "max_tokens": 40,
         "temperature": 0,
     }
+    await warm(backend, body)
     full = (await backend.chat(body))["choices"][0]["message"]["content"]
     assert len(full) > 6
     stop = full[4:6]
@@ -116,6 +120,7 @@ async def test_sampling_with_seed_is_reproducible(make_backend: MakeBackend, bat
         "top_p": 0.9,
         "seed": 42,
     }
+    await warm(backend, body)
     a = await backend.chat(body)
     b = await backend.chat(body)
     c = await backend.chat({**body, "seed": 43})
@@ -140,4 +145,4 @@ async def test_fallback_template_model(
     )
     assert result["usage"]["prompt_tokens"] > 3
     # The tiny vocab has <|im_start|>: the ChatML fallback is chosen from the tokens.
-    assert backend._pool.get("plain").renderer.source == "chatml"
+    assert backend._pool.get("plain").info["template"] == "chatml"

@@ -93,9 +93,11 @@ async def test_model_too_big_for_memory(make_backend: MakeBackend, models_dir: P
     with path.open("r+b") as handle:
         handle.truncate(1024**4)
     backend = await make_backend(GPU_LAYERS=0)
-    with pytest.raises(ModelLoadError, match=r"needs about .* GiB of memory") as info:
+    with pytest.raises(ModelLoadError, match=r"does not fit in memory: it needs about") as info:
         await backend.chat({**BODY, "model": "huge"})
     assert "'huge'" in str(info.value)
+    assert info.value.http_status == 503
+    assert "smaller quantisation" in (info.value.hint or "")
     assert backend.loaded_models() == []
 
 

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from worker.fit import GIB, FitKind, fit_verdict, memory_needed
+from worker.fit import (
+    GIB,
+    FitKind,
+    fit_verdict,
+    kv_bytes_estimate,
+    memory_needed,
+    parse_parameters,
+)
 from worker.hardware import GpuMemory, MachineProfile, free_disk
 
 H100 = GpuMemory("NVIDIA H100 80GB HBM3", 80 * GIB)
@@ -61,7 +68,31 @@ def test_min_vram_from_the_catalogue_wins_over_the_estimate() -> None:
     profile = MachineProfile((RTX,), 32 * GIB, 500 * GIB)
     assert fit_verdict(profile, variant(4)).verdict is FitKind.GPU
     assert fit_verdict(profile, variant(4, min_vram_gb=9)).verdict is FitKind.PARTIAL
-    assert memory_needed(GIB) == int(1.2 * GIB) + 512 * 1024 * 1024
+
+
+def test_memory_counts_weights_and_the_kv_cache_at_the_default_context() -> None:
+    # An 8B model: ~128 KiB of f16 KV per token, 8192 tokens by default = 1 GiB of KV.
+    eight_b = memory_needed(5 * GIB, parameters="8B", context_length=131072)
+    kv = kv_bytes_estimate(5 * GIB, "8B", 8192)
+    assert abs(kv / (128 * 1024 * 8192) - 1) < 0.1
+    assert eight_b == 5 * GIB + kv + 512 * 1024 * 1024
+    # The model's own shorter context, a smaller builtin.max_context and q8_0 all cost less.
+    assert memory_needed(5 * GIB, parameters="8B", context_length=4096) < eight_b
+    assert memory_needed(5 * GIB, parameters="8B", max_context=2048) < eight_b
+    assert memory_needed(5 * GIB, parameters="8B", kv_type="q8_0") < eight_b
+    # Without a label the parameters come from the size (a Q4 file: ~1.7 per byte).
+    assert kv_bytes_estimate(5 * GIB, None, 8192) > kv_bytes_estimate(GIB, None, 8192)
+    assert [parse_parameters(x) for x in ("27B", "270M", "8x7B", "1.5B", "big")] == [
+        27.0, 0.27, 56.0, 1.5, None
+    ]  # fmt: skip
+
+
+def test_a_long_context_can_tip_a_model_out_of_the_gpu() -> None:
+    profile = MachineProfile((RTX,), 32 * GIB, 500 * GIB)
+    model = {"size_bytes": int(6.5 * GIB), "parameters": "12B", "context_length": 131072}
+    assert fit_verdict(profile, model, max_context=2048).verdict is FitKind.GPU
+    tight = fit_verdict(profile, model, max_context=32768)
+    assert tight.verdict is FitKind.PARTIAL
 
 
 def test_unknown_size_is_unknown_not_a_guess() -> None:

@@ -80,6 +80,7 @@ class OpenAIEmulator(Emulator):
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_post("/v1/chat/completions", self.handle_chat)
+        app.router.add_post("/v1/completions", self.handle_completions)
         if self.serves_embeddings:
             app.router.add_post("/v1/embeddings", self.handle_embeddings)
         if self.serves_images:
@@ -232,6 +233,54 @@ class OpenAIEmulator(Emulator):
             )
         if flavour.done_sentinel:
             yield "[DONE]"
+
+    async def handle_completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy completions: the answer is ``Echo: <prompt>`` (as text_completion objects)."""
+        if (denied := self.unauthorised(request)) is not None:
+            return denied
+        body = await request.json()
+        model = body.get("model")
+        if model not in self.models:
+            return self.error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        tokens = reply_tokens([{"role": "user", "content": body.get("prompt", "")}])
+        usage = {
+            "prompt_tokens": 1,
+            "completion_tokens": len(tokens),
+            "total_tokens": 1 + len(tokens),
+        }
+
+        def chunk(text: str, finish: str | None, **extra: Any) -> str:
+            return json.dumps(
+                {
+                    "id": "cmpl-emu",
+                    "object": "text_completion",
+                    "created": 1,
+                    "model": model,
+                    "choices": [
+                        {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+                    ],
+                    **extra,
+                }
+            )
+
+        if body.get("stream"):
+
+            def chunks() -> Iterator[str]:
+                for token in tokens:
+                    yield chunk(token, None)
+                yield chunk("", "stop", usage=usage)
+                yield "[DONE]"
+
+            return await self.stream_lines(
+                request,
+                chunks(),
+                content_type="text/event-stream",
+                prefix="data: ",
+                suffix="\n\n",
+            )
+        return web.Response(
+            text=chunk("".join(tokens), "stop", usage=usage), content_type="application/json"
+        )
 
     async def handle_embeddings(self, request: web.Request) -> web.Response:
         if (denied := self.unauthorised(request)) is not None:

@@ -287,6 +287,9 @@ def _interrupt_when(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # A shell that started this suite in the background (`./test.sh &`) left SIGINT ignored,
+        # and bash cannot trap a signal ignored on entry: give get.sh a terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen: list[str] = []
     deadline = time.monotonic() + 300

@@ -1,8 +1,9 @@
 """The contract every backend implements: the built-in one and each external kind.
 
-A backend is one inference server (or the in-process llama.cpp runtime) that serves some models.
-The router asks backends for completions by model id; the link advertises their models; the admin
-API reports their state. Request and response bodies are the OpenAI wire format as plain dicts.
+A backend is one inference server (or the built-in llama.cpp backend and its model runners)
+that serves some models. The router asks backends for completions by model id; the link advertises
+their models; the admin API reports their state. Request and response bodies are the OpenAI wire
+format as plain dicts.
 
 Streaming chat yields :class:`StreamChunk` objects that carry the chunk *already serialised* as
 JSON text, so the relay path (external backend → WSS frame) never parses and re-encodes a chunk it
@@ -78,6 +79,7 @@ class ModelInfo:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None  # prompt tokens served from a prompt cache, when known
 
     @property
     def total_tokens(self) -> int:
@@ -174,6 +176,14 @@ class Backend(abc.ABC):
     def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
         """A streamed chat completion. Closing the iterator cancels the generation."""
         raise self._unsupported("chat completions")
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed legacy text completion (``/v1/completions``)."""
+        raise self._unsupported("text completions")
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        """A streamed legacy text completion. Closing the iterator cancels the generation."""
+        raise self._unsupported("text completions")
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raise self._unsupported("embeddings")

@@ -15,6 +15,13 @@ import aiohttp
 from worker.backends.base import Capabilities, ModelInfo, Task
 from worker.backends.external import Verdict, model_cards, probe_json
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import (
+    FieldPolicy,
+    not_hosted,
+    only_one_choice,
+    refuse,
+    refuse_true,
+)
 from worker.backends.upstream_errors import message_from_body
 from worker.errors import BackendFailed, PendraError
 
@@ -25,11 +32,41 @@ def context_from_props(props: Any) -> int | None:
     return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
 
 
+LLAMACPP_EXTENSIONS = frozenset(
+    {
+        "top_k", "min_p", "repeat_penalty", "repeat_last_n", "typical_p", "mirostat",
+        "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent", "xtc_probability",
+        "xtc_threshold", "top_n_sigma", "dry_multiplier", "dry_base", "dry_allowed_length",
+        "dry_penalty_last_n", "dry_sequence_breakers", "grammar", "json_schema", "n_probs",
+        "post_sampling_probs", "cache_prompt", "id_slot", "samplers", "ignore_eos", "n_keep",
+        "n_indent", "n_predict", "min_keep", "t_max_predict_ms", "chat_template_kwargs",
+        "reasoning_format", "parse_tool_calls", "return_tokens", "timings_per_token", "lora",
+    }
+)  # fmt: skip
+
+
 class LlamaCppBackend(OpenAICompatBackend):
     kind: ClassVar[str] = "llamacpp"
     display_name: ClassVar[str] = "llama-server"
     capabilities: ClassVar[Capabilities] = Capabilities(chat=True, embeddings=True)
     default_ports: ClassVar[tuple[int, ...]] = (8080, 9931)
+
+    # llama-server serves one choice per request and its own sampling/grammar extensions.
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted({"n": only_one_choice}),
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=LLAMACPP_EXTENSIONS,
+    )
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={
+            "n": only_one_choice,
+            "best_of": only_one_choice,
+            "suffix": refuse("takes fill-in-the-middle at /infill, not /v1/completions"),
+            "echo": refuse_true("does not echo the prompt"),
+        },
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=LLAMACPP_EXTENSIONS,
+    )
 
     @classmethod
     async def verify(cls, session: aiohttp.ClientSession, base_url: str) -> Verdict:

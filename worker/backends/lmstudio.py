@@ -18,6 +18,13 @@ import aiohttp
 from worker.backends.base import Capabilities, InstallProgress, ModelInfo, ProgressCallback, Task
 from worker.backends.external import Verdict, is_error_body, probe_json
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import (
+    FieldPolicy,
+    not_hosted,
+    only_one_choice,
+    refuse,
+    refuse_true,
+)
 from worker.backends.progress import report
 from worker.errors import BackendFailed, InstallError, NotSupported, PendraError
 
@@ -109,6 +116,30 @@ class LmStudioBackend(OpenAICompatBackend):
         chat=True, embeddings=True, install=True, uninstall=False
     )
     default_ports: ClassVar[tuple[int, ...]] = (1234,)
+
+    # LM Studio answers one choice and returns no log probabilities.
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted(
+            {
+                "n": only_one_choice,
+                "logprobs": refuse_true("returns no log probabilities"),
+                "top_logprobs": refuse("returns no log probabilities"),
+            }
+        ),
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=frozenset({"top_k", "min_p", "repeat_penalty", "ttl", "draft_model"}),
+    )
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={
+            "n": only_one_choice,
+            "best_of": only_one_choice,
+            "logprobs": refuse("returns no log probabilities"),
+            "echo": refuse_true("does not echo the prompt"),
+            "suffix": refuse("has no fill-in-the-middle"),
+        },
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=frozenset({"top_k", "min_p", "repeat_penalty", "ttl", "draft_model"}),
+    )
     poll_interval_s: ClassVar[float] = 1.0
 
     @classmethod

@@ -15,8 +15,13 @@ import aiohttp
 from worker.backends.base import Capabilities
 from worker.backends.external import Verdict, is_error_body, model_cards, probe_json
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import FieldPolicy, not_hosted, only_one_choice, refuse
 
 _OTHER_ENGINES = {"vllm", "llamacpp", "sglang", "organization_owner"}
+LOCALAI_EXTENSIONS = frozenset(
+    {"top_k", "min_p", "repeat_penalty", "typical_p", "mirostat", "mirostat_tau", "mirostat_eta",
+     "grammar", "grammar_json_functions", "tfz", "ignore_eos", "batch", "backend"}
+)  # fmt: skip
 
 
 class LocalAIBackend(OpenAICompatBackend):
@@ -26,6 +31,18 @@ class LocalAIBackend(OpenAICompatBackend):
         chat=True, embeddings=True, images=True, transcription=True
     )
     default_ports: ClassVar[tuple[int, ...]] = (8080,)
+
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted({"n": only_one_choice}),
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=LOCALAI_EXTENSIONS,
+    )
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={"n": only_one_choice, "best_of": only_one_choice,
+                "suffix": refuse("has no fill-in-the-middle")},
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=LOCALAI_EXTENSIONS,
+    )  # fmt: skip
 
     @classmethod
     async def verify(cls, session: aiohttp.ClientSession, base_url: str) -> Verdict:

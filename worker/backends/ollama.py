@@ -35,6 +35,15 @@ from worker.backends.http import CONTROL_TIMEOUT, INSTALL_TIMEOUT, REQUEST_TIMEO
 from worker.backends.lines import LineSplitter, LineTooLong
 from worker.backends.ollama_native import StreamTranslator, from_native_response, to_native_request
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import (
+    FieldPolicy,
+    not_hosted,
+    only_one_choice,
+    refuse,
+    refuse_false,
+    refuse_true,
+    tool_choice_auto_or_none,
+)
 from worker.backends.progress import report
 from worker.backends.upstream import read_error, request, unavailable
 from worker.backends.upstream_errors import message_from_body
@@ -157,6 +166,34 @@ class OllamaBackend(OpenAICompatBackend):
         chat=True, embeddings=True, images=True, install=True, uninstall=True
     )
     default_ports: ClassVar[tuple[int, ...]] = (11434,)
+    # What /api/chat can do: one choice, no logit bias, no log probabilities through the worker,
+    # no forced tool calls; Ollama's own fields (options, keep_alive, think) pass through.
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted(
+            {
+                "n": only_one_choice,
+                "logit_bias": refuse("does not apply logit_bias"),
+                "logprobs": refuse_true("returns no log probabilities through the worker"),
+                "top_logprobs": refuse("returns no log probabilities through the worker"),
+                "tool_choice": tool_choice_auto_or_none,
+                "parallel_tool_calls": refuse_false("cannot limit the model to one tool call"),
+            }
+        ),
+        renamed={"repetition_penalty": "repeat_penalty"},
+        extensions=frozenset(
+            {"top_k", "min_p", "repeat_penalty", "options", "keep_alive", "think", "format"}
+        ),
+    )
+    # Ollama's OpenAI-compatible /v1/completions.
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={
+            "n": only_one_choice,
+            "best_of": only_one_choice,
+            "logprobs": refuse("returns no log probabilities through the worker"),
+            "logit_bias": refuse("does not apply logit_bias"),
+            "echo": refuse_true("does not echo the prompt"),
+        },
+    )
 
     def __init__(self, endpoint: str, **kwargs: Any) -> None:
         super().__init__(endpoint, **kwargs)
@@ -236,6 +273,7 @@ class OllamaBackend(OpenAICompatBackend):
     # -- chat through /api/chat -------------------------------------------------------------------
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         model = str(body.get("model", ""))
+        body = self.chat_fields.apply(body, "chat", self.kind)
         native = to_native_request(body, self.context_of(model), stream=False)
         result = await request(
             self.session(),
@@ -251,6 +289,7 @@ class OllamaBackend(OpenAICompatBackend):
 
     def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
         model = str(body.get("model", ""))
+        body = self.chat_fields.apply(body, "chat", self.kind)
         native = to_native_request(body, self.context_of(model), stream=True)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))

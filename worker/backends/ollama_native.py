@@ -24,7 +24,12 @@ _OPTION_FIELDS = {
     "presence_penalty": "presence_penalty",
     "max_tokens": "num_predict",
     "max_completion_tokens": "num_predict",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
 }
+# reasoning_effort → Ollama's ``think`` (a level for models that take one, off for "none").
+_THINK = {"none": False, "minimal": False, "low": "low", "medium": "medium", "high": "high"}
 
 
 def dumps(obj: Any) -> str:
@@ -108,8 +113,16 @@ def to_native_request(
         options["num_ctx"] = model_context
     if options:
         native["options"] = options
-    if body.get("tools"):
+    if body.get("tools") and body.get("tool_choice") != "none":
         native["tools"] = body["tools"]
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _THINK:
+            raise BadRequest(
+                f"'reasoning_effort' must be one of {', '.join(_THINK)}, got {effort!r}",
+                param="reasoning_effort",
+            )
+        native["think"] = _THINK[effort]
     fmt = body.get("response_format")
     if isinstance(fmt, dict):
         if fmt.get("type") == "json_object":

@@ -19,6 +19,7 @@ from worker.backends.chunks import inspect_chunk
 from worker.backends.external import HttpBackend, model_cards
 from worker.backends.http import CONTROL_TIMEOUT, REQUEST_TIMEOUT
 from worker.backends.lines import DEFAULT_MAX_LINE, LineTooLong
+from worker.backends.openai_fields import OPEN, FieldPolicy
 from worker.backends.sse import SSEDecoder
 from worker.backends.upstream import parse_json, read_error, request, unavailable
 from worker.errors import BackendFailed, BackendUnavailable
@@ -29,6 +30,9 @@ class OpenAICompatBackend(HttpBackend):
 
     api_prefix: ClassVar[str] = "/v1"
     max_line: ClassVar[int] = DEFAULT_MAX_LINE
+    chat_fields: ClassVar[FieldPolicy] = OPEN
+    """What the server does with each chat field (see :mod:`worker.backends.openai_fields`)."""
+    completion_fields: ClassVar[FieldPolicy] = OPEN
 
     @property
     def api_base(self) -> str:
@@ -72,12 +76,26 @@ class OpenAICompatBackend(HttpBackend):
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         if not self.capabilities.chat:
             raise self._unsupported("chat completions")
-        return await self._post("/chat/completions", {**body, "stream": False})
+        body = self.chat_fields.apply({**body, "stream": False}, "chat", self.kind)
+        return await self._post("/chat/completions", body)
 
     def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
         if not self.capabilities.chat:
             raise self._unsupported("chat completions")
-        return self.relay_sse(f"{self.api_base}/chat/completions", {**body, "stream": True})
+        body = self.chat_fields.apply({**body, "stream": True}, "chat", self.kind)
+        return self.relay_sse(f"{self.api_base}/chat/completions", body)
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.capabilities.chat:
+            raise self._unsupported("text completions")
+        body = self.completion_fields.apply({**body, "stream": False}, "completions", self.kind)
+        return await self._post("/completions", body)
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        if not self.capabilities.chat:
+            raise self._unsupported("text completions")
+        body = self.completion_fields.apply({**body, "stream": True}, "completions", self.kind)
+        return self.relay_sse(f"{self.api_base}/completions", body)
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         if not self.capabilities.embeddings:

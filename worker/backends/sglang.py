@@ -14,6 +14,16 @@ import aiohttp
 from worker.backends.base import Capabilities, Task
 from worker.backends.external import Verdict, model_cards, probe_json
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import FieldPolicy, not_hosted, refuse
+
+SGLANG_EXTENSIONS = frozenset(
+    {
+        "top_k", "min_p", "repetition_penalty", "min_tokens", "regex", "ebnf", "json_schema",
+        "stop_token_ids", "no_stop_trim", "ignore_eos", "skip_special_tokens", "lora_path",
+        "session_params", "separate_reasoning", "stream_reasoning", "chat_template_kwargs",
+        "return_hidden_states", "rid", "continue_final_message",
+    }
+)  # fmt: skip
 
 
 class SglangBackend(OpenAICompatBackend):
@@ -21,6 +31,17 @@ class SglangBackend(OpenAICompatBackend):
     display_name: ClassVar[str] = "SGLang"
     capabilities: ClassVar[Capabilities] = Capabilities(chat=True, embeddings=True)
     default_ports: ClassVar[tuple[int, ...]] = (30000,)
+
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted(),
+        renamed={"repeat_penalty": "repetition_penalty"},
+        extensions=SGLANG_EXTENSIONS,
+    )
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={"suffix": refuse("has no fill-in-the-middle")},
+        renamed={"repeat_penalty": "repetition_penalty"},
+        extensions=SGLANG_EXTENSIONS,
+    )
 
     @classmethod
     async def verify(cls, session: aiohttp.ClientSession, base_url: str) -> Verdict:

@@ -13,6 +13,13 @@ import aiohttp
 from worker.backends.base import Capabilities, ModelInfo, Task
 from worker.backends.external import Verdict, probe_json
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import (
+    FieldPolicy,
+    not_hosted,
+    only_one_choice,
+    refuse,
+    refuse_true,
+)
 from worker.errors import BackendFailed
 
 
@@ -21,6 +28,22 @@ class TgiBackend(OpenAICompatBackend):
     display_name: ClassVar[str] = "TGI"
     capabilities: ClassVar[Capabilities] = Capabilities(chat=True)
     default_ports: ClassVar[tuple[int, ...]] = (3000, 8080)
+
+    # TGI's Messages API: one choice, no logit bias, none of the llama.cpp/vLLM extensions.
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted(
+            {"n": only_one_choice, "logit_bias": refuse("does not apply logit_bias")}
+        ),
+    )
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={
+            "n": only_one_choice,
+            "best_of": only_one_choice,
+            "logit_bias": refuse("does not apply logit_bias"),
+            "echo": refuse_true("does not echo the prompt"),
+            "suffix": refuse("has no fill-in-the-middle"),
+        },
+    )
 
     @classmethod
     async def verify(cls, session: aiohttp.ClientSession, base_url: str) -> Verdict:

@@ -14,6 +14,22 @@ import aiohttp
 from worker.backends.base import Capabilities
 from worker.backends.external import Verdict, model_cards, probe_json
 from worker.backends.openai_compat import OpenAICompatBackend
+from worker.backends.openai_fields import FieldPolicy, not_hosted, refuse
+
+VLLM_EXTENSIONS = frozenset(
+    {
+        "top_k", "min_p", "repetition_penalty", "length_penalty", "stop_token_ids",
+        "include_stop_str_in_output", "ignore_eos", "min_tokens", "skip_special_tokens",
+        "spaces_between_special_tokens", "truncate_prompt_tokens", "prompt_logprobs", "echo",
+        "add_generation_prompt", "continue_final_message", "add_special_tokens", "documents",
+        "chat_template", "chat_template_kwargs", "mm_processor_kwargs", "guided_json",
+        "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
+        "guided_whitespace_pattern", "structured_outputs", "structural_tag", "priority",
+        "request_id", "return_tokens_as_token_ids", "cache_salt", "kv_transfer_params",
+        "vllm_xargs", "bad_words", "allowed_token_ids", "use_beam_search", "logits_processors",
+        "return_token_ids",
+    }
+)  # fmt: skip
 
 
 class VllmBackend(OpenAICompatBackend):
@@ -21,6 +37,18 @@ class VllmBackend(OpenAICompatBackend):
     display_name: ClassVar[str] = "vLLM"
     capabilities: ClassVar[Capabilities] = Capabilities(chat=True, embeddings=True)
     default_ports: ClassVar[tuple[int, ...]] = (8000,)
+
+    # vLLM's own request fields (its sampling and structured-output extensions), passed through.
+    chat_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks=not_hosted(),
+        renamed={"repeat_penalty": "repetition_penalty"},
+        extensions=VLLM_EXTENSIONS,
+    )
+    completion_fields: ClassVar[FieldPolicy] = FieldPolicy(
+        checks={"suffix": refuse("has no fill-in-the-middle")},
+        renamed={"repeat_penalty": "repetition_penalty"},
+        extensions=VLLM_EXTENSIONS,
+    )
 
     @classmethod
     async def verify(cls, session: aiohttp.ClientSession, base_url: str) -> Verdict:

@@ -112,6 +112,33 @@ def _backend_lines(doc: Mapping[str, Any]) -> list[str]:
     return ["Backends", *_table(rows)]
 
 
+def _loaded_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The built-in backend's loaded models: memory, KV pool use, slots, idle unload."""
+    rows = []
+    for backend in _list(doc, "backends"):
+        entries = backend.get("loaded") if isinstance(backend.get("loaded"), list) else []
+        for entry in entries:
+            if not isinstance(entry, Mapping):  # a worker older than the object entries
+                rows.append((str(entry), "", "", "", "", ""))
+                continue
+            weights, kv = entry.get("weights_bytes"), entry.get("kv_bytes")
+            memory = (
+                f"{format_bytes(weights, binary=True)} + KV {format_bytes(kv, binary=True)}"
+                f" ({entry.get('kv_type') or '?'})"
+            )
+            pool = f"KV {_num(entry.get('kv_tokens_in_use'), ',d')} / "
+            pool += f"{_num(entry.get('kv_tokens'), ',d')} tok"
+            slots = f"{_num(entry.get('slots_in_use'), 'd')}/{_num(entry.get('slots'), 'd')} busy"
+            queued = entry.get("queued")
+            if isinstance(queued, int) and queued:
+                slots += f", {queued} queued"
+            idle = entry.get("idle_unload_in_s")
+            unload = f"unloads in {format_duration(idle)}" if idle is not None else ""
+            state = str(entry.get("state") or "?")
+            rows.append((str(entry.get("id") or "?"), state, memory, pool, slots, unload))
+    return ["Loaded", *_table(rows)] if rows else []
+
+
 def _host_line(doc: Mapping[str, Any]) -> list[str]:
     host = doc.get("host") if isinstance(doc.get("host"), Mapping) else None
     if not host:
@@ -176,12 +203,14 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def render_status(doc: Mapping[str, Any]) -> str:
-    """The readable summary: worker, requests, private inference, backends, GPUs, installs."""
+    """The readable summary: worker, requests, private inference, backends, loaded models, GPUs,
+    installs."""
     lines = [
         *_worker_lines(doc),
         *_request_lines(doc),
         *_private_lines(doc),
         *_backend_lines(doc),
+        *_loaded_lines(doc),
         *_gpu_lines(doc),
         *_install_lines(doc),
     ]

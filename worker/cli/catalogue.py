@@ -60,7 +60,9 @@ async def collect(settings: Any) -> dict[str, Any]:
     for model in catalogue.models:
         variants = []
         for variant in model.variants:
-            fit = fit_verdict(profile, variant)
+            fit = fit_verdict(
+                profile, variant, max_context=settings.max_context, kv_type=settings.kv_type
+            )
             variants.append(
                 {
                     **variant.model_dump(mode="json"),

@@ -87,6 +87,8 @@ def error_frame(exc: BaseException, request_id: str | None) -> ErrorFrame:
             message=exc.message,
             hint=exc.hint,
             status=exc.http_status,
+            retry_after=exc.retry_after_s,
+            param=exc.param,
         )
     return ErrorFrame(
         id=request_id,
@@ -306,11 +308,13 @@ class Session:
     # -- requests --------------------------------------------------------------------------------
     async def _serve_request(self, frame: Request) -> None:
         try:
-            if frame.kind == "chat" and frame.stream:
+            if frame.kind in ("chat", "completions") and frame.stream:
                 await self._serve_stream(frame)
                 return
             if frame.kind == "chat":
                 result: dict[str, Any] | str = await self.router.chat(frame.body)
+            elif frame.kind == "completions":
+                result = await self.router.completions(frame.body)
             elif frame.kind == "embeddings":
                 result = await self.router.embeddings(frame.body)
             elif frame.kind == "images":
@@ -329,7 +333,10 @@ class Session:
             await self._send_safely(error_frame(exc, frame.id).dump())
 
     async def _serve_stream(self, frame: Request) -> None:
-        stream = self.router.chat_stream(frame.body)
+        if frame.kind == "completions":
+            stream = self.router.completions_stream(frame.body)
+        else:
+            stream = self.router.chat_stream(frame.body)
         try:
             first = await stream.__anext__()
         except StopAsyncIteration:

@@ -2,8 +2,8 @@
 
 Why not ``gguf.GGUFReader``: it builds an object per array element and takes ~20 s on a
 262k-token vocabulary. This reader maps the file, decodes scalar values, and *skips* arrays
-(keeping only their element type and length), so a big model is classified in a fraction of a
-second.
+(keeping their element type and length, and the values of short numeric ones such as per-layer
+head counts), so a big model is classified in a fraction of a second.
 
 Why hardened: a ``.gguf`` name says nothing about the bytes. Every length read from the file is
 checked against the bytes that remain before anything is allocated or skipped, strings and keys have
@@ -48,12 +48,18 @@ class GGUFHeaderError(ValueError):
     """The file is not a GGUF this worker can read; the message says why."""
 
 
+MAX_KEPT_ARRAY = 4096
+"""Numeric arrays up to this length keep their values (per-layer hyper-parameters such as
+``head_count_kv``); longer ones (vocabulary scores, token types) are skipped."""
+
+
 @dataclass(frozen=True)
 class ArrayInfo:
-    """An array value that was skipped: its element type and length."""
+    """An array value: its element type and length, and the values of a short numeric one."""
 
     element_type: int
     length: int
+    values: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -221,9 +227,13 @@ def _skip_array(cur: _Cursor, key: str, depth: int) -> ArrayInfo:
     element_type = cur.u32(f"the element type of {key!r}")
     length = cur.u64(f"the length of {key!r}")
     if element_type in _FIXED:
-        width = _FIXED[element_type][1]
+        code, width = _FIXED[element_type]
         cur.need(length * width, f"the {length} elements of {key!r}")
+        values = None
+        if depth == 1 and length <= MAX_KEPT_ARRAY:
+            values = struct.unpack_from(f"{cur.endian}{length}{code}", cur.buf, cur.pos)
         cur.pos += length * width
+        return ArrayInfo(element_type, length, values)
     elif element_type == TYPE_STRING:
         # Each string has at least its 8-byte length: reject impossible counts before looping.
         cur.need(length * 8, f"the {length} strings of {key!r}")

@@ -58,6 +58,12 @@ class StoredModel:
     notes: tuple[str, ...] = ()
     chat_format: str | None = None
     mtime_ns: int = 0
+    inode: int = 0
+
+    @property
+    def identity(self) -> tuple[str, int, int, int]:
+        """Which bytes this is: a file replaced in place or by a rename changes it."""
+        return (str(self.path), self.inode, self.size_bytes, self.mtime_ns)
 
     @property
     def usable(self) -> bool:
@@ -185,11 +191,11 @@ class ModelStore:
         except OSError:
             side_mtime = 0
         parts = _other_part_sizes(path)
-        key = (st.st_size, st.st_mtime_ns, side_mtime, *parts)
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, side_mtime, *parts)
         entry = self._cache.get(path)
         if entry and entry.key == key:
             return entry.model
-        model = describe_file(path, st.st_size, st.st_mtime_ns)
+        model = describe_file(path, st.st_size, st.st_mtime_ns, st.st_ino)
         self._cache[path] = _CacheEntry(key, model)
         return model
 
@@ -256,7 +262,7 @@ async def _call(callback: OnChange, models: list[StoredModel]) -> None:
 
 
 def _signature(models: list[StoredModel]) -> tuple[tuple[Any, ...], ...]:
-    return tuple((m.path, m.id, m.task, m.error, m.size_bytes, m.mtime_ns) for m in models)
+    return tuple((m.path, m.id, m.task, m.error, m.size_bytes, m.mtime_ns, m.inode) for m in models)
 
 
 def _resolve_duplicates(models: list[StoredModel]) -> list[StoredModel]:
@@ -288,7 +294,7 @@ def _other_part_sizes(path: Path) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def describe_file(path: Path, size: int, mtime_ns: int) -> StoredModel:
+def describe_file(path: Path, size: int, mtime_ns: int, inode: int = 0) -> StoredModel:
     """Classify one GGUF: the sidecar when present and valid, else the header (never raises).
 
     A split GGUF is described by its first part; its size is that of all parts, and a missing
@@ -340,4 +346,5 @@ def describe_file(path: Path, size: int, mtime_ns: int) -> StoredModel:
         notes=tuple(notes),
         chat_format=sidecar.chat_format if sidecar else None,
         mtime_ns=mtime_ns,
+        inode=inode,
     )

@@ -18,6 +18,7 @@ import base64
 import hmac
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from worker.protocol import (
     ResponseStart,
     UploadedFile,
 )
+from worker.request_check import first_problem
 from worker.sandbox.hub import Channel, WorkerHub
 from worker.sandbox.placement import Placement
 from worker.sandbox.private_relay import (
@@ -63,6 +65,7 @@ _PROTECTED = (
     "/v1/",
     "/api/v1/models",
     "/api/v1/chat/",
+    "/api/v1/completions",
     "/api/v1/embeddings",
     "/api/v1/images/",
     "/api/v1/audio/",
@@ -73,9 +76,14 @@ _PROTECTED = (
 
 
 def openai_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    param: str | None = None,
 ) -> web.Response:
-    body = {"error": {"message": message, "type": code, "code": code, "param": None}}
+    body = {"error": {"message": message, "type": code, "code": code, "param": param}}
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -144,6 +152,9 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
         return openai_error(400, "invalid_request_error", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return openai_error(400, "invalid_request_error", "The request body must be an object.")
+    problem = first_problem(body)
+    if problem is not None:
+        return openai_error(400, "invalid_request_error", problem)
     if not isinstance(body.get("model"), str) or not body["model"]:
         return openai_error(400, "invalid_request_error", "The request has no 'model'.")
     return body
@@ -152,7 +163,11 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
 def _from_error(frame: ErrorFrame, placement: Placement | None = None) -> web.Response:
     message = render_inline(split_rendered(frame.message, frame.hint), frame.hint)
     headers = {**(placement.headers() if placement else {}), **(sealed_error(frame) or {})}
-    return openai_error(frame.status or 502, frame.code, message, headers or None)
+    if frame.retry_after:  # an overloaded model or worker: when a retry may succeed
+        headers["Retry-After"] = str(max(1, math.ceil(frame.retry_after)))
+    return openai_error(
+        frame.status or 502, frame.code, message, headers or None, param=frame.param
+    )
 
 
 def _from_response(frame: Response, placement: Placement | None = None) -> web.Response:
@@ -192,7 +207,7 @@ def _sse_error(frame: ErrorFrame, placement: Placement | None) -> bytes:
         "message": render_inline(split_rendered(frame.message, frame.hint), frame.hint),
         "type": frame.code,
         "code": frame.code,
-        "param": None,
+        "param": frame.param,
     }
     if placement is not None:
         error.update(placement.error_fields())
@@ -258,7 +273,7 @@ async def _dispatch(
     request: web.Request, kind: RequestKind, body: dict[str, Any], **extra: Any
 ) -> web.StreamResponse:
     sealed = is_sealed(body)
-    stream = kind == "chat" and bool(body.get("stream"))
+    stream = kind in ("chat", "completions") and bool(body.get("stream"))
     deadline = asyncio.get_running_loop().time() + QUEUE_TIMEOUT_S
     while True:
         if sealed:
@@ -317,6 +332,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return body if isinstance(body, web.Response) else await _dispatch(request, "chat", body)
 
 
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return await _dispatch(request, "completions", body)
+
+
 async def embeddings(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     return body if isinstance(body, web.Response) else await _dispatch(request, "embeddings", body)
@@ -371,6 +393,7 @@ def add_routes(app: web.Application) -> None:
     for prefix in API_PREFIXES:
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_post(f"{prefix}/images/generations", images)
         app.router.add_post(f"{prefix}/audio/transcriptions", transcriptions)

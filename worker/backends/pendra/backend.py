@@ -1,18 +1,23 @@
-"""The built-in backend: GGUFs from the modelstore served in-process on llama.cpp.
+"""The built-in backend: GGUFs from the modelstore, each loaded model in a supervised runner.
 
-Listing models never loads one (it reads the store). A model loads on its first request, in a
-thread, and unloads when idle (see :mod:`~worker.backends.pendra.pool`). Requests for a loaded chat
-model run on its engine: continuous batching when the model allows it, one at a time otherwise.
+Listing models never loads one (it reads the store). A model loads on its first request into its
+own runner process (:mod:`~worker.backends.pendra.supervisor`), with a KV pool sized from the
+memory that is free (:mod:`~worker.backends.pendra.memory`); the pool
+(:mod:`~worker.backends.pendra.pool`) bounds what is loaded and who may use it. The worker process
+keeps only request validation, the OpenAI response shapes and the bookkeeping: llama.cpp never
+runs in it, so a crash in llama.cpp costs the requests of one model, never the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from worker.backends.base import (
     Backend,
@@ -23,30 +28,46 @@ from worker.backends.base import (
     StreamChunk,
     Task,
 )
-from worker.backends.pendra.jobs import (
-    ChatJob,
-    DoneEvent,
-    EmbedJob,
-    ErrorEvent,
-    ResultEvent,
-    TextEvent,
+from worker.backends.pendra.choices import Choice, Out, TextOut
+from worker.backends.pendra.grammar import request_grammar
+from worker.backends.pendra.params import (
+    ChatParams,
+    parse_chat,
+    parse_completion,
+    parse_embeddings,
 )
-from worker.backends.pendra.params import ChatParams, parse_chat, parse_embeddings
 from worker.backends.pendra.pool import ModelPool
 from worker.backends.pendra.responses import (
     ChunkWriter,
+    TextChunkWriter,
+    chat_choice,
     chat_completion,
     completion_id,
     embedding_response,
+    text_choice,
+    text_completion,
+    text_logprobs,
+    tool_call_dicts,
+    total_usage,
+)
+from worker.backends.pendra.spec import LoadSpec
+from worker.backends.pendra.supervisor import (
+    DoneEvent,
+    ErrorEvent,
+    InfoEvent,
+    JobEvent,
+    ProcessRunner,
+    ResultEvent,
+    Runner,
+    RunnerJob,
+    TextEvent,
+    ThreadRunner,
 )
 from worker.errors import BadRequest, InstallError, ModelLoadError, ModelNotFound, NotSupported
 from worker.events import EventBus
+from worker.hardware import physical_cores
 from worker.modelstore import ModelStore, StoredModel, sidecar_path
 from worker.settings import Settings
-
-if TYPE_CHECKING:  # llama.cpp (and numpy) load with the first model, not with the worker
-    from worker.backends.pendra.engines import Engine
-    from worker.backends.pendra.loader import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +79,8 @@ class PendraBackend(Backend):
     capabilities: ClassVar[Capabilities] = Capabilities(
         chat=True, embeddings=True, install=True, uninstall=True
     )
+    admits_itself: ClassVar[bool] = True
+    """Concurrency is bounded per model by the pool, not per backend kind by the router."""
 
     def __init__(
         self,
@@ -73,10 +96,9 @@ class PendraBackend(Backend):
         self.store = store if store is not None else ModelStore(settings.models_dir)
         self.events = events
         self._watch_enabled = watch
-        self._batched = batched
-        self._config: EngineConfig | None = None
+        starter = ThreadRunner if settings.isolation == "none" else ProcessRunner
         self._pool = ModelPool(
-            self._load, max_loaded=settings.max_loaded_models, idle_unload_s=settings.idle_unload_s
+            settings, starter, threads=settings.threads or physical_cores(), batched=batched
         )
         self._stored: dict[str, StoredModel] = {}
         self._all: list[StoredModel] = []
@@ -142,7 +164,7 @@ class PendraBackend(Backend):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["endpoint"] = str(self.store.models_dir)
-        out["loaded"] = self._pool.loaded()
+        out["loaded"] = self._pool.describe()
         out["unusable"] = self.unusable()
         return out
 
@@ -158,18 +180,13 @@ class PendraBackend(Backend):
     def loaded_models(self) -> list[str]:
         return self._pool.loaded()
 
-    def _load(self, model: StoredModel) -> Engine:
-        from worker.backends.pendra.loader import EngineConfig, load_engine
-
-        if self._config is None:
-            self._config = EngineConfig.from_settings(self.settings, batched=self._batched)
-        return load_engine(model, self._config)
-
     # -- lookup ---------------------------------------------------------------------------------
     async def _model_for(self, model_id: str, task: Task) -> StoredModel:
         model = self._stored.get(model_id)
-        if model is None:
-            self._apply(await self.store.ascan())  # a file dropped in just now
+        if model is None or _changed_on_disk(model):
+            # A file dropped in, replaced or removed just now (the watcher may not have said yet):
+            # what loads must be described from the bytes that are there.
+            self._apply(await self.store.ascan())
             model = self._stored.get(model_id)
         if model is None:
             broken = next((m for m in self._all if m.id == model_id and not m.usable), None)
@@ -188,141 +205,261 @@ class PendraBackend(Backend):
             )
         return model
 
-    # -- chat -----------------------------------------------------------------------------------
-    async def _prepare(self, engine: Engine, params: ChatParams) -> ChatJob:
-        renderer = engine.renderer
-        runtime = engine.runtime
-        assert renderer is not None
-
-        def build() -> tuple[list[int], tuple[str, ...]]:
-            rendered = renderer.render(params.messages)
-            tokens = runtime.tokenize(rendered.text, add_special=False, parse_special=True)
-            if runtime.add_bos and runtime.bos >= 0 and (not tokens or tokens[0] != runtime.bos):
-                tokens.insert(0, runtime.bos)
-            return tokens, rendered.stops
-
-        prompt, template_stops = await asyncio.to_thread(build)
-        limit = engine.slot_ctx
-        if len(prompt) >= limit:
+    # -- generation -----------------------------------------------------------------------------
+    def _specs(
+        self,
+        runner: Runner,
+        params: ChatParams,
+        prompts: list[str | list[int]] | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The runner jobs of a request (one per choice) and the tool-call syntax to parse."""
+        info = runner.info
+        n_vocab = int(info.get("n_vocab") or 0)
+        for token, _bias in params.logit_bias:
+            if n_vocab and not 0 <= token < n_vocab:
+                raise BadRequest(
+                    f"'logit_bias' names token {int(token)}, not a token id of {params.model!r} "
+                    f"(0 to {n_vocab - 1})",
+                    param="logit_bias",
+                )
+        choices = params.n * (len(prompts) if prompts is not None else 1)
+        slots = runner.slots or 1
+        if choices > slots:
+            what = "'n' × prompts" if prompts is not None and len(prompts) > 1 else "'n'"
             raise BadRequest(
-                f"the prompt is {len(prompt)} tokens but {params.model!r} takes at most {limit} "
-                "tokens of context here (prompt + answer)",
-                hint="shorten the conversation, or raise builtin.max_context if the model allows",
+                f"{what} asks for {choices} choices; {params.model!r} generates at most {slots} "
+                "at once here, one per slot",
+                hint="lower 'n' (or send the prompts in separate requests), or raise "
+                "builtin.parallel",
+                param="n",
             )
-        room = limit - len(prompt)
-        max_new = min(params.max_tokens, room) if params.max_tokens else room
-        return ChatJob(
-            loop=asyncio.get_running_loop(),
-            params=params,
-            prompt=prompt,
-            stops=[*params.stop, *template_stops],
-            max_new=max_new,
-        )
+        tool_format = str(info.get("tool_format") or "hermes")
+        grammar = request_grammar(params, tool_format)
+        specs = []
+        for prompt in prompts if prompts is not None else [None]:
+            for i in range(params.n):
+                seed = params.seed + i if params.seed is not None else None
+                job_params = dataclasses.replace(params, seed=seed, prompt=prompt)
+                specs.append(
+                    {"kind": "chat", "params": dataclasses.asdict(job_params), "grammar": grammar}
+                )
+        return specs, (tool_format if params.calls_tools else None)
 
+    @staticmethod
+    def _choices(
+        params: ChatParams, count: int, tool_format: str | None, streaming: bool
+    ) -> list[Choice]:
+        return [
+            Choice(
+                i,
+                tool_format=tool_format,
+                parallel=params.parallel_tool_calls,
+                logprobs=params.logprobs,
+                streaming=streaming,
+            )
+            for i in range(count)
+        ]
+
+    # -- chat -----------------------------------------------------------------------------------
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_chat(body)
         model = await self._model_for(params.model, Task.CHAT)
-        engine = await self._pool.acquire(model)
-        job: ChatJob | None = None
-        try:
-            job = await self._prepare(engine, params)
-            engine.submit(job)
-            parts: list[str] = []
-            async for event in job.events():
-                if isinstance(event, TextEvent):
-                    parts.append(event.text)
-                elif isinstance(event, DoneEvent):
-                    return chat_completion(
-                        completion_id(),
-                        params.model,
-                        int(time.time()),
-                        "".join(parts),
-                        event.finish_reason,
-                        event.usage,
-                    )
-                elif isinstance(event, ErrorEvent):
-                    raise event.error
-            raise RuntimeError("the engine ended a job without a result")  # pragma: no cover
-        finally:
-            if job is not None:
-                job.cancel()  # a no-op when finished; stops the generation when we were cancelled
-            self._pool.release(engine)
+        async with self._pool.lease(model) as runner:
+            specs, tool_format = self._specs(runner, params)
+            jobs = [runner.submit(spec) for spec in specs]
+            try:
+                choices = self._choices(params, len(jobs), tool_format, streaming=False)
+                await _collect(jobs, choices)
+            finally:
+                for job in jobs:
+                    job.cancel()  # a no-op when finished; stops generation when we were cancelled
+        out = []
+        for choice in choices:
+            result = choice.result()
+            out.append(
+                chat_choice(
+                    choice.index,
+                    result.content,
+                    result.finish_reason,
+                    tool_calls=tool_call_dicts(result.calls, result.call_ids),
+                    logprobs=result.logprobs,
+                )
+            )
+        usage = total_usage([c.usage for c in choices if c.usage is not None])
+        return chat_completion(completion_id(), params.model, int(time.time()), out, usage)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
-        params = parse_chat(body)
+        params = parse_chat({**body, "stream": True})
         model = await self._model_for(params.model, Task.CHAT)
-        engine = await self._pool.acquire(model)
-        job: ChatJob | None = None
-        try:
-            job = await self._prepare(engine, params)
-            engine.submit(job)
-            writer = ChunkWriter(params.model)
-            yield writer.role()
-            async for event in job.events():
-                if isinstance(event, TextEvent):
-                    yield writer.content(event.text)
-                elif isinstance(event, DoneEvent):
-                    if params.include_usage:
-                        yield writer.finish(event.finish_reason, None)
-                        yield writer.usage(event.usage)
-                    else:
-                        yield writer.finish(event.finish_reason, event.usage)
-                elif isinstance(event, ErrorEvent):
-                    raise event.error
-        finally:
-            if job is not None:
-                job.cancel()
-            self._pool.release(engine)
+        async with self._pool.lease(model) as runner:
+            specs, tool_format = self._specs(runner, params)
+            jobs = [runner.submit(spec) for spec in specs]
+            events = _events(jobs)
+            try:
+                # Wait for the first event before the first chunk: a request the runner rejects
+                # (a prompt over the context, a template error) fails as a plain error response.
+                event = await events.__anext__()
+                if isinstance(event[1], ErrorEvent):
+                    raise event[1].error
+                writer = ChunkWriter(params.model)
+                for i in range(len(jobs)):
+                    yield writer.role(i)
+                choices = self._choices(params, len(jobs), tool_format, streaming=True)
+                left = len(jobs)
+                while True:
+                    index, item = event
+                    choice = choices[index]
+                    if isinstance(item, TextEvent):
+                        for out in choice.feed(item.text):
+                            for chunk in _chat_chunks(writer, index, out):
+                                yield chunk
+                    elif isinstance(item, InfoEvent):
+                        choice.info(item.value)
+                    elif isinstance(item, DoneEvent):
+                        for out in choice.finish(item.finish_reason, item.usage):
+                            for chunk in _chat_chunks(writer, index, out):
+                                yield chunk
+                        left -= 1
+                        total = (
+                            total_usage([c.usage for c in choices if c.usage is not None])
+                            if left == 0
+                            else None
+                        )
+                        reason = choice.finish_reason or item.finish_reason
+                        lp = choice.pending_logprobs()
+                        if params.include_usage:
+                            yield writer.finish(reason, None, index, lp)
+                            if total is not None:
+                                yield writer.usage(total)
+                        else:
+                            yield writer.finish(reason, total, index, lp)
+                        if left == 0:
+                            return
+                    elif isinstance(item, ErrorEvent):
+                        raise item.error
+                    event = await events.__anext__()
+            finally:
+                for job in jobs:
+                    job.cancel()
+                await events.aclose()
+
+    # -- legacy completions ---------------------------------------------------------------------
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        request = parse_completion(body)
+        params = request.params
+        model = await self._model_for(params.model, Task.CHAT)
+        async with self._pool.lease(model) as runner:
+            specs, _ = self._specs(runner, params, request.prompts)
+            jobs = [runner.submit(spec) for spec in specs]
+            try:
+                choices = self._choices(params, len(jobs), None, streaming=False)
+                await _collect(jobs, choices)
+            finally:
+                for job in jobs:
+                    job.cancel()
+        out = []
+        for choice in choices:
+            result = choice.result()
+            prefix = _echo(params, request.prompts, choice.index)
+            out.append(
+                text_choice(
+                    choice.index,
+                    prefix + (result.content or ""),
+                    result.finish_reason,
+                    text_logprobs(result.logprobs),
+                )
+            )
+        usage = total_usage([c.usage for c in choices if c.usage is not None], len(request.prompts))
+        return text_completion(completion_id("cmpl"), params.model, int(time.time()), out, usage)
+
+    async def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        request = parse_completion({**body, "stream": True})
+        params = request.params
+        model = await self._model_for(params.model, Task.CHAT)
+        async with self._pool.lease(model) as runner:
+            specs, _ = self._specs(runner, params, request.prompts)
+            jobs = [runner.submit(spec) for spec in specs]
+            events = _events(jobs)
+            try:
+                event = await events.__anext__()
+                if isinstance(event[1], ErrorEvent):
+                    raise event[1].error
+                writer = TextChunkWriter(params.model)
+                choices = self._choices(params, len(jobs), None, streaming=True)
+                for choice in choices:
+                    prefix = _echo(params, request.prompts, choice.index)
+                    if prefix:
+                        choice.emitted_chars += len(prefix)
+                        yield writer.text(choice.index, prefix)
+                left = len(jobs)
+                while True:
+                    index, item = event
+                    choice = choices[index]
+                    if isinstance(item, TextEvent):
+                        for out in choice.feed(item.text):
+                            assert isinstance(out, TextOut)
+                            lp = text_logprobs(out.logprobs, choice.emitted_chars)
+                            choice.emitted_chars += len(out.text)
+                            yield writer.text(index, out.text, lp)
+                    elif isinstance(item, InfoEvent):
+                        choice.info(item.value)
+                    elif isinstance(item, DoneEvent):
+                        choice.finish(item.finish_reason, item.usage)
+                        left -= 1
+                        total = (
+                            total_usage(
+                                [c.usage for c in choices if c.usage is not None],
+                                len(request.prompts),
+                            )
+                            if left == 0
+                            else None
+                        )
+                        lp = text_logprobs(choice.pending_logprobs(), choice.emitted_chars)
+                        reason = item.finish_reason
+                        if params.include_usage:
+                            yield writer.text(index, "", lp, reason)
+                            if total is not None:
+                                yield writer.usage(total)
+                        else:
+                            yield writer.text(index, "", lp, reason, total)
+                        if left == 0:
+                            return
+                    elif isinstance(item, ErrorEvent):
+                        raise item.error
+                    event = await events.__anext__()
+            finally:
+                for job in jobs:
+                    job.cancel()
+                await events.aclose()
 
     # -- embeddings -----------------------------------------------------------------------------
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_embeddings(body)
         model = await self._model_for(params.model, Task.EMBEDDING)
-        engine = await self._pool.acquire(model)
-        job: EmbedJob | None = None
-        try:
-            runtime = engine.runtime
-            if params.dimensions is not None and params.dimensions != runtime.n_embd:
+        async with self._pool.lease(model) as runner:
+            info = runner.info
+            n_embd, n_vocab = int(info.get("n_embd", 0)), int(info.get("n_vocab", 0))
+            if params.dimensions is not None and params.dimensions != n_embd:
                 raise BadRequest(
-                    f"'dimensions' must be {runtime.n_embd} for {params.model!r} (the model's "
+                    f"'dimensions' must be {n_embd} for {params.model!r} (the model's "
                     f"embedding size), got {params.dimensions}"
                 )
-
-            def tokenize_all() -> list[list[int]]:
-                out = []
-                for item in params.inputs:
-                    if isinstance(item, str):
-                        out.append(runtime.tokenize(item, add_special=True, parse_special=False))
-                    else:
-                        out.append(list(item))
-                return out
-
-            inputs = await asyncio.to_thread(tokenize_all)
-            for i, tokens in enumerate(inputs):
-                if len(tokens) > runtime.n_batch:
-                    raise BadRequest(
-                        f"'input[{i}]' is {len(tokens)} tokens; {params.model!r} embeds at most "
-                        f"{runtime.n_batch} tokens per input here"
-                    )
-                if not tokens:
-                    raise BadRequest(f"'input[{i}]' has no tokens")
-            job = EmbedJob(loop=asyncio.get_running_loop(), inputs=inputs)
-            engine.submit(job)
-            async for event in job.events():
-                if isinstance(event, ResultEvent):
-                    return embedding_response(
-                        params.model,
-                        event.value,
-                        sum(len(t) for t in inputs),
-                        params.encoding_format,
-                    )
-                if isinstance(event, ErrorEvent):
-                    raise event.error
-            raise RuntimeError("the engine ended a job without a result")  # pragma: no cover
-        finally:
-            if job is not None:
+            _check_token_ids(params.inputs, n_vocab, params.model)
+            job = runner.submit({"kind": "embed", "inputs": params.inputs})
+            try:
+                async for event in job.events():
+                    if isinstance(event, ResultEvent):
+                        return embedding_response(
+                            params.model,
+                            event.value.vectors,
+                            event.value.prompt_tokens,
+                            params.encoding_format,
+                        )
+                    if isinstance(event, ErrorEvent):
+                        raise event.error
+                raise RuntimeError("the runner ended a job without a result")  # pragma: no cover
+            finally:
                 job.cancel()
-            self._pool.release(engine)
 
     # -- install / uninstall --------------------------------------------------------------------
     async def install(self, model_ref: str, progress: ProgressCallback) -> None:
@@ -358,6 +495,87 @@ class PendraBackend(Backend):
         self._apply(await self.store.ascan())
 
 
+def _chat_chunks(writer: ChunkWriter, index: int, out: Out) -> list[StreamChunk]:
+    if isinstance(out, TextOut):
+        return [writer.content(out.text, index, out.logprobs)]
+    return writer.tool_call(index, out.call_index, out.call_id, out.call, out.logprobs)
+
+
+def _echo(params: ChatParams, prompts: list[str | list[int]], index: int) -> str:
+    """The prompt a choice repeats before its answer (``echo``)."""
+    if not params.echo:
+        return ""
+    prompt = prompts[index // params.n]
+    return prompt if isinstance(prompt, str) else ""
+
+
+_FINAL = (DoneEvent, ErrorEvent, ResultEvent)
+
+
+async def _events(jobs: list[RunnerJob]) -> AsyncIterator[tuple[int, JobEvent]]:
+    """The events of several jobs as they come, each with its job's index, until all end."""
+    if len(jobs) == 1:
+        queue = jobs[0].queue
+        while True:
+            event = await queue.get()
+            yield 0, event
+            if isinstance(event, _FINAL):
+                return
+    waiting = {asyncio.ensure_future(job.queue.get()): i for i, job in enumerate(jobs)}
+    try:
+        while waiting:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=lambda t: waiting[t]):
+                index = waiting.pop(task)
+                event = task.result()
+                yield index, event
+                if not isinstance(event, _FINAL):
+                    waiting[asyncio.ensure_future(jobs[index].queue.get())] = index
+    finally:
+        for task in waiting:
+            task.cancel()
+
+
+async def _collect(jobs: list[RunnerJob], choices: list[Choice]) -> None:
+    """Run the jobs to their end into ``choices``; the first error is raised."""
+    events = _events(jobs)
+    try:
+        async for index, event in events:
+            choice = choices[index]
+            if isinstance(event, TextEvent):
+                choice.feed(event.text)
+            elif isinstance(event, InfoEvent):
+                choice.info(event.value)
+            elif isinstance(event, DoneEvent):
+                choice.finish(event.finish_reason, event.usage)
+            elif isinstance(event, ErrorEvent):
+                raise event.error
+    finally:
+        await events.aclose()
+
+
+def _changed_on_disk(model: StoredModel) -> bool:
+    try:
+        st = os.stat(model.path)
+    except OSError:
+        return True
+    on_disk = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return on_disk != (model.inode, model.size_bytes, model.mtime_ns)
+
+
+def _check_token_ids(inputs: list[str | list[int]], n_vocab: int, model: str) -> None:
+    """Token-id inputs are checked before they reach a batch: one bad id must not fail others."""
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            continue
+        for j, token in enumerate(item):
+            if not 0 <= token < n_vocab:
+                raise BadRequest(
+                    f"'input[{i}][{j}]' is {token}, not a token id of {model!r} "
+                    f"(valid ids are 0 to {n_vocab - 1})"
+                )
+
+
 def _model_info(model: StoredModel) -> ModelInfo:
     facts = model.facts
     details: dict[str, Any] = {"file": model.path.name, "source": model.source, "ref": model.ref}
@@ -375,3 +593,6 @@ def _model_info(model: StoredModel) -> ModelInfo:
         size_bytes=model.size_bytes,
         details=details,
     )
+
+
+__all__ = ["LoadSpec", "PendraBackend", "Runner"]

@@ -1,28 +1,46 @@
 """Continuous batching: many generations share one context, one ``llama_decode`` per step.
 
-One context is created with ``n_seq_max`` = ``builtin.parallel`` sequences and a unified KV cache
-of ``slot_ctx x parallel`` cells. Each request takes a free sequence id (a slot); every step builds
-one batch holding the next token of each generating slot plus as much pending prompt as fits
-(chunked prefill), decodes it once, and samples each slot from its own logits row with its own
-native sampler chain. New requests join between steps; finished or cancelled ones leave and their
-KV cells are released with ``llama_memory_seq_rm``. Since each slot's answer is capped so that
-prompt + answer <= ``slot_ctx`` (the backend enforces it), the unified cache can never overflow.
+One context is created with ``n_seq_max`` = the model's slots and one unified KV pool of
+``pool_tokens`` cells (sized from free memory, see :mod:`~worker.backends.pendra.memory`). Each
+request takes a free sequence id (a slot); every step builds one batch holding the next token of
+each generating slot plus as much pending prompt as fits (chunked prefill), decodes it once, and
+samples each slot from its own logits row with its own native sampler chain. Finished or
+cancelled sequences leave between steps and their cells are released with
+``llama_memory_seq_rm``.
 
-Greedy outputs are the same as the serial engine's up to floating-point summation order of
-batched kernels (identical on the tiny test model); sampling with a seed is reproducible per slot.
+Admission is by reservation: a request enters only when its prompt plus its answer budget fits in
+the cells not reserved by the others, in arrival order (a big request is not overtaken forever by
+small ones). Since every answer is capped so that prompt + answer <= the per-request context, the
+pool can never overflow mid-answer.
+
+A failed decode fails only the sequence that caused it: the step's cells are rolled back and each
+sequence's part is decoded alone; the ones that succeed carry on.
+
+Prompt caching: a finished sequence keeps its KV ("warm"; see
+:mod:`~worker.backends.pendra.prefix_cache`), and a new request takes the idle sequence whose
+cache shares the longest prefix with its prompt, so turn N+1 of a conversation prefills only its
+new tokens. Warm caches count against the pool and are evicted, least recently used first, as
+soon as an admission needs their cells.
+
+Greedy outputs match the serial engine's up to the floating-point summation order of batched
+kernels; llama.cpp promises no bit-identity across batch shapes, so neither does this engine.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import llama_cpp
 
-from worker.backends.pendra.engines import Engine
-from worker.backends.pendra.jobs import ChatJob
-from worker.backends.pendra.runtime import LlamaRuntime, TokenBatch, decode
+from worker.backends.pendra.engines import STATS_INTERVAL_S, Engine, Stats
+from worker.backends.pendra.jobs import ChatJob, Outbox
+from worker.backends.pendra.prefix_cache import PrefixCache
+from worker.backends.pendra.runtime import DecodeError, LlamaRuntime, TokenBatch, decode
 from worker.backends.pendra.sequence import Sequence
 from worker.errors import PendraError
 
@@ -35,9 +53,7 @@ def batched_supported(runtime: LlamaRuntime) -> str | None:
         return "the context has a single sequence"
     if runtime.has_encoder:
         return "encoder-decoder models run one sequence at a time"
-    if llama_cpp.llama_model_is_recurrent(runtime.model) or llama_cpp.llama_model_is_hybrid(
-        runtime.model
-    ):
+    if runtime.recurrent:
         return "recurrent/hybrid models keep per-sequence state the batched engine does not manage"
     return None
 
@@ -47,57 +63,76 @@ class _Slot:
     seq_id: int
     sequence: Sequence
     prompt: list[int]
+    reserve: int
     fed: int = 0  # prompt tokens already in the KV cache
     next_token: int | None = None  # sampled, not yet decoded
-    logits_index: int = -1  # where this slot's logits are in the current batch
+    decoded: list[int] = field(default_factory=list)  # generated tokens in the KV cache
+    broken: bool = False  # a failed step left its cache in doubt: never reuse it
 
     @property
     def pos(self) -> int:
         """Position of ``next_token``: after the prompt and the tokens generated before it."""
         return self.fed + self.sequence.generated - 1
 
+    @property
+    def cells(self) -> int:
+        return self.fed + max(0, self.sequence.generated - 1)
+
+
+@dataclass
+class _Part:
+    """One slot's share of a step's batch."""
+
+    slot: _Slot
+    tokens: list[tuple[int, int, bool]] = field(default_factory=list)  # token, pos, logits
+    start: int = 0  # first position written this step (for rollback)
+    fed_after: int = 0
+    logits_index: int = -1
+    generated_token: int | None = None  # the sampled token this part writes to the cache
+
 
 class BatchedChatEngine(Engine):
-    """Continuous batching over ``runtime.n_seq_max`` slots."""
+    """Continuous batching over ``runtime.n_seq_max`` slots sharing one KV pool."""
 
     kind = "batched"
 
-    def __init__(self, runtime: LlamaRuntime, model_id: str, *, slot_ctx: int) -> None:
-        self.slot_ctx = slot_ctx
+    def __init__(
+        self,
+        runtime: LlamaRuntime,
+        model_id: str,
+        outbox: Outbox,
+        *,
+        prefix_cache: bool = True,
+        **kw: Any,
+    ) -> None:
+        super().__init__(runtime, model_id, outbox, **kw)
         self._batch = TokenBatch(runtime.n_batch, 1)
-        super().__init__(runtime, model_id)
+        self._waiting: collections.deque[ChatJob] = collections.deque()
+        self._reserved = 0
+        self._generated = 0  # tokens generated by sequences that have left
+        self._shape: tuple[int, int, tuple[int, int]] | None = None
+        self.prefix_cache = prefix_cache
+        self._idle = PrefixCache(range(runtime.n_seq_max))
+        self._n_swa = int(llama_cpp.llama_model_n_swa(runtime.model))
 
     def _run(self) -> None:
-        runtime = self.runtime
-        free = list(range(runtime.n_seq_max - 1, -1, -1))
+        free = self._idle
         active: list[_Slot] = []
         stopping = False
         try:
             while True:
-                # Admit waiting requests into free slots (block only when nothing is running).
-                while free and not stopping:
-                    try:
-                        job = self._jobs.get(block=not active)
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        stopping = True
-                        break
-                    assert isinstance(job, ChatJob)
-                    if job.cancelled.is_set():
-                        self._job_done()
-                        continue
-                    seq_id = free.pop()
-                    llama_cpp.llama_memory_seq_rm(runtime.memory, seq_id, -1, -1)
-                    try:
-                        sequence = Sequence(runtime, job)
-                    except Exception as exc:
-                        free.append(seq_id)
-                        job.fail(PendraError(f"could not start generation: {exc}"))
-                        self._job_done()
-                        continue
-                    active.append(_Slot(seq_id, sequence, job.prompt))
+                idle = not active and not self._waiting
+                if idle:
+                    self._report(self._stats(active))
+                if idle or not self._jobs.empty():
+                    stopping = self._pull(block=idle) or stopping
+                if self._waiting and not stopping:
+                    self._admit(free, active)
+                self._report_if_due(active)
                 if not active:
+                    # (With nothing running the head of the line is always admitted: a job's
+                    # reserve is capped to the pool, so this never spins.)
+                    self.outbox.flush()
                     if stopping:
                         return
                     continue
@@ -106,61 +141,209 @@ class BatchedChatEngine(Engine):
                     self._release(slot, active, free)
                 if not active:
                     continue
-                try:
-                    self._step(active)
-                except Exception as exc:
-                    log.exception("batched decode failed on %s", self.model_id)
-                    for slot in list(active):
-                        slot.sequence.job.fail(
-                            PendraError(f"generation failed on {self.model_id!r}: {exc}")
-                        )
-                        slot.sequence.finish("cancelled")
-                        self._release(slot, active, free)
-                    llama_cpp.llama_memory_clear(runtime.memory, True)
-                    continue
+                self._apply_threads()
+                self._step(active)
                 for slot in [s for s in active if s.sequence.finished]:
                     self._release(slot, active, free)
+                self._report_if_due(active)  # before the output: status never lags it
+                self.outbox.flush()
         finally:
             for slot in active:
                 slot.sequence.close()
             self._batch.free()
-            self._fail_queued(PendraError(f"the model {self.model_id!r} was unloaded"))
+            error = PendraError(f"the model {self.model_id!r} was unloaded")
+            for job in self._waiting:
+                job.fail(error)
+            self._fail_queued(error)
 
-    def _release(self, slot: _Slot, active: list[_Slot], free: list[int]) -> None:
+    # -- admission ------------------------------------------------------------------------------
+    def _pull(self, *, block: bool) -> bool:
+        """Move submitted jobs to the waiting line; returns True when asked to stop."""
+        while True:
+            try:
+                job = self._jobs.get(block=block)
+            except queue.Empty:
+                return False
+            block = False
+            if job is None:
+                return True
+            assert isinstance(job, ChatJob)
+            self._waiting.append(job)
+
+    def _admit(self, free: PrefixCache, active: list[_Slot]) -> None:
+        waiting = self._waiting
+        memory = self.runtime.memory
+        while waiting and free:
+            job = waiting[0]
+            if job.cancelled.is_set():
+                waiting.popleft()
+                job.discard()
+                continue
+            seq_id, shared = (
+                free.choose(job.prompt) if self.prefix_cache else (free.choose([0])[0], 0)
+            )
+            over = self._reserved + job.reserve + free.cached_cells - len(free.cached(seq_id))
+            over -= self.pool_tokens
+            if over > 0:
+                for dropped in free.evict(over, keep=seq_id):
+                    llama_cpp.llama_memory_seq_rm(memory, dropped, -1, -1)
+                over = self._reserved + job.reserve + free.cached_cells
+                over -= len(free.cached(seq_id)) + self.pool_tokens
+                if over > 0 and active:
+                    return  # wait for cells, keeping arrival order
+            waiting.popleft()
+            cached = free.take(seq_id)
+            shared = self._reuse(seq_id, cached, shared)
+            try:
+                sequence = Sequence(self.runtime, job)
+            except Exception as exc:
+                free.give_back(seq_id, cached[:shared])
+                job.fail(
+                    exc
+                    if isinstance(exc, PendraError)
+                    else PendraError(f"could not start generation: {exc}")
+                )
+                continue
+            job.cached_tokens = shared
+            active.append(_Slot(seq_id, sequence, job.prompt, job.reserve, fed=shared))
+            self._reserved += job.reserve
+
+    def _reuse(self, seq_id: int, cached: list[int], shared: int) -> int:
+        """Keep the first ``shared`` cached tokens of ``seq_id`` (drop the rest); returns how
+        many are kept: 0 when the cache cannot be cut there."""
+        memory = self.runtime.memory
+        if 0 < shared < len(cached) and not llama_cpp.llama_memory_seq_rm(
+            memory, seq_id, shared, -1
+        ):
+            shared = 0
+        if shared > 0 and self._n_swa > 0:
+            # Sliding-window layers keep only the last window of each sequence: continuing at
+            # ``shared`` needs the window before it to be there.
+            pos_min = int(llama_cpp.llama_memory_seq_pos_min(memory, seq_id))
+            if pos_min < 0 or pos_min > max(0, shared - self._n_swa):
+                shared = 0
+        if shared == 0 and cached:
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+        return shared
+
+    def _release(self, slot: _Slot, active: list[_Slot], free: PrefixCache) -> None:
         active.remove(slot)
-        llama_cpp.llama_memory_seq_rm(self.runtime.memory, slot.seq_id, -1, -1)
-        free.append(slot.seq_id)
+        self._reserved -= slot.reserve
+        self._generated += slot.sequence.generated
+        kept: list[int] = []
+        if self.prefix_cache and not slot.broken:
+            kept = slot.prompt[: slot.fed] + slot.decoded
+        if not kept:
+            llama_cpp.llama_memory_seq_rm(self.runtime.memory, slot.seq_id, -1, -1)
+        free.give_back(slot.seq_id, kept)
         slot.sequence.close()
-        self._job_done()
 
-    def _step(self, active: list[_Slot]) -> None:
-        """One decode: each generating slot's next token, then prompt chunks in arrival order."""
-        batch = self._batch
-        batch.clear()
-        capacity = batch.capacity
+    def _report_if_due(self, active: list[_Slot]) -> None:
+        """Stats only when the occupancy changed or the interval passed: cheap on every step."""
+        shape = (len(active), len(self._waiting) + self._jobs.qsize(), self.threads)
+        if shape != self._shape or time.monotonic() - self._last_stats_at >= STATS_INTERVAL_S:
+            self._shape = shape
+            self._report(self._stats(active))
+
+    def _stats(self, active: list[_Slot]) -> Stats:
+        return {
+            "slots_in_use": len(active),
+            "queued": len(self._waiting) + self._jobs.qsize(),
+            "kv_tokens_in_use": sum(s.cells for s in active),
+            "kv_tokens_reserved": self._reserved,
+            "kv_tokens_cached": self._idle.cached_cells,
+            "tokens_generated": self._generated + sum(s.sequence.generated for s in active),
+        }
+
+    # -- one step -------------------------------------------------------------------------------
+    def _plan(self, active: list[_Slot]) -> list[_Part]:
+        """Each generating slot's next token first, then prompt chunks in arrival order."""
+        parts: list[_Part] = []
+        room = self._batch.capacity
         for slot in active:
-            slot.logits_index = -1
             if slot.next_token is not None:
-                slot.logits_index = batch.add(slot.next_token, slot.pos, slot.seq_id, True)
+                pos = slot.pos
+                part = _Part(slot, [(slot.next_token, pos, True)], pos, slot.fed)
+                part.generated_token = slot.next_token
+                parts.append(part)
+                room -= 1
         for slot in active:
             if slot.next_token is not None or slot.fed >= len(slot.prompt):
                 continue
-            room = capacity - batch.size
             if room <= 0:
                 break
             end = min(len(slot.prompt), slot.fed + room)
-            index = -1
-            for i in range(slot.fed, end):
-                index = batch.add(slot.prompt[i], i, slot.seq_id, i == len(slot.prompt) - 1)
-            if end == len(slot.prompt):
-                slot.logits_index = index
-            slot.fed = end
-        decode(self.runtime, batch)
-        for slot in active:
-            if slot.logits_index < 0:
-                continue  # still prefilling
-            token = slot.sequence.next_token(slot.logits_index)
-            if slot.sequence.accept(token):
-                slot.next_token = None
-            else:
-                slot.next_token = token
+            last = len(slot.prompt) - 1
+            tokens = [(slot.prompt[i], i, i == last) for i in range(slot.fed, end)]
+            parts.append(_Part(slot, tokens, slot.fed, end))
+            room -= len(tokens)
+        return parts
+
+    def _step(self, active: list[_Slot]) -> None:
+        parts = self._plan(active)
+        batch = self._batch
+        batch.clear()
+        for part in parts:
+            for token, pos, logits in part.tokens:
+                index = batch.add(token, pos, part.slot.seq_id, logits)
+                if logits:
+                    part.logits_index = index
+        try:
+            decode(self.runtime, batch)
+        except DecodeError as exc:
+            log.warning(
+                "a batched decode of %d sequence(s) on %s failed (%s); retrying each alone",
+                len(parts),
+                self.model_id,
+                exc,
+            )
+            self._step_isolated(parts)
+            return
+        for part in parts:
+            self._advance(part)
+
+    def _step_isolated(self, parts: list[_Part]) -> None:
+        """Roll the failed step back and decode each sequence's part on its own."""
+        memory = self.runtime.memory
+        batch = self._batch
+        for part in parts:
+            slot = part.slot
+            if not llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, part.start, -1):
+                self._fail(slot, "its cache could not be rolled back after a failed step")
+                continue
+            batch.clear()
+            for token, pos, logits in part.tokens:
+                index = batch.add(token, pos, slot.seq_id, logits)
+                if logits:
+                    part.logits_index = index
+            try:
+                decode(self.runtime, batch)
+            except DecodeError as exc:
+                llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, part.start, -1)
+                self._fail(slot, str(exc))
+                continue
+            self._advance(part)
+
+    def _advance(self, part: _Part) -> None:
+        slot = part.slot
+        slot.fed = part.fed_after
+        if part.generated_token is not None:
+            slot.decoded.append(part.generated_token)
+        if part.logits_index < 0:
+            return  # still prefilling
+        try:
+            token = slot.sequence.next_token(part.logits_index)
+        except Exception as exc:  # this request's sampling failed (e.g. its grammar): only it
+            self._fail(slot, exc)
+            return
+        slot.next_token = None if slot.sequence.accept(token) else token
+
+    def _fail(self, slot: _Slot, reason: str | BaseException) -> None:
+        slot.broken = True
+        if isinstance(reason, PendraError):
+            error = reason
+        else:
+            log.error("generation failed on %s: %s", self.model_id, reason)
+            error = PendraError(f"generation failed on {self.model_id!r}: {reason}")
+        slot.sequence.job.fail(error)
+        slot.sequence.finish("cancelled")

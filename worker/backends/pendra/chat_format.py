@@ -9,11 +9,15 @@ then from its architecture, and ChatML otherwise. A sidecar may name a format ex
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from worker.errors import BadRequest
 
@@ -91,6 +95,45 @@ class RenderedPrompt:
     stops: tuple[str, ...]
 
 
+class _IgnoreGenerationTags(jinja2.ext.Extension):
+    """Hugging Face's ``{% generation %}`` block (marks trained text): rendered as is."""
+
+    tags = {"generation"}  # noqa: RUF012 - jinja2's own class attribute
+
+    def parse(self, parser: Any) -> Any:
+        parser.stream.skip(1)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _raise_exception(message: str) -> None:
+    raise ValueError(message)
+
+
+def compile_template(source: str) -> jinja2.Template:
+    """A chat template in the environment Hugging Face's ``apply_chat_template`` uses: sandboxed,
+    ``trim_blocks``/``lstrip_blocks``, loop controls, JSON without ASCII escaping."""
+    environment = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_IgnoreGenerationTags, jinja2.ext.loopcontrols],
+    )
+    environment.filters["tojson"] = _tojson
+    return environment.from_string(source)
+
+
 class PromptRenderer:
     """Renders messages with one model's template; built once per loaded model."""
 
@@ -103,31 +146,35 @@ class PromptRenderer:
         eos_token: str,
     ) -> None:
         self.source = "gguf" if template else fallback
+        self.bos_token = bos_token
+        self.eos_token = eos_token
         extra: tuple[str, ...] = ()
         if not template:
             template, extra = FALLBACKS[fallback]
-        self.template = template
-        self._stops = tuple(dict.fromkeys((*extra, eos_token) if eos_token else extra))
         try:
-            self._formatter = Jinja2ChatFormatter(
-                template=template, eos_token=eos_token, bos_token=bos_token
-            )
+            compiled = compile_template(template)
         except Exception as exc:  # a broken template in the GGUF: use the fallback instead
             if self.source != "gguf":
                 raise
             template, extra = FALLBACKS[fallback]
-            self.source, self.template = (
-                f"{fallback} (the GGUF template is broken: {exc})",
-                template,
-            )
-            self._stops = tuple(dict.fromkeys((*extra, eos_token) if eos_token else extra))
-            self._formatter = Jinja2ChatFormatter(
-                template=template, eos_token=eos_token, bos_token=bos_token
-            )
+            self.source = f"{fallback} (the GGUF template is broken: {exc})"
+            compiled = compile_template(template)
+        self.template = template
+        self._compiled = compiled
+        self._stops = tuple(dict.fromkeys((*extra, eos_token) if eos_token else extra))
 
-    def render(self, messages: list[dict[str, Any]]) -> RenderedPrompt:
+    def render(self, messages: list[dict[str, Any]], **context: Any) -> RenderedPrompt:
+        """The prompt for ``messages``; ``context`` adds template variables (tools …)."""
         try:
-            result = self._formatter(messages=messages)
+            text = self._compiled.render(
+                messages=messages,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                add_generation_prompt=True,
+                raise_exception=_raise_exception,
+                strftime_now=lambda fmt: datetime.now().strftime(fmt),
+                **context,
+            )
         except Exception as exc:  # the template's raise_exception() or a Jinja error
             raise BadRequest(f"the model's chat template rejected the messages: {exc}") from None
-        return RenderedPrompt(result.prompt, self._stops)
+        return RenderedPrompt(text, self._stops)

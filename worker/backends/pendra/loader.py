@@ -1,151 +1,164 @@
-"""Loading a stored model into an engine: memory check, context sizing, template, engine choice."""
+"""Inside a runner: load the model the worker asked for and start the engine that serves it.
+
+The worker has already decided the sizes (KV pool, slots, per-request context: see
+:mod:`~worker.backends.pendra.memory`); this module turns that :class:`LoadSpec` into a llama.cpp
+model + context, picks the engine (embeddings, continuous batching, or one sequence at a time for
+models the batched engine cannot serve) and the chat template.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import psutil
-
-from worker.backends.base import Task
 from worker.backends.pendra.chat_format import (
     PromptRenderer,
     choose_fallback,
     normalise_format_name,
 )
-from worker.backends.pendra.engines import EmbedEngine, Engine, SerialChatEngine
-from worker.backends.pendra.runtime import (
-    LlamaRuntime,
-    LoadOptions,
-    default_threads,
-    gpu_offload_supported,
-)
+from worker.backends.pendra.engines import EmbedEngine, Engine, SerialChatEngine, Stats
+from worker.backends.pendra.jobs import Outbox
+from worker.backends.pendra.runtime import LlamaRuntime, LoadOptions
+from worker.backends.pendra.spec import LoadSpec
+from worker.backends.pendra.tool_calls import MARKER_TOKENS, detect_format
+from worker.backends.pendra.tool_prompt import TemplateCaps, probe_caps
 from worker.errors import ModelLoadError
-from worker.modelstore import StoredModel
-from worker.modelstore.facts import POOLING_NONE
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GIB = 1024**3
 EMBED_SEQ_MAX = 16
+N_BATCH = 512
+POOLING_NONE = 0  # llama_pooling_type (as in worker.modelstore.facts; not imported: runner-light)
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """The loading knobs, resolved from settings once."""
+@dataclass
+class Loaded:
+    """A loaded model inside a runner: its engine and, for chat models, its template."""
 
-    max_context: int
-    gpu_layers: int
-    threads: int
-    parallel: int
-    batched: bool = True
+    engine: Engine
+    runtime: LlamaRuntime
+    renderer: PromptRenderer | None
+    caps: TemplateCaps = field(default_factory=TemplateCaps)
+    tool_format: str = "hermes"
+    markers: frozenset[int] = frozenset()  # tool-call marker tokens that are control tokens
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, batched: bool = True) -> EngineConfig:
-        if settings.gpu_layers is not None:
-            gpu_layers = settings.gpu_layers
-        else:
-            gpu_layers = -1 if gpu_offload_supported() else 0
-        return cls(
-            max_context=settings.max_context,
-            gpu_layers=gpu_layers,
-            threads=settings.threads or default_threads(),
-            parallel=max(1, settings.parallel),
-            batched=batched,
-        )
-
-
-def check_memory(model: str, size_bytes: int, available_bytes: int, offloading: bool) -> None:
-    """Refuse to load a model that cannot fit in RAM (pure). With GPU offload the weights go to
-    VRAM, which llama.cpp checks itself, so only the CPU case is checked here."""
-    if offloading:
-        return
-    needed = int(size_bytes * 1.1) + 256 * 1024**2  # weights + KV/compute buffers headroom
-    if needed > available_bytes:
-        raise ModelLoadError(
-            f"the model {model!r} needs about {needed / GIB:.1f} GiB of memory to load, but only "
-            f"{available_bytes / GIB:.1f} GiB is available",
-            hint="free memory (fewer loaded models: builtin.max_loaded_models), or install a "
-            "smaller quantisation of the model",
-        )
+    def info(self) -> dict[str, Any]:
+        runtime = self.runtime
+        return {
+            "engine": self.engine.kind,
+            "n_vocab": runtime.n_vocab,
+            "n_ctx_train": runtime.n_ctx_train,
+            "n_embd": runtime.n_embd,
+            "n_ctx": runtime.n_ctx,
+            "n_batch": runtime.n_batch,
+            "n_seq_max": runtime.n_seq_max,
+            "context_length": self.engine.slot_ctx,
+            "kv_tokens": self.engine.pool_tokens,
+            "template": self.renderer.source if self.renderer else None,
+            "tool_format": self.tool_format if self.renderer else None,
+            "native_tools": self.caps.native_tools,
+        }
 
 
-def context_size(model: StoredModel, n_ctx_train: int | None, max_context: int) -> int:
-    """The per-sequence context: the model's own length capped by ``builtin.max_context``."""
-    own = model.context_length or n_ctx_train or max_context
-    return max(64, min(own, max_context))
-
-
-def load_engine(model: StoredModel, config: EngineConfig) -> Engine:
-    """Blocking: load ``model`` and start its engine. Raises :class:`ModelLoadError`."""
-    if model.error:
-        raise ModelLoadError(f"the model {model.id!r} cannot be loaded: {model.error}")
-    offloading = config.gpu_layers != 0
-    check_memory(model.id, model.size_bytes, psutil.virtual_memory().available, offloading)
-    n_ctx = context_size(model, None, config.max_context)
-    facts = model.facts
-    if model.task is Task.EMBEDDING:
-        pooling = facts.pooling_type if facts else None
+def load(spec: LoadSpec, outbox: Outbox, on_stats: Any = None) -> Loaded:
+    """Blocking: load the model and start its engine. Raises :class:`ModelLoadError`."""
+    if spec.task == "embedding":
         options = LoadOptions(
-            n_ctx=n_ctx,
+            n_ctx=spec.context_length,
             n_seq_max=EMBED_SEQ_MAX,
-            n_batch=n_ctx,  # non-causal models need a whole input in one micro-batch
-            gpu_layers=config.gpu_layers,
-            threads=config.threads,
+            n_batch=spec.context_length,  # non-causal models need a whole input in one ubatch
+            n_ubatch=spec.context_length,
+            gpu_layers=spec.gpu_layers,
+            threads=spec.threads,
             embeddings=True,
-            force_mean_pooling=pooling in (None, POOLING_NONE),
+            force_mean_pooling=spec.pooling_type in (None, POOLING_NONE),
+            kv_type=spec.kv_type,
         )
-        return EmbedEngine(_runtime(model, options), model.id)
-    if config.batched and config.parallel > 1:
+        runtime = _runtime(spec, options)
+        engine: Engine = EmbedEngine(runtime, spec.model_id, outbox, on_stats=on_stats)
+        engine.start()
+        return Loaded(engine, runtime, None)
+    if spec.batched and spec.slots > 1:
         from worker.backends.pendra.batched import BatchedChatEngine, batched_supported
 
-        options = LoadOptions(
-            n_ctx=n_ctx * config.parallel,
-            n_seq_max=config.parallel,
-            n_batch=512,
-            gpu_layers=config.gpu_layers,
-            threads=config.threads,
-        )
-        runtime = _runtime(model, options)
+        options = _chat_options(spec, spec.kv_tokens, spec.slots)
+        runtime = _runtime(spec, options)
         reason = batched_supported(runtime)
         if reason is None:
-            engine: Engine = BatchedChatEngine(runtime, model.id, slot_ctx=n_ctx)
-            _attach_renderer(engine, model)
-            return engine
-        log.info("serving %s without batching: %s", model.id, reason)
+            engine = BatchedChatEngine(
+                runtime,
+                spec.model_id,
+                outbox,
+                pool_tokens=spec.kv_tokens,
+                slot_ctx=min(spec.context_length, spec.kv_tokens),
+                on_stats=on_stats,
+                prefix_cache=spec.prefix_cache,
+            )
+            return _started(engine, runtime, spec)
+        log.info("serving %s without batching: %s", spec.model_id, reason)
         runtime.close()
-    options = LoadOptions(
-        n_ctx=n_ctx, n_seq_max=1, n_batch=512, gpu_layers=config.gpu_layers, threads=config.threads
+    options = _chat_options(spec, spec.context_length, 1)
+    runtime = _runtime(spec, options)
+    engine = SerialChatEngine(
+        runtime,
+        spec.model_id,
+        outbox,
+        pool_tokens=spec.context_length,
+        slot_ctx=spec.context_length,
+        on_stats=on_stats,
     )
-    engine = SerialChatEngine(_runtime(model, options), model.id)
-    _attach_renderer(engine, model)
-    return engine
+    return _started(engine, runtime, spec)
 
 
-def _runtime(model: StoredModel, options: LoadOptions) -> LlamaRuntime:
+def _chat_options(spec: LoadSpec, n_ctx: int, n_seq: int) -> LoadOptions:
+    return LoadOptions(
+        n_ctx=n_ctx,
+        n_seq_max=n_seq,
+        n_batch=N_BATCH,
+        n_ubatch=spec.n_ubatch,
+        gpu_layers=spec.gpu_layers,
+        threads=spec.threads,
+        kv_type=spec.kv_type,
+    )
+
+
+def _started(engine: Engine, runtime: LlamaRuntime, spec: LoadSpec) -> Loaded:
+    renderer = _renderer(runtime, spec)
+    caps = probe_caps(lambda messages, **context: renderer.render(messages, **context).text)
+    template = renderer.template if renderer.source == "gguf" else None
+    tool_format = detect_format(template, caps.native_tools, spec.architecture)
+    markers = runtime.special_tokens(MARKER_TOKENS)
+    engine.start()
+    return Loaded(engine, runtime, renderer, caps, tool_format, markers)
+
+
+def _runtime(spec: LoadSpec, options: LoadOptions) -> LlamaRuntime:
     try:
-        return LlamaRuntime(model.path, model.id, options)
+        return LlamaRuntime(Path(spec.path), spec.model_id, options)
     except ModelLoadError:
         raise
     except Exception as exc:  # anything native-side that surfaced as a Python error
-        raise ModelLoadError(f"loading the model {model.id!r} failed: {exc}") from None
+        raise ModelLoadError(f"loading the model {spec.model_id!r} failed: {exc}") from None
 
 
-def _attach_renderer(engine: Engine, model: StoredModel) -> None:
-    runtime = engine.runtime
-    architecture = model.facts.architecture if model.facts else None
-    if model.chat_format:
-        fallback = normalise_format_name(model.chat_format)
+def _renderer(runtime: LlamaRuntime, spec: LoadSpec) -> PromptRenderer:
+    if spec.chat_format:
+        fallback = normalise_format_name(spec.chat_format)
         template = None  # an explicit format in the sidecar wins over the GGUF's template
     else:
-        fallback = choose_fallback(architecture, runtime.is_single_token)
+        fallback = choose_fallback(spec.architecture, runtime.is_single_token)
         template = runtime.chat_template()
-    engine.renderer = PromptRenderer(
+    renderer = PromptRenderer(
         template,
         fallback,
         bos_token=runtime.token_text(runtime.bos),
         eos_token=runtime.token_text(runtime.eos),
     )
     if not template:
-        log.info("%s has no chat template; using the %s format", model.id, fallback)
+        log.info("%s has no chat template; using the %s format", spec.model_id, fallback)
+    return renderer
+
+
+__all__ = ["EMBED_SEQ_MAX", "LoadSpec", "Loaded", "Stats", "load"]

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 
 from worker.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from worker.backends.pendra.sampling import CandidateCapture, Utf8Guard
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("worker.backends.pendra.llama_cpp")
@@ -57,14 +61,13 @@ def gpu_offload_supported() -> bool:
 
 
 def default_threads() -> int:
-    """Physical cores: decode is memory-bound and hyper-threads only add contention."""
-    try:
-        import psutil
+    """Physical cores (see :func:`worker.hardware.physical_cores`)."""
+    from worker.hardware import physical_cores
 
-        cores = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil is a dependency; this is belt and braces
-        cores = None
-    return max(1, cores or os.cpu_count() or 1)
+    return physical_cores()
+
+
+KV_TYPES = {"f16": 1, "q8_0": 8}  # ggml_type ids of the KV cache types offered
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,12 @@ class LoadOptions:
     n_ctx: int
     n_seq_max: int = 1
     n_batch: int = 512
+    n_ubatch: int = 512
     gpu_layers: int = 0
     threads: int = 1
     embeddings: bool = False
     force_mean_pooling: bool = False
+    kv_type: str = "f16"
 
 
 class LlamaRuntime:
@@ -105,12 +110,18 @@ class LlamaRuntime:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = min(options.n_batch, n_ctx)
-        cparams.n_ubatch = min(options.n_batch, n_ctx)
+        cparams.n_ubatch = min(options.n_ubatch, options.n_batch, n_ctx)
         cparams.n_seq_max = options.n_seq_max
         cparams.n_threads = options.threads
-        cparams.n_threads_batch = max(options.threads, os.cpu_count() or 1)
+        cparams.n_threads_batch = options.threads
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
         cparams.kv_unified = options.n_seq_max > 1
+        # Sliding-window layers keep only the window (per sequence) instead of the whole context:
+        # a fraction of the memory on Gemma-style models. Sequences are only ever removed whole,
+        # and a partial removal that the cache refuses falls back to reprocessing the prompt.
+        cparams.swa_full = False
+        cparams.type_k = KV_TYPES[options.kv_type]
+        cparams.type_v = KV_TYPES[options.kv_type]
         cparams.no_perf = True
         if options.embeddings:
             cparams.embeddings = True
@@ -135,7 +146,14 @@ class LlamaRuntime:
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.recurrent = bool(
+            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        )
+        self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._candidates: CandidateCapture | None = None
+        self._utf8_guard: Utf8Guard | None = None
         self._closed = False
 
     # -- metadata -------------------------------------------------------------------------------
@@ -176,17 +194,65 @@ class LlamaRuntime:
             )
         return list(buf[:n])
 
-    def piece(self, token: int) -> bytes:
-        """The bytes one token renders to (control tokens render to nothing)."""
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes one token renders to (control tokens render to nothing unless ``special``)."""
         buf = self._piece_buf
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             self._piece_buf = buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
+
+    def candidates(self) -> CandidateCapture:
+        """The buffers grammar and log-probability sampling work in (owner thread only)."""
+        if self._candidates is None:
+            from worker.backends.pendra.sampling import CandidateCapture
+
+            self._candidates = CandidateCapture(self.n_vocab)
+        return self._candidates
+
+    def utf8_guard(self) -> Utf8Guard:
+        """The vocabulary's UTF-8 classes for grammar-constrained sampling (owner thread only)."""
+        if self._utf8_guard is None:
+            from worker.backends.pendra.sampling import Utf8Guard
+
+            self._utf8_guard = Utf8Guard(self.vocab, self.n_vocab)
+        return self._utf8_guard
+
+    def special_tokens(self, texts: Iterable[str]) -> frozenset[int]:
+        """Ids of those ``texts`` that are one control token of this vocabulary."""
+        found = set()
+        for text in texts:
+            tokens = self.tokenize(text, add_special=False, parse_special=True)
+            if len(tokens) == 1 and self.is_control(tokens[0]):
+                found.add(tokens[0])
+        return frozenset(found)
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def is_control(self, token: int) -> bool:
+        """A control (or unknown) token: what only a chat template may produce."""
+        attrs = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        return bool(int(llama_cpp.llama_vocab_get_attr(self.vocab, token)) & attrs)
+
+    def strips(self, token: int) -> tuple[bool, bool]:
+        """Whether the tokenizer swallows whitespace left / right of this special token."""
+        attr = int(llama_cpp.llama_vocab_get_attr(self.vocab, token))
+        return (
+            bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
+            bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
+        )
+
+    def set_threads(self, threads: int) -> None:
+        """Decode and batch threads for the next steps (owner thread only)."""
+        llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
+
+    def threads(self) -> tuple[int, int]:
+        """(decode threads, batch threads) the context uses now."""
+        return int(llama_cpp.llama_n_threads(self.ctx)), int(
+            llama_cpp.llama_n_threads_batch(self.ctx)
+        )
 
     def is_single_token(self, text: str) -> bool:
         """Whether ``text`` is one special token of this vocabulary (chat markers)."""
@@ -197,6 +263,12 @@ class LlamaRuntime:
         if self._closed:
             return
         self._closed = True
+        if self._candidates is not None:
+            self._candidates.close()
+            self._candidates = None
+        if self._utf8_guard is not None:
+            self._utf8_guard.close()
+            self._utf8_guard = None
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)
 

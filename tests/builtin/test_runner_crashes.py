@@ -1,0 +1,194 @@
+"""A model's runner dies; the worker does not. Through the real processes a user runs.
+
+Each test starts ``pendra sandbox`` and ``pendra --no-ui``, talks to it with the official
+``openai`` client through the sandbox, and breaks a model the way it breaks in the field: the
+runner killed with ``kill -9`` mid-stream, the model file overwritten in place with ``cp``
+(SIGBUS), a GGUF that makes llama.cpp abort. Every time, the request on that model gets
+``model_crashed`` naming the signal, the worker keeps serving, and the next request works.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import openai
+import pytest
+from runner_stack import RunnerStack, process_alive, start_runner_stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+LONG = {"max_tokens": 4000, "temperature": 0}
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def gemma_stack(tmp_path: Path, clean_env: dict[str, str], gemma_gguf: Path, tiny_chat_gguf: Path):
+    stack = start_runner_stack(tmp_path, clean_env, {"gemma": gemma_gguf, "tiny": tiny_chat_gguf})
+    yield stack
+    stack.close()
+
+
+def _stream_until_error(stack: RunnerStack, model: str, on_first: callable) -> openai.APIError:
+    stream = stack.client.chat.completions.create(
+        model=model, messages=_user("Write a long story about a dog."), stream=True, **LONG
+    )
+    chunks = 0
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                chunks += 1
+                if chunks == 2:
+                    on_first()
+    assert chunks >= 2, "the stream failed before it started"
+    return info.value
+
+
+def _error_code(error: openai.APIError) -> str | None:
+    body = error.body if isinstance(error.body, dict) else {}
+    return body.get("code") or (body.get("error") or {}).get("code")
+
+
+def test_runner_killed_mid_stream(gemma_stack: RunnerStack) -> None:
+    stack = gemma_stack
+    assert stack.client.chat.completions.create(model="gemma", messages=_user("Hi"), max_tokens=2)
+    pid = stack.runner_pid("gemma")
+    assert pid != stack.worker.pid
+
+    error = _stream_until_error(stack, "gemma", lambda: os.kill(pid, signal.SIGKILL))
+    assert _error_code(error) == "model_crashed"
+    assert "SIGKILL" in str(error)
+
+    stack.assert_worker_alive()
+    stack.wait_for(lambda: "gemma" not in stack.loaded(), "the dead runner to leave the status")
+    again = stack.client.chat.completions.create(
+        model="gemma", messages=_user("Hi"), max_tokens=3, temperature=0
+    )
+    assert again.choices[0].message.content is not None
+    new_pid = stack.runner_pid("gemma")
+    assert new_pid != pid and process_alive(new_pid)
+    entry = stack.loaded()["gemma"]
+    assert entry["crashes"] == 1 and entry["state"] == "ready"
+    assert "died while serving: SIGKILL" in stack.worker.output()
+
+
+def test_model_file_overwritten_in_place_with_cp(gemma_stack: RunnerStack) -> None:
+    """``cp small.gguf loaded.gguf`` truncates the mapped file under the runner: SIGBUS kills
+    the runner only, and the next request is served from the new file."""
+    stack = gemma_stack
+    target = stack.models_dir / "gemma.gguf"
+    assert stack.client.chat.completions.create(model="gemma", messages=_user("Hi"), max_tokens=2)
+    pid = stack.runner_pid("gemma")
+    inode = target.stat().st_ino
+    tiny = stack.models_dir / "tiny.gguf"
+
+    def overwrite() -> None:
+        subprocess.run(["cp", str(tiny), str(target)], check=True)
+
+    error = _stream_until_error(stack, "gemma", overwrite)
+    assert target.stat().st_ino == inode, "cp must have written in place"
+    assert _error_code(error) == "model_crashed"
+    assert "SIGBUS" in str(error)
+    stack.assert_worker_alive()
+    assert not process_alive(pid)
+
+    # The file is now the tiny model: the next request loads it from the new bytes.
+    answer = stack.client.chat.completions.create(
+        model="gemma", messages=_user("Hi"), max_tokens=3, temperature=0
+    )
+    assert answer.usage is not None and answer.usage.completion_tokens <= 3
+    entry = stack.loaded()["gemma"]
+    assert entry["weights_bytes"] == tiny.stat().st_size
+    assert entry["pid"] != pid
+
+
+def test_model_file_replaced_while_idle_is_reloaded(gemma_stack: RunnerStack) -> None:
+    """A file replaced by a rename (new inode) while loaded: the model reloads from it."""
+    stack = gemma_stack
+    assert stack.client.chat.completions.create(model="tiny", messages=_user("Hi"), max_tokens=2)
+    before = stack.loaded()["tiny"]
+    new = stack.models_dir / ".tiny.gguf.part"
+    shutil.copy(stack.models_dir / "gemma.gguf", new)
+    new.rename(stack.models_dir / "tiny.gguf")
+    stack.wait_for(lambda: "tiny" not in stack.loaded(), "the replaced model to unload")
+    assert not process_alive(before["pid"])
+    assert stack.client.chat.completions.create(model="tiny", messages=_user("Hi"), max_tokens=2)
+    after = stack.loaded()["tiny"]
+    assert after["weights_bytes"] == (stack.models_dir / "gemma.gguf").stat().st_size
+    assert after["weights_bytes"] != before["weights_bytes"]
+
+
+def test_deleted_model_unloads_and_frees_its_slot(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
+) -> None:
+    stack = start_runner_stack(
+        tmp_path, clean_env, {"one": tiny_chat_gguf, "two": tiny_chat_gguf}, max_loaded_models="1"
+    )
+    try:
+        assert stack.client.chat.completions.create(model="one", messages=_user("x"), max_tokens=1)
+        pid = stack.runner_pid("one")
+        (stack.models_dir / "one.gguf").unlink()
+        stack.wait_for(lambda: "one" not in stack.loaded(), "the deleted model to unload")
+        assert not process_alive(pid)
+        with pytest.raises(openai.NotFoundError):
+            stack.client.chat.completions.create(model="one", messages=_user("x"), max_tokens=1)
+        # Its place under max_loaded_models is free: "two" loads without evicting anything.
+        assert stack.client.chat.completions.create(model="two", messages=_user("x"), max_tokens=1)
+        assert list(stack.loaded()) == ["two"]
+    finally:
+        stack.close()
+
+
+def test_gguf_that_aborts_llama_cpp(
+    tmp_path: Path, clean_env: dict[str, str], abort_gguf: Path, tiny_chat_gguf: Path
+) -> None:
+    """A GGUF whose header passes every check but trips a GGML_ASSERT inside llama.cpp."""
+    stack = start_runner_stack(tmp_path, clean_env, {"hostile": abort_gguf, "tiny": tiny_chat_gguf})
+    try:
+        stream = stack.client.chat.completions.create(
+            model="tiny", messages=_user("x"), stream=True, max_tokens=200, temperature=0
+        )
+        first = next(iter(stream))  # a stream on another model is in flight meanwhile
+        with pytest.raises(openai.InternalServerError) as info:
+            stack.client.chat.completions.create(model="hostile", messages=_user("x"), max_tokens=1)
+        assert _error_code(info.value) == "model_crashed"
+        message = str(info.value)
+        assert "SIGABRT" in message and "GGML_ASSERT" in message
+        assert first.choices and sum(1 for _ in stream) > 0  # the other stream finished
+        stack.assert_worker_alive()
+        again = stack.client.chat.completions.create(
+            model="tiny", messages=_user("x"), max_tokens=2
+        )
+        assert again.choices
+        assert "died while loading: SIGABRT" in stack.worker.output()
+        # The CLI still talks to the worker.
+        status = stack.cli("status")
+        assert status.returncode == 0 and "tiny" in status.stdout
+    finally:
+        stack.close()
+
+
+def test_runner_gets_the_scrubbed_environment(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
+) -> None:
+    """A runner is a child of the worker like any other: no secret from the worker's
+    environment reaches it, and its command line names only a file descriptor."""
+    env = {**clean_env, "HF_TOKEN": "hf_secret_runner_test", "BILLING_API_KEY": "sk-secret-x"}
+    stack = start_runner_stack(tmp_path, env, {"tiny": tiny_chat_gguf})
+    try:
+        stack.client.chat.completions.create(model="tiny", messages=_user("x"), max_tokens=1)
+        pid = stack.runner_pid("tiny")
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"hf_secret_runner_test" not in environ and b"sk-secret-x" not in environ
+        assert b"HF_TOKEN=" not in environ and b"BILLING_API_KEY=" not in environ
+        assert b"PENDRA_HOME=" in environ  # the rest of the environment is there
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:5] == [b"-m", b"worker.backends.pendra.runner", b"--fd", cmdline[4]]
+    finally:
+        stack.close()

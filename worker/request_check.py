@@ -1,0 +1,47 @@
+"""JSON values a request may not carry anywhere: text that is not Unicode, numbers that are not.
+
+* An unpaired UTF-16 surrogate (``"\\ud800"``): JSON allows the escape and Python decodes it into
+  a string no encoder accepts, so such a request would fail wherever it is next serialised (a
+  frame, a runner, an HTTP call to a backend) with an error that blames the wrong thing.
+* ``NaN`` / ``Infinity``: not JSON at all, but Python's parser takes them, and a serialiser may
+  quietly turn them into ``null`` (the default value) further down the path.
+
+Both are refused up front with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def first_problem(value: Any, path: str = "") -> str | None:
+    """A message naming the first bad value in a JSON document, or None when it is clean."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            return (
+                f"'{path or 'body'}' contains an unpaired UTF-16 surrogate (such as \\ud800), "
+                "which is not valid Unicode text; send the text as valid UTF-8"
+            )
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"'{path or 'body'}' must be a finite number, got {value!r}"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return first_problem(key, path)
+            found = first_problem(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = first_problem(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
