@@ -13,23 +13,32 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def first_problem(value: Any, path: str = "") -> str | None:
-    """A message naming the first bad value in a JSON document, or None when it is clean."""
+class Problem(NamedTuple):
+    """The first bad value of a request: what is wrong, and where (the error's ``param``)."""
+
+    message: str
+    param: str | None
+
+
+def first_problem(value: Any, path: str = "") -> Problem | None:
+    """The first bad value in a JSON document, or None when it is clean."""
     if isinstance(value, str):
         if _SURROGATE.search(value):
-            return (
+            return Problem(
                 f"'{path or 'body'}' contains an unpaired UTF-16 surrogate (such as \\ud800), "
-                "which is not valid Unicode text; send the text as valid UTF-8"
+                "which is not valid Unicode text; send the text as valid UTF-8",
+                path or None,
             )
         return None
     if isinstance(value, float):
         if not math.isfinite(value):
-            return f"'{path or 'body'}' must be a finite number, got {value!r}"
+            message = f"'{path or 'body'}' must be a finite number, got {value!r}"
+            return Problem(message, path or None)
         return None
     if isinstance(value, dict):
         for key, item in value.items():

@@ -87,7 +87,7 @@ def check_stream_flag(body: Mapping[str, Any]) -> None:
     """``stream`` is a JSON boolean (or absent/null): ``"yes"`` or ``1`` is a 400, not coerced."""
     value = body.get("stream")
     if value is not None and not isinstance(value, bool):
-        raise BadRequest(f"'stream' must be true or false, got {value!r}")
+        raise BadRequest(f"'stream' must be true or false, got {value!r}", param="stream")
 
 
 def model_of(body: Mapping[str, Any]) -> str:
@@ -203,7 +203,7 @@ class Router:
     ) -> tuple[Backend, dict[str, Any]]:
         problem = first_problem(dict(body))
         if problem is not None:
-            raise BadRequest(problem)
+            raise BadRequest(problem.message, param=problem.param)
         backend, model_id = self.registry.resolve(model_of(body))
         if trace is not None:
             trace.routed(backend.kind, model_id)

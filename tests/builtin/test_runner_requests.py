@@ -132,13 +132,15 @@ def test_malformed_fields_are_400s(tiny_stack: RunnerStack) -> None:
     base = '{"model": "tiny", "messages": [{"role": "user", "content": %s}]%s}'
     status, error = chat(base % ('"a\\ud800b"', ""))
     assert status == 400 and "'messages[0].content'" in error["message"]
-    assert "surrogate" in error["message"]
+    assert "surrogate" in error["message"] and error["param"] == "messages[0].content"
     status, error = chat(base % ('"hi"', ', "stream": "yes"'))
-    assert status == 400 and "'stream'" in error["message"]
+    assert status == 400 and "'stream'" in error["message"] and error["param"] == "stream"
     status, error = chat(base % ('"hi"', ', "temperature": NaN'))
     assert status == 400 and "'temperature'" in error["message"]
+    assert error["param"] == "temperature"
     status, error = chat(base % ('"hi"', ', "max_tokens": Infinity'))
     assert status == 400 and "'max_tokens'" in error["message"]
+    assert error["param"] == "max_tokens"
     tiny_stack.assert_worker_alive()
     # max_tokens over what fits is capped, and the answer says how it ended. The end tokens
     # (</s>, <|im_end|>) are banned so the answer runs into the cap whatever the weights say.

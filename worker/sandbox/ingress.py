@@ -154,7 +154,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
         return openai_error(400, "invalid_request_error", "The request body must be an object.")
     problem = first_problem(body)
     if problem is not None:
-        return openai_error(400, "invalid_request_error", problem)
+        return openai_error(400, "invalid_request_error", problem.message, param=problem.param)
     if not isinstance(body.get("model"), str) or not body["model"]:
         return openai_error(400, "invalid_request_error", "The request has no 'model'.")
     return body
