@@ -140,7 +140,7 @@ async def _serve(
     key_line = (
         f"  API key:      {api_key}   (generated; pass --api-key to choose one)"
         if generated
-        else "  API key:      the one given with --api-key"
+        else "  API key:      the one given (--api-key or PENDRA_SANDBOX_API_KEY)"
     )
     print(
         "Pendra sandbox ready\n"
