@@ -117,7 +117,8 @@ def test_model_file_replaced_while_idle_is_reloaded(gemma_stack: RunnerStack) ->
     shutil.copy(stack.models_dir / "gemma.gguf", new)
     new.rename(stack.models_dir / "tiny.gguf")
     stack.wait_for(lambda: "tiny" not in stack.loaded(), "the replaced model to unload")
-    assert not process_alive(before["pid"])
+    # The model leaves the loaded list when its unload starts; its runner exits right after.
+    stack.wait_for(lambda: not process_alive(before["pid"]), "the old runner to exit")
     assert stack.client.chat.completions.create(model="tiny", messages=_user("Hi"), max_tokens=2)
     after = stack.loaded()["tiny"]
     assert after["weights_bytes"] == (stack.models_dir / "gemma.gguf").stat().st_size
@@ -135,7 +136,7 @@ def test_deleted_model_unloads_and_frees_its_slot(
         pid = stack.runner_pid("one")
         (stack.models_dir / "one.gguf").unlink()
         stack.wait_for(lambda: "one" not in stack.loaded(), "the deleted model to unload")
-        assert not process_alive(pid)
+        stack.wait_for(lambda: not process_alive(pid), "its runner to exit")
         with pytest.raises(openai.NotFoundError):
             stack.client.chat.completions.create(model="one", messages=_user("x"), max_tokens=1)
         # Its place under max_loaded_models is free: "two" loads without evicting anything.
