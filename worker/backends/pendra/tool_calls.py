@@ -25,6 +25,7 @@ import json
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,22 +179,33 @@ _HERMES_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
 def _parse_hermes(region: str, final: bool) -> tuple[list[ToolCall], str]:
+    return _parse_blocks(region, final, _HERMES_BLOCK, "<tool_call>", _hermes_call)
+
+
+def _parse_blocks(
+    region: str,
+    final: bool,
+    block: re.Pattern[str],
+    opener: str,
+    parse_call: Callable[[str], ToolCall | None],
+) -> tuple[list[ToolCall], str]:
+    """Calls written as ``opener … closer`` blocks; a block that does not parse stays text. At
+    the end of the answer (end of turn, max_tokens) a last block that never closed still counts."""
     calls: list[ToolCall] = []
     text: list[str] = []
     pos = 0
-    for match in _HERMES_BLOCK.finditer(region):
+    for match in block.finditer(region):
         text.append(region[pos : match.start()])
-        call = _hermes_call(match.group(1))
+        call = parse_call(match.group(1))
         if call is None:
             text.append(match.group(0))
         else:
             calls.append(call)
         pos = match.end()
     rest = region[pos:]
-    if final and rest.lstrip().startswith("<tool_call>"):
-        # The answer ended (end of turn, max_tokens) before the block closed.
-        at = rest.index("<tool_call>")
-        call = _hermes_call(rest[at + len("<tool_call>") :])
+    if final and rest.lstrip().startswith(opener):
+        at = rest.index(opener)
+        call = parse_call(rest[at + len(opener) :])
         if call is not None:
             text.append(rest[:at])
             calls.append(call)
@@ -299,27 +311,7 @@ _FG_BLOCK = re.compile(r"<start_function_call>(.*?)<end_function_call>", re.DOTA
 
 
 def _parse_functiongemma(region: str, final: bool) -> tuple[list[ToolCall], str]:
-    calls: list[ToolCall] = []
-    text: list[str] = []
-    pos = 0
-    for match in _FG_BLOCK.finditer(region):
-        text.append(region[pos : match.start()])
-        call = _functiongemma_call(match.group(1))
-        if call is None:
-            text.append(match.group(0))
-        else:
-            calls.append(call)
-        pos = match.end()
-    rest = region[pos:]
-    if final and rest.lstrip().startswith("<start_function_call>"):
-        at = rest.index("<start_function_call>")
-        call = _functiongemma_call(rest[at + len("<start_function_call>") :])
-        if call is not None:
-            text.append(rest[:at])
-            calls.append(call)
-            rest = ""
-    text.append(rest)
-    return calls, "".join(text)
+    return _parse_blocks(region, final, _FG_BLOCK, "<start_function_call>", _functiongemma_call)
 
 
 def _functiongemma_call(body: str) -> ToolCall | None:
