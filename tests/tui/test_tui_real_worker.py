@@ -253,6 +253,9 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
                     "model": "tiny:chat",
                     "messages": [{"role": "user", "content": "hi"}],
                     "max_tokens": 4,
+                    # random weights may pick an end token first: ban </s> and <|im_end|> so
+                    # the answer has tokens for the record to count
+                    "logit_bias": {"2": -100, "4": -100},
                 },
             )
         assert answer.status_code == 200, answer.text
@@ -269,7 +272,7 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
             "the request record",
         )
         record = next(r for r in dashboard(pilot).model.recent.values() if r.model == "tiny:chat")
-        assert record.backend == "pendra" and record.tokens_out and record.tokens_out <= 4
+        assert record.backend == "pendra" and record.tokens_out == 4
         await pilot.press("2")
         requests_table = app.screen.query_one("#recent", DataTable)
         await wait_for(pilot, lambda: requests_table.row_count == 1, "the requests table")
