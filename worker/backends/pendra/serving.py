@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.backends.base import StreamChunk, Task
 from worker.backends.pendra.choices import Choice, Out, TextOut
-from worker.backends.pendra.grammar import request_grammar
+from worker.backends.pendra.grammar import one_forced_call, request_grammar
 from worker.backends.pendra.params import (
     ChatParams,
     parse_chat,
@@ -99,6 +99,7 @@ def _choices(
             parallel=params.parallel_tool_calls,
             logprobs=params.logprobs,
             streaming=streaming,
+            one_forced_call=one_forced_call(params),
         )
         for i in range(count)
     ]
