@@ -33,13 +33,17 @@ GOAL_CPU_PCT = 1.0
 MB = 1024 * 1024
 FOOTPRINT_NOTE = (
     "Pendra documents its own daemon (a static Go binary) at under 50 MB resident; this "
-    "worker's goal is 60 MB with the built-in backend on. What keeps it there: llama.cpp and "
-    "numpy load with the first model, httpx with the first catalogue fetch, the install "
-    "machinery with the first install, pyhpke with the first sealed request, pynvml only where "
-    "libnvidia-ml exists; protocol and catalogue validators are built on first use; the admin "
-    "API runs on a small asyncio HTTP layer, not aiohttp.web; `pendra --no-ui` builds no CLI "
-    "parser. Most of what remains is aiohttp's client and WebSocket, the interpreter, OpenSSL "
-    "with cryptography's Ed25519, and pydantic."
+    "worker's goal is 60 MB with the built-in backend on. What keeps it there: the built-in "
+    "backend's request code (parsing, grammars, tool-call parsers, response shapes) and its "
+    "runner supervisor load with the first request, llama.cpp and numpy with the first model "
+    "(in the model's runner process, not the worker), httpx with the first catalogue fetch, the "
+    "install machinery with the first install, pyhpke with the first sealed request, pynvml only "
+    "where libnvidia-ml exists; on Linux the models directory is followed with inotify read on "
+    "the event loop and the host panel's CPU and memory come from /proc (no watcher thread, no "
+    "psutil); protocol and catalogue validators are built on first use; the admin API runs on a "
+    "small asyncio HTTP layer, not aiohttp.web; `pendra --no-ui` builds no CLI parser. Most of "
+    "what remains is aiohttp's client and WebSocket, the interpreter, OpenSSL with "
+    "cryptography's Ed25519, and pydantic."
 )
 
 

@@ -11,6 +11,7 @@ SIGTERM drain.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -155,3 +156,52 @@ def test_pendra_stop_drains_a_worker_started_in_a_terminal(
     again = pendra(env, "stop")
     assert again.returncode == 3
     assert "No Pendra worker is running" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_pendra_rm_removes_a_gguf_the_user_copied_in(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
+) -> None:
+    """A GGUF dropped into the models directory by hand (no install record) is served under its
+    file's name; `pendra rm` with that name removes that file and only it."""
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    for name in ("mine.gguf", "keep.gguf"):
+        shutil.copy(tiny_chat_gguf, models_dir / name)
+    key_file = tmp_path / "worker.key"
+    key_file.write_text(generate_key().text + "\n")
+    key_file.chmod(0o600)
+    env = worker_env(clean_env, f"http://127.0.0.1:{free_port()}", key_file, models_dir)
+    worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
+    try:
+        deadline = time.monotonic() + 60
+        while pendra(env, "status", "--json", timeout=30).returncode != 0:
+            assert worker.popen.poll() is None, worker.output()
+            assert time.monotonic() < deadline, "the worker never answered"
+            time.sleep(0.3)
+        removed = pendra(env, "models", "rm", "mine")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert sorted(p.name for p in models_dir.iterdir()) == ["keep.gguf"]
+        status = json.loads(pendra(env, "status", "--json").stdout)
+        served = next(b for b in status["backends"] if b["name"] == "pendra")["models"]
+        assert [m["id"] for m in served] == ["keep"]
+        # by file name too; and a name nothing answers to is a clear error that removes nothing
+        assert pendra(env, "models", "rm", "keep.gguf").returncode == 0
+        assert list(models_dir.iterdir()) == []
+        missing = pendra(env, "models", "rm", "mine")
+        assert missing.returncode != 0 and "not installed" in missing.stderr
+        assert "Traceback" not in missing.stderr
+    finally:
+        worker.kill()
+
+
+def test_pendra_rm_without_a_running_worker_removes_a_copied_in_gguf(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
+) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    shutil.copy(tiny_chat_gguf, models_dir / "Hand Copied.gguf")  # not a valid catalogue ref
+    env = {**clean_env, "PENDRA_MODELS_DIR": str(models_dir)}
+    removed = pendra(env, "models", "rm", "Hand Copied")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "Removed Hand Copied" in removed.stdout
+    assert list(models_dir.iterdir()) == []

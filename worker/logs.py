@@ -24,7 +24,10 @@ LOG_BACKUPS = 5
 _SECRET_PATTERNS = (
     re.compile(r"pdk_[A-Za-z0-9_\-]{16,}"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/\-]+=*"),
-    re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+    re.compile(r"(?i)((?:api[_-]?key|secret|password)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+    # "token" alone also names model tokens ("control-looking token: 1 '</s>'" from llama.cpp):
+    # only a value long enough to be a credential is one.
+    re.compile(r"(?i)(token[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]{12,}"),
 )
 REDACTED = "[REDACTED]"
 

@@ -11,6 +11,7 @@ import pytest
 
 from worker.admin.log_events import EventLogHandler, install_log_handler
 from worker.events import EventBus
+from worker.logs import RedactingFilter
 
 
 @pytest.fixture
@@ -111,3 +112,17 @@ def test_install_log_handler_replaces_a_previous_one() -> None:
         assert first not in root.handlers and second in root.handlers
     finally:
         root.removeHandler(second)
+
+
+def test_model_token_lines_are_not_mistaken_for_credentials() -> None:
+    redact = RedactingFilter().redact
+    line = "load: control-looking token: 1 '</s>' was not control-type; this is probably a bug"
+    assert redact(line) == line
+    assert redact("token id: 262144") == "token id: 262144"
+    for secret_line in (
+        "token=ghp_0123456789abcdefABCDEF",
+        'api_key: "short1"',
+        "password=hunter2",
+        "secret: s3",
+    ):
+        assert "[REDACTED]" in redact(secret_line), secret_line

@@ -144,6 +144,35 @@ async def test_a_named_tool_is_the_one_called(backend: PendraBackend) -> None:
     assert [c["function"]["name"] for c in calls] == ["get_weather"]
     jsonschema.validate(json.loads(calls[0]["function"]["arguments"]), SCHEMA)
     assert result["choices"][0]["message"]["content"] is None
+    assert result["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_a_forced_call_that_ends_on_the_last_token_allowed_is_a_tool_call(
+    backend: PendraBackend,
+) -> None:
+    """max_tokens may run out on the token that closes a forced call, before the end token the
+    grammar then requires: the call is whole, so the finish reason is still "tool_calls"."""
+    body = {
+        "model": "tools",
+        "messages": user("hi"),
+        "tools": [WEATHER, NOOP],
+        "seed": 4,
+        "temperature": 0,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 300,
+    }
+    free = await backend.chat(body)
+    used = free["usage"]["completion_tokens"]
+    exact = await backend.chat({**body, "max_tokens": used})
+    assert exact["usage"]["completion_tokens"] == used
+    assert exact["choices"][0]["message"]["tool_calls"] == [
+        {**call, "id": exact["choices"][0]["message"]["tool_calls"][0]["id"]}
+        for call in free["choices"][0]["message"]["tool_calls"]
+    ]
+    assert exact["choices"][0]["finish_reason"] == "tool_calls"
+    # one token fewer cuts the call: that answer is "length", with no call in it
+    cut = (await backend.chat({**body, "max_tokens": used - 1}))["choices"][0]
+    assert cut["finish_reason"] == "length" and not cut["message"].get("tool_calls")
 
 
 async def test_streamed_tool_call_deltas_reassemble_to_the_whole_answer(

@@ -8,10 +8,17 @@ models have 2 layers × 2 KV heads × (16 + 16) dimensions × 2 bytes (f16) = 25
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
 from pathlib import Path
 
 import openai
 import pytest
+from conftest import MakeBackend
 from runner_stack import RunnerStack, rss, start_runner_stack
 
 from worker.backends.pendra.memory import compute_overhead, kv_bytes, micro_batch
@@ -151,3 +158,32 @@ def test_gemma_at_defaults_fits_in_600_mb(
         assert worker + runner <= 600 * 1000**2, f"{worker / 1e6:.0f} + {runner / 1e6:.0f} MB"
     finally:
         stack.close()
+
+
+async def test_a_model_being_unloaded_counts_until_its_runner_has_exited(
+    make_backend: MakeBackend, models_dir: Path, tiny_chat_gguf: Path
+) -> None:
+    """An unload takes the model out of service at once, but its memory is free only when its
+    runner process has exited: a model loaded meanwhile must not be planned into that memory.
+    The runner is made slow to exit with SIGSTOP (it is killed after the stop grace)."""
+    shutil.copy(models_dir / "tiny.gguf", models_dir / "tiny2.gguf")
+    backend = await make_backend(MEMORY_LIMIT=_limit_for(tiny_chat_gguf, 1024))
+    hello = {"messages": _user("hello"), "max_tokens": 1}
+    await backend.chat({"model": "tiny", **hello})
+    runner = backend._pool.get("tiny")
+    assert runner is not None and runner.pid is not None
+    os.kill(runner.pid, signal.SIGSTOP)
+    try:
+        unloading = asyncio.create_task(backend._pool.unload("tiny"))
+        deadline = time.monotonic() + 30
+        while "tiny" in backend.loaded_models():
+            assert time.monotonic() < deadline, "the unload never started"
+            await asyncio.sleep(0.02)
+        answer = await asyncio.wait_for(backend.chat({"model": "tiny2", **hello}), 60)
+        assert answer["choices"]
+        # tiny2 could only be planned once tiny's runner had gone (killed after the grace)
+        assert unloading.done() and runner.state in ("stopped", "dead")
+        assert backend.loaded_models() == ["tiny2"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(runner.pid, signal.SIGCONT)

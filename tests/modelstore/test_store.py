@@ -12,6 +12,7 @@ from model_factory import write_header_only
 
 from worker.backends.base import Task
 from worker.modelstore import ModelStore, StoredModel, is_partial
+from worker.modelstore import store as store_module
 from worker.modelstore.sidecar import Sidecar, SidecarError, parse_sidecar, write_sidecar
 
 SHA = "a" * 64
@@ -152,10 +153,19 @@ async def _wait_for(changes: list[list[StoredModel]], predicate, timeout: float 
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("force_polling", [False, True], ids=["watchfiles", "polling"])
+@pytest.mark.parametrize(
+    ("force_polling", "inotify"),
+    [(False, store_module.USE_INOTIFY), (False, False), (True, False)],
+    ids=["os-watcher", "watchfiles", "polling"],
+)
 async def test_watch_drop_in_partial_and_remove(
-    tmp_path: Path, tiny_chat_gguf: Path, force_polling: bool
+    tmp_path: Path,
+    tiny_chat_gguf: Path,
+    force_polling: bool,
+    inotify: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(store_module, "USE_INOTIFY", inotify)
     models_dir = tmp_path / "models"
     store = ModelStore(models_dir)
     changes: list[list[StoredModel]] = []

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 ORDER = 30
@@ -343,10 +345,25 @@ async def _install_directly(
 
 
 # -- pendra models rm -----------------------------------------------------------------------------
+def _stored_here(models_dir: Path, ref: str) -> bool:
+    """Whether ``ref`` names a file of the built-in modelstore: an install's ref, or the id or
+    file name of a GGUF copied in."""
+    from worker.errors import PendraError
+    from worker.installs.builtin import installed_files
+    from worker.modelstore import ModelStore
+
+    with contextlib.suppress(PendraError):
+        if installed_files(models_dir, normalised_ref(ref)):
+            return True
+    return any(ref in (m.id, m.path.name) for m in ModelStore(models_dir).scan())
+
+
 def run_rm(args: argparse.Namespace) -> int:
     from worker.settings import load_settings
 
-    result = asyncio.run(remove(load_settings(), normalised_ref(args.ref), args.backend))
+    # As typed: a GGUF copied into the models directory goes by its file's name, which need not
+    # be a valid catalogue ref (the worker normalises catalogue refs itself).
+    result = asyncio.run(remove(load_settings(), args.ref.strip(), args.backend))
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -364,10 +381,9 @@ async def remove(settings: Any, ref: str, backend: str | None) -> dict[str, Any]
     from worker.backends.registry import BackendRegistry
     from worker.hf.refs import looks_like_hf_ref
     from worker.installs import InstallManager
-    from worker.installs.builtin import installed_files
 
     registry = BackendRegistry()
-    local = looks_like_hf_ref(ref) or installed_files(settings.models_dir, ref)
+    local = looks_like_hf_ref(ref) or _stored_here(settings.models_dir, ref)
     if backend not in (None, "pendra") or (backend is None and not local):
         from worker.backends.discovery import discover_backends
 

@@ -44,6 +44,7 @@ from worker.settings import Settings
 
 if TYPE_CHECKING:  # the install machinery loads with the first install, not with the worker
     from worker.installs.hf import InstallRecord
+    from worker.modelstore import StoredModel
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,10 @@ class InstallManager:
 
     async def uninstall(self, ref: str, backend: str | None = None) -> dict[str, Any]:
         """Remove ``ref`` from ``backend`` (default: wherever it is installed)."""
+        if backend in (None, BUILTIN):
+            dropped = await self._dropped_in(ref)
+            if dropped is not None:
+                return await self._uninstall_dropped_in(dropped)
         parsed = parse_install_ref(ref)
         for job in self._jobs.values():
             asked = str(parsed) in (job.ref, job.requested)
@@ -282,11 +287,15 @@ class InstallManager:
                 target = ", ".join(removed) or str(parsed)
             else:
                 target = await self._uninstall_external(parsed, chosen, variant)
-        self.events.publish("models", backend=chosen, ref=shown)
+        return self._removed(shown, chosen, target)
+
+    def _removed(self, ref: str, backend: str, what: str) -> dict[str, Any]:
+        """Tell the app and the control plane a model is gone; the answer for the caller."""
+        self.events.publish("models", backend=backend, ref=ref)
         self.events.publish(
             "install",
-            ref=shown,
-            backend=chosen,
+            ref=ref,
+            backend=backend,
             phase="removed",
             bytes_done=0,
             bytes_total=None,
@@ -294,7 +303,7 @@ class InstallManager:
             eta_s=None,
             error=None,
         )
-        return {"ref": shown, "backend": chosen, "removed": target}
+        return {"ref": ref, "backend": backend, "removed": what}
 
     async def close(self) -> None:
         """Cancel every running job (partials stay for a later resume)."""
@@ -500,6 +509,32 @@ class InstallManager:
             return (await self._load_catalogue()).find(ref)[1]
         except PendraError:
             return None
+
+    async def _dropped_in(self, name: str) -> StoredModel | None:
+        """The built-in store's model with this id or file name that no install recorded (a GGUF
+        the user copied in), if there is one."""
+        from worker.modelstore import ModelStore
+
+        backend = self.registry.get(BUILTIN)
+        store = getattr(backend, "store", None) or ModelStore(self.settings.models_dir)
+        models = await store.ascan()
+        return next(
+            (m for m in models if m.ref is None and name.strip() in (m.id, m.path.name)), None
+        )
+
+    async def _uninstall_dropped_in(self, model: StoredModel) -> dict[str, Any]:
+        backend = self.registry.get(BUILTIN)
+        if backend is not None and backend.capabilities.uninstall:
+            await backend.uninstall(model.path.name)  # refuses a model that is serving
+        else:  # no worker is running (`pendra rm` on its own): nothing serves the file
+            try:
+                await asyncio.to_thread(model.path.unlink, missing_ok=True)
+            except OSError as exc:
+                raise InstallError(
+                    f"could not delete {model.path}: {exc.strerror or exc}",
+                    hint="check the file's permissions in the models directory",
+                ) from None
+        return self._removed(model.id, BUILTIN, model.path.name)
 
     def _installed_where(self, ref: ModelRef, variant: CatalogueVariant | None) -> str:
         from worker.installs.builtin import installed_files

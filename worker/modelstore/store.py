@@ -6,9 +6,10 @@ file (size + mtime), so rescanning after every change costs only a few ``stat`` 
 cannot be used (corrupt, truncated, not a GGUF, a duplicate id) are listed with the reason, never
 served and never a crash. Partial downloads are invisible.
 
-:meth:`ModelStore.watch` follows the directory with ``watchfiles`` (inotify/FSEvents) and falls
-back to polling when the OS watcher cannot be used, so a GGUF dropped in appears, and a deleted one
-disappears, without restarting the worker.
+:meth:`ModelStore.watch` follows the directory with inotify on Linux
+(:mod:`~worker.modelstore.inotify`), ``watchfiles`` (FSEvents, ReadDirectoryChangesW) elsewhere,
+and falls back to polling when the OS watcher cannot be used, so a GGUF dropped in appears, and a
+deleted one disappears, without restarting the worker.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,7 @@ from typing import Any
 from worker.backends.base import Task
 from worker.modelstore.facts import ModelFacts, facts_from_header
 from worker.modelstore.gguf_header import GGUFHeaderError, read_gguf_header
+from worker.modelstore.inotify import DirectoryWatch
 from worker.modelstore.naming import (
     is_model_file,
     is_partial,
@@ -36,6 +39,9 @@ from worker.modelstore.naming import (
 from worker.modelstore.sidecar import Sidecar, SidecarError, read_sidecar
 
 log = logging.getLogger(__name__)
+
+USE_INOTIFY = sys.platform.startswith("linux")
+"""Follow the directory with inotify read on the event loop; elsewhere, with ``watchfiles``."""
 
 SERVABLE_TASKS = frozenset({Task.CHAT, Task.EMBEDDING})
 OnChange = Callable[[list["StoredModel"]], Awaitable[None] | None]
@@ -227,7 +233,24 @@ class ModelStore:
 
     async def _changes(self, poll_interval_s: float, force_polling: bool, debounce_ms: int) -> Any:
         """Yield once per batch of filesystem changes (or per poll tick in polling mode)."""
-        if not force_polling:
+        if not force_polling and USE_INOTIFY:
+            try:
+                watch = DirectoryWatch(self.models_dir)
+            except OSError as exc:  # inotify limits, unsupported filesystems, removed dir
+                log.warning(
+                    "watching %s with inotify failed (%s); polling every %.0fs",
+                    self.models_dir,
+                    exc,
+                    poll_interval_s,
+                )
+            else:
+                try:
+                    async for _ in watch.changes(debounce_ms / 1000):
+                        yield None
+                finally:
+                    watch.close()
+                # the directory went away: recreate it, fall through to a poll.
+        elif not force_polling:
             try:
                 import watchfiles
 

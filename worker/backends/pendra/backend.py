@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from worker.backends.base import (
     Backend,
@@ -28,46 +28,13 @@ from worker.backends.base import (
     StreamChunk,
     Task,
 )
-from worker.backends.pendra.choices import Choice, Out, TextOut
-from worker.backends.pendra.grammar import request_grammar
-from worker.backends.pendra.params import (
-    ChatParams,
-    parse_chat,
-    parse_completion,
-    parse_embeddings,
-)
-from worker.backends.pendra.pool import ModelPool
-from worker.backends.pendra.responses import (
-    ChunkWriter,
-    TextChunkWriter,
-    chat_choice,
-    chat_completion,
-    completion_id,
-    embedding_response,
-    text_choice,
-    text_completion,
-    text_logprobs,
-    tool_call_dicts,
-    total_usage,
-)
-from worker.backends.pendra.spec import LoadSpec
-from worker.backends.pendra.supervisor import (
-    DoneEvent,
-    ErrorEvent,
-    InfoEvent,
-    JobEvent,
-    ProcessRunner,
-    ResultEvent,
-    Runner,
-    RunnerJob,
-    TextEvent,
-    ThreadRunner,
-)
 from worker.errors import BadRequest, InstallError, ModelLoadError, ModelNotFound, NotSupported
 from worker.events import EventBus
-from worker.hardware import physical_cores
 from worker.modelstore import ModelStore, StoredModel, sidecar_path
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.backends.pendra.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +63,26 @@ class PendraBackend(Backend):
         self.store = store if store is not None else ModelStore(settings.models_dir)
         self.events = events
         self._watch_enabled = watch
-        starter = ThreadRunner if settings.isolation == "none" else ProcessRunner
-        self._pool = ModelPool(
-            settings, starter, threads=settings.threads or physical_cores(), batched=batched
-        )
+        self._batched = batched
         self._stored: dict[str, StoredModel] = {}
         self._all: list[StoredModel] = []
         self._watcher: asyncio.Task[None] | None = None
+
+    @functools.cached_property
+    def _pool(self) -> ModelPool:
+        """The runners of loaded models, made with the first request (its modules with it: an
+        idle worker that has loaded nothing stays small)."""
+        from worker.backends.pendra.pool import ModelPool
+        from worker.backends.pendra.supervisor import ProcessRunner, ThreadRunner
+        from worker.hardware import physical_cores
+
+        starter = ThreadRunner if self.settings.isolation == "none" else ProcessRunner
+        threads = self.settings.threads or physical_cores()
+        return ModelPool(self.settings, starter, threads=threads, batched=self._batched)
+
+    def _pool_if_made(self) -> ModelPool | None:
+        pool: ModelPool | None = self.__dict__.get("_pool")
+        return pool
 
     # -- model list -----------------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -142,7 +122,9 @@ class PendraBackend(Backend):
         self._all = models
         self._stored = {m.id: m for m in models if m.servable}
         self.models = [_model_info(m) for m in self._stored.values()]
-        self._pool.mark_stale(self._stored)
+        pool = self._pool_if_made()
+        if pool is not None:
+            pool.mark_stale(self._stored)
         unusable = len(self.unusable())
         detail = f"{unusable} file(s) in the modelstore cannot be used" if unusable else None
         self.mark(BackendStatus.READY, detail)
@@ -164,7 +146,8 @@ class PendraBackend(Backend):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["endpoint"] = str(self.store.models_dir)
-        out["loaded"] = self._pool.describe()
+        pool = self._pool_if_made()
+        out["loaded"] = pool.describe() if pool is not None else []
         out["unusable"] = self.unusable()
         return out
 
@@ -175,10 +158,13 @@ class PendraBackend(Backend):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
-        await self._pool.close()
+        pool = self._pool_if_made()
+        if pool is not None:
+            await pool.close()
 
     def loaded_models(self) -> list[str]:
-        return self._pool.loaded()
+        pool = self._pool_if_made()
+        return pool.loaded() if pool is not None else []
 
     # -- lookup ---------------------------------------------------------------------------------
     async def _model_for(self, model_id: str, task: Task) -> StoredModel:
@@ -205,261 +191,23 @@ class PendraBackend(Backend):
             )
         return model
 
-    # -- generation -----------------------------------------------------------------------------
-    def _specs(
-        self,
-        runner: Runner,
-        params: ChatParams,
-        prompts: list[str | list[int]] | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """The runner jobs of a request (one per choice) and the tool-call syntax to parse."""
-        info = runner.info
-        n_vocab = int(info.get("n_vocab") or 0)
-        for token, _bias in params.logit_bias:
-            if n_vocab and not 0 <= token < n_vocab:
-                raise BadRequest(
-                    f"'logit_bias' names token {int(token)}, not a token id of {params.model!r} "
-                    f"(0 to {n_vocab - 1})",
-                    param="logit_bias",
-                )
-        choices = params.n * (len(prompts) if prompts is not None else 1)
-        slots = runner.slots or 1
-        if choices > slots:
-            what = "'n' × prompts" if prompts is not None and len(prompts) > 1 else "'n'"
-            raise BadRequest(
-                f"{what} asks for {choices} choices; {params.model!r} generates at most {slots} "
-                "at once here, one per slot",
-                hint="lower 'n' (or send the prompts in separate requests), or raise "
-                "builtin.parallel",
-                param="n",
-            )
-        tool_format = str(info.get("tool_format") or "hermes")
-        grammar = request_grammar(params, tool_format)
-        specs = []
-        for prompt in prompts if prompts is not None else [None]:
-            for i in range(params.n):
-                seed = params.seed + i if params.seed is not None else None
-                job_params = dataclasses.replace(params, seed=seed, prompt=prompt)
-                specs.append(
-                    {"kind": "chat", "params": dataclasses.asdict(job_params), "grammar": grammar}
-                )
-        return specs, (tool_format if params.calls_tools else None)
-
-    @staticmethod
-    def _choices(
-        params: ChatParams, count: int, tool_format: str | None, streaming: bool
-    ) -> list[Choice]:
-        return [
-            Choice(
-                i,
-                tool_format=tool_format,
-                parallel=params.parallel_tool_calls,
-                logprobs=params.logprobs,
-                streaming=streaming,
-            )
-            for i in range(count)
-        ]
-
-    # -- chat -----------------------------------------------------------------------------------
+    # -- requests (their code loads with the first one: see serving.py) -----------------------
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        params = parse_chat(body)
-        model = await self._model_for(params.model, Task.CHAT)
-        async with self._pool.lease(model) as runner:
-            specs, tool_format = self._specs(runner, params)
-            jobs = [runner.submit(spec) for spec in specs]
-            try:
-                choices = self._choices(params, len(jobs), tool_format, streaming=False)
-                await _collect(jobs, choices)
-            finally:
-                for job in jobs:
-                    job.cancel()  # a no-op when finished; stops generation when we were cancelled
-        out = []
-        for choice in choices:
-            result = choice.result()
-            out.append(
-                chat_choice(
-                    choice.index,
-                    result.content,
-                    result.finish_reason,
-                    tool_calls=tool_call_dicts(result.calls, result.call_ids),
-                    logprobs=result.logprobs,
-                )
-            )
-        usage = total_usage([c.usage for c in choices if c.usage is not None])
-        return chat_completion(completion_id(), params.model, int(time.time()), out, usage)
+        return await _serving().chat(self, body)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
-        params = parse_chat({**body, "stream": True})
-        model = await self._model_for(params.model, Task.CHAT)
-        async with self._pool.lease(model) as runner:
-            specs, tool_format = self._specs(runner, params)
-            jobs = [runner.submit(spec) for spec in specs]
-            events = _events(jobs)
-            try:
-                # Wait for the first event before the first chunk: a request the runner rejects
-                # (a prompt over the context, a template error) fails as a plain error response.
-                event = await events.__anext__()
-                if isinstance(event[1], ErrorEvent):
-                    raise event[1].error
-                writer = ChunkWriter(params.model)
-                for i in range(len(jobs)):
-                    yield writer.role(i)
-                choices = self._choices(params, len(jobs), tool_format, streaming=True)
-                left = len(jobs)
-                while True:
-                    index, item = event
-                    choice = choices[index]
-                    if isinstance(item, TextEvent):
-                        for out in choice.feed(item.text):
-                            for chunk in _chat_chunks(writer, index, out):
-                                yield chunk
-                    elif isinstance(item, InfoEvent):
-                        choice.info(item.value)
-                    elif isinstance(item, DoneEvent):
-                        for out in choice.finish(item.finish_reason, item.usage):
-                            for chunk in _chat_chunks(writer, index, out):
-                                yield chunk
-                        left -= 1
-                        total = (
-                            total_usage([c.usage for c in choices if c.usage is not None])
-                            if left == 0
-                            else None
-                        )
-                        reason = choice.finish_reason or item.finish_reason
-                        lp = choice.pending_logprobs()
-                        if params.include_usage:
-                            yield writer.finish(reason, None, index, lp)
-                            if total is not None:
-                                yield writer.usage(total)
-                        else:
-                            yield writer.finish(reason, total, index, lp)
-                        if left == 0:
-                            return
-                    elif isinstance(item, ErrorEvent):
-                        raise item.error
-                    event = await events.__anext__()
-            finally:
-                for job in jobs:
-                    job.cancel()
-                await events.aclose()
+        async for chunk in _serving().chat_stream(self, body):
+            yield chunk
 
-    # -- legacy completions ---------------------------------------------------------------------
     async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
-        request = parse_completion(body)
-        params = request.params
-        model = await self._model_for(params.model, Task.CHAT)
-        async with self._pool.lease(model) as runner:
-            specs, _ = self._specs(runner, params, request.prompts)
-            jobs = [runner.submit(spec) for spec in specs]
-            try:
-                choices = self._choices(params, len(jobs), None, streaming=False)
-                await _collect(jobs, choices)
-            finally:
-                for job in jobs:
-                    job.cancel()
-        out = []
-        for choice in choices:
-            result = choice.result()
-            prefix = _echo(params, request.prompts, choice.index)
-            out.append(
-                text_choice(
-                    choice.index,
-                    prefix + (result.content or ""),
-                    result.finish_reason,
-                    text_logprobs(result.logprobs),
-                )
-            )
-        usage = total_usage([c.usage for c in choices if c.usage is not None], len(request.prompts))
-        return text_completion(completion_id("cmpl"), params.model, int(time.time()), out, usage)
+        return await _serving().completions(self, body)
 
     async def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
-        request = parse_completion({**body, "stream": True})
-        params = request.params
-        model = await self._model_for(params.model, Task.CHAT)
-        async with self._pool.lease(model) as runner:
-            specs, _ = self._specs(runner, params, request.prompts)
-            jobs = [runner.submit(spec) for spec in specs]
-            events = _events(jobs)
-            try:
-                event = await events.__anext__()
-                if isinstance(event[1], ErrorEvent):
-                    raise event[1].error
-                writer = TextChunkWriter(params.model)
-                choices = self._choices(params, len(jobs), None, streaming=True)
-                for choice in choices:
-                    prefix = _echo(params, request.prompts, choice.index)
-                    if prefix:
-                        choice.emitted_chars += len(prefix)
-                        yield writer.text(choice.index, prefix)
-                left = len(jobs)
-                while True:
-                    index, item = event
-                    choice = choices[index]
-                    if isinstance(item, TextEvent):
-                        for out in choice.feed(item.text):
-                            assert isinstance(out, TextOut)
-                            lp = text_logprobs(out.logprobs, choice.emitted_chars)
-                            choice.emitted_chars += len(out.text)
-                            yield writer.text(index, out.text, lp)
-                    elif isinstance(item, InfoEvent):
-                        choice.info(item.value)
-                    elif isinstance(item, DoneEvent):
-                        choice.finish(item.finish_reason, item.usage)
-                        left -= 1
-                        total = (
-                            total_usage(
-                                [c.usage for c in choices if c.usage is not None],
-                                len(request.prompts),
-                            )
-                            if left == 0
-                            else None
-                        )
-                        lp = text_logprobs(choice.pending_logprobs(), choice.emitted_chars)
-                        reason = item.finish_reason
-                        if params.include_usage:
-                            yield writer.text(index, "", lp, reason)
-                            if total is not None:
-                                yield writer.usage(total)
-                        else:
-                            yield writer.text(index, "", lp, reason, total)
-                        if left == 0:
-                            return
-                    elif isinstance(item, ErrorEvent):
-                        raise item.error
-                    event = await events.__anext__()
-            finally:
-                for job in jobs:
-                    job.cancel()
-                await events.aclose()
+        async for chunk in _serving().completions_stream(self, body):
+            yield chunk
 
-    # -- embeddings -----------------------------------------------------------------------------
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        params = parse_embeddings(body)
-        model = await self._model_for(params.model, Task.EMBEDDING)
-        async with self._pool.lease(model) as runner:
-            info = runner.info
-            n_embd, n_vocab = int(info.get("n_embd", 0)), int(info.get("n_vocab", 0))
-            if params.dimensions is not None and params.dimensions != n_embd:
-                raise BadRequest(
-                    f"'dimensions' must be {n_embd} for {params.model!r} (the model's "
-                    f"embedding size), got {params.dimensions}"
-                )
-            _check_token_ids(params.inputs, n_vocab, params.model)
-            job = runner.submit({"kind": "embed", "inputs": params.inputs})
-            try:
-                async for event in job.events():
-                    if isinstance(event, ResultEvent):
-                        return embedding_response(
-                            params.model,
-                            event.value.vectors,
-                            event.value.prompt_tokens,
-                            params.encoding_format,
-                        )
-                    if isinstance(event, ErrorEvent):
-                        raise event.error
-                raise RuntimeError("the runner ended a job without a result")  # pragma: no cover
-            finally:
-                job.cancel()
+        return await _serving().embeddings(self, body)
 
     # -- install / uninstall --------------------------------------------------------------------
     async def install(self, model_ref: str, progress: ProgressCallback) -> None:
@@ -478,12 +226,14 @@ class PendraBackend(Backend):
                 f"the built-in backend has no model {model_ref!r} to remove",
                 hint="`pendra models` lists the installed ones",
             )
-        if self._pool.busy(model.id):
+        pool = self._pool_if_made()
+        if pool is not None and pool.busy(model.id):
             raise InstallError(
                 f"the model {model.id!r} is serving requests right now; it was not removed",
                 hint="try again when its requests have finished",
             )
-        await self._pool.unload(model.id)
+        if pool is not None:
+            await pool.unload(model.id)
         try:
             model.path.unlink(missing_ok=True)
             sidecar_path(model.path).unlink(missing_ok=True)
@@ -495,65 +245,6 @@ class PendraBackend(Backend):
         self._apply(await self.store.ascan())
 
 
-def _chat_chunks(writer: ChunkWriter, index: int, out: Out) -> list[StreamChunk]:
-    if isinstance(out, TextOut):
-        return [writer.content(out.text, index, out.logprobs)]
-    return writer.tool_call(index, out.call_index, out.call_id, out.call, out.logprobs)
-
-
-def _echo(params: ChatParams, prompts: list[str | list[int]], index: int) -> str:
-    """The prompt a choice repeats before its answer (``echo``)."""
-    if not params.echo:
-        return ""
-    prompt = prompts[index // params.n]
-    return prompt if isinstance(prompt, str) else ""
-
-
-_FINAL = (DoneEvent, ErrorEvent, ResultEvent)
-
-
-async def _events(jobs: list[RunnerJob]) -> AsyncIterator[tuple[int, JobEvent]]:
-    """The events of several jobs as they come, each with its job's index, until all end."""
-    if len(jobs) == 1:
-        queue = jobs[0].queue
-        while True:
-            event = await queue.get()
-            yield 0, event
-            if isinstance(event, _FINAL):
-                return
-    waiting = {asyncio.ensure_future(job.queue.get()): i for i, job in enumerate(jobs)}
-    try:
-        while waiting:
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=lambda t: waiting[t]):
-                index = waiting.pop(task)
-                event = task.result()
-                yield index, event
-                if not isinstance(event, _FINAL):
-                    waiting[asyncio.ensure_future(jobs[index].queue.get())] = index
-    finally:
-        for task in waiting:
-            task.cancel()
-
-
-async def _collect(jobs: list[RunnerJob], choices: list[Choice]) -> None:
-    """Run the jobs to their end into ``choices``; the first error is raised."""
-    events = _events(jobs)
-    try:
-        async for index, event in events:
-            choice = choices[index]
-            if isinstance(event, TextEvent):
-                choice.feed(event.text)
-            elif isinstance(event, InfoEvent):
-                choice.info(event.value)
-            elif isinstance(event, DoneEvent):
-                choice.finish(event.finish_reason, event.usage)
-            elif isinstance(event, ErrorEvent):
-                raise event.error
-    finally:
-        await events.aclose()
-
-
 def _changed_on_disk(model: StoredModel) -> bool:
     try:
         st = os.stat(model.path)
@@ -561,19 +252,6 @@ def _changed_on_disk(model: StoredModel) -> bool:
         return True
     on_disk = (st.st_ino, st.st_size, st.st_mtime_ns)
     return on_disk != (model.inode, model.size_bytes, model.mtime_ns)
-
-
-def _check_token_ids(inputs: list[str | list[int]], n_vocab: int, model: str) -> None:
-    """Token-id inputs are checked before they reach a batch: one bad id must not fail others."""
-    for i, item in enumerate(inputs):
-        if isinstance(item, str):
-            continue
-        for j, token in enumerate(item):
-            if not 0 <= token < n_vocab:
-                raise BadRequest(
-                    f"'input[{i}][{j}]' is {token}, not a token id of {model!r} "
-                    f"(valid ids are 0 to {n_vocab - 1})"
-                )
 
 
 def _model_info(model: StoredModel) -> ModelInfo:
@@ -595,4 +273,11 @@ def _model_info(model: StoredModel) -> ModelInfo:
     )
 
 
-__all__ = ["LoadSpec", "PendraBackend", "Runner"]
+def _serving() -> ModuleType:
+    """The request paths, imported with the first request."""
+    from worker.backends.pendra import serving
+
+    return serving
+
+
+__all__ = ["PendraBackend"]

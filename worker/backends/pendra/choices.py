@@ -53,8 +53,11 @@ class Choice:
         parallel: bool,
         logprobs: bool,
         streaming: bool,
+        one_forced_call: bool = False,
     ) -> None:
         self.index = index
+        self.one_forced_call = one_forced_call
+        """The grammar allowed one call and then only the end: a whole call is a whole answer."""
         self.streaming = streaming
         self.tool_format = tool_format
         self.parallel = parallel
@@ -92,7 +95,10 @@ class Choice:
             calls = self.result_calls()
         else:
             calls = []
-        self.finish_reason = "tool_calls" if calls and reason == "stop" else reason
+        # max_tokens may run out on the very token that completes a forced call, before the
+        # end token the grammar then requires: the answer is whole all the same.
+        whole = reason == "stop" or (reason == "length" and self.one_forced_call)
+        self.finish_reason = "tool_calls" if calls and whole else reason
         self.usage = usage
         return outs
 

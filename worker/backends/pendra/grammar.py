@@ -352,6 +352,16 @@ def _format_rule(builder: GrammarBuilder, response_format: dict[str, Any]) -> st
     )
 
 
+def one_forced_call(params: ChatParams) -> bool:
+    """Whether the request's grammar allows exactly one tool call and nothing after it.
+
+    A named function is called once (as OpenAI's and vLLM's named tool choice do); otherwise
+    ``parallel_tool_calls`` decides whether several calls may follow each other."""
+    if not (params.calls_tools and params.tool_choice in ("required", "function")):
+        return False
+    return params.tool_choice == "function" or not params.parallel_tool_calls
+
+
 def request_grammar(params: ChatParams, tool_format: str) -> str | None:
     """The grammar a request's answer must follow, or None when it is free text."""
     constrained = params.calls_tools and params.tool_choice in ("required", "function")
@@ -380,9 +390,7 @@ def _tools_rule(builder: GrammarBuilder, params: ChatParams, fmt: str) -> str:
         where = f"tools[{params.tools.index(tool)}].function.parameters"
         calls.append(_call_rule(builder, fmt, function["name"], function["parameters"], i, where))
     call = builder.add("tool-call", " | ".join(calls))
-    # A named function is called once (as OpenAI's and vLLM's named tool choice do); otherwise
-    # parallel_tool_calls decides whether several calls may follow each other.
-    many = params.parallel_tool_calls and params.tool_choice != "function"
+    many = not one_forced_call(params)
     if fmt == "hermes":
         block = builder.add("tool-block", f'"<tool_call>\\n" {call} "\\n</tool_call>"')
         return f'{block} ("\\n" {block})*' if many else block

@@ -79,6 +79,9 @@ class ModelPool:
         self._durations: collections.deque[float] = collections.deque(maxlen=32)
         self._reaper: asyncio.Task[None] | None = None
         self._unloading: set[asyncio.Task[None]] = set()
+        self._retiring: dict[Runner, PoolPlan | None] = {}
+        """Runners told to stop whose process may still hold its memory: no request reaches
+        them, but the memory plan counts them until they have exited."""
         self.crashes: collections.Counter[str] = collections.Counter()
 
     # -- queries --------------------------------------------------------------------------------
@@ -302,8 +305,10 @@ class ModelPool:
                 if victim is not None:
                     await self._unload(victim, f"to free memory for {model.id}")
                     continue
-                if not any(r.state == "ready" for r in self._runners.values()):
-                    raise
+                if not self._retiring and not any(
+                    r.state == "ready" for r in self._runners.values()
+                ):
+                    raise  # nothing will free memory by waiting
                 if not await self._wait_change(deadline):
                     raise self._busy_error(
                         model.id,
@@ -333,7 +338,8 @@ class ModelPool:
         return spec, plan
 
     async def _budget(self, on_gpu: bool) -> MemoryBudget:
-        alive = [r for r in self._runners.values() if r.alive]
+        # A retiring runner counts whatever its state says: its process may not have exited yet.
+        alive = [*(r for r in self._runners.values() if r.alive), *self._retiring]
         if on_gpu:
             free, where = await asyncio.to_thread(_free_vram), "VRAM"
         else:
@@ -347,6 +353,7 @@ class ModelPool:
         limit = self.settings.memory_limit
         if limit is not None:
             used = sum(p.total_bytes for mid, p in self._plans.items() if mid in self._runners)
+            used += sum(p.total_bytes for p in self._retiring.values() if p is not None)
             if limit - used < free:
                 return MemoryBudget(max(0, limit - used), where, limited_by_setting=True)
         return MemoryBudget(free, where)
@@ -416,8 +423,14 @@ class ModelPool:
         runner = self._runners.get(model_id)
         if runner is None:
             return
+        # Forgotten first, so no new request leases it, but counted until its process is gone.
+        self._retiring[runner] = self._plans.get(model_id)
         self._forget(runner)
-        await runner.stop()
+        try:
+            await runner.stop()
+        finally:
+            self._retiring.pop(runner, None)
+            self._changed.set()
         log.info("unloaded %s (%s)", model_id, why)
 
     def _forget(self, runner: Runner) -> None:
