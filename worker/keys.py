@@ -24,8 +24,6 @@ import contextlib
 import hashlib
 import os
 import re
-import stat
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from worker.atomic_files import fsync_dir, write_atomic
 from worker.errors import PendraError
+from worker.file_mode import shared_mode
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -260,10 +259,8 @@ def verify_signature(public_key: str, message: bytes, signature: str) -> bool:
 
 def check_private_file(path: Path, what: str = "worker key file") -> None:
     """Refuse a file holding the key that group or others can read or write (POSIX only)."""
-    if sys.platform.startswith("win"):
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    mode = shared_mode(path)
+    if mode is not None:
         raise KeyProblem(
             f"The {what} {path} is readable by other users (mode {mode:o}); the worker "
             "refuses to use a key others can read.",

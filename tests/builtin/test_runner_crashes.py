@@ -19,6 +19,8 @@ import openai
 import pytest
 from runner_stack import RunnerStack, process_alive, start_runner_stack
 
+from worker.backends.pendra.runner import llama_unavailable
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 LONG = {"max_tokens": 4000, "temperature": 0}
@@ -193,3 +195,46 @@ def test_runner_gets_the_scrubbed_environment(
         assert cmdline[1:5] == [b"-m", b"worker.backends.pendra.runner", b"--fd", cmdline[4]]
     finally:
         stack.close()
+
+
+def test_llama_cpp_that_cannot_be_loaded_is_explained_not_a_crash(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
+) -> None:
+    """llama.cpp's shared library missing from the environment (as when libgomp.so.1 or the CUDA
+    runtime is absent on the host): the request says the built-in backend cannot run and what
+    to do, with no traceback; the worker stays up and says so once in its log."""
+    base = {**clean_env, "LLAMA_CPP_LIB_PATH": str(tmp_path / "no-llama-here")}
+    stack = start_runner_stack(tmp_path, base, {"tiny": tiny_chat_gguf})
+    try:
+        with pytest.raises(openai.APIError) as info:
+            stack.client.chat.completions.create(model="tiny", messages=_user("Hi"), max_tokens=2)
+        assert _error_code(info.value) == "model_load_error"
+        message = str(info.value)
+        assert "llama.cpp could not be loaded" in message and "rerun get.sh" in message
+        assert "Traceback" not in message and 'File "' not in message
+        stack.assert_worker_alive()
+        log = stack.worker.output()
+        assert "llama.cpp could not be loaded" in log
+        assert "Traceback" not in log and "died while" not in log
+    finally:
+        stack.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        (
+            RuntimeError(
+                "Failed to load shared library 'libllama.so': libgomp.so.1: cannot open shared "
+                "object file: No such file or directory"
+            ),
+            "apt install libgomp1",
+        ),
+        (OSError("libcudart.so.12: cannot open shared object file"), "NVIDIA driver"),
+        (FileNotFoundError("Shared library with base name 'llama' not found"), "rerun get.sh"),
+    ],
+)
+def test_why_llama_cpp_cannot_load_names_the_fix(error: Exception, advice: str) -> None:
+    explained = llama_unavailable(error)
+    assert str(error) in explained.message
+    assert advice in (explained.hint or "")

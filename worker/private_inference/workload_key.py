@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from worker.atomic_files import fsync_dir, write_atomic
 from worker.errors import PendraError
+from worker.file_mode import shared_mode
 from worker.private_inference.wire import b64encode, fingerprint
 
 FILE_NAME = "workload.key"
@@ -96,10 +95,8 @@ def key_path(home: Path) -> Path:
 
 
 def _check_mode(path: Path) -> None:
-    if sys.platform.startswith("win"):
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    mode = shared_mode(path)
+    if mode is not None:
         raise WorkloadKeyProblem(
             f"The workload key file {path} is readable by other users (mode {mode:o}); the "
             "worker refuses to use a private key others can read.",

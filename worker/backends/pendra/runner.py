@@ -339,6 +339,29 @@ def _setup_logging(level: str) -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
+def llama_unavailable(exc: BaseException) -> ModelLoadError:
+    """What a user reads when llama.cpp's shared library cannot be loaded in this environment."""
+    detail = str(exc).strip() or type(exc).__name__
+    if "libgomp" in detail:
+        hint = (
+            "install the GNU OpenMP runtime llama.cpp links against (Debian/Ubuntu: "
+            "`sudo apt install libgomp1`; Fedora/RHEL: `sudo dnf install libgomp`), then retry"
+        )
+    elif "libcuda" in detail or "libcublas" in detail or "libcudart" in detail:
+        hint = (
+            "this llama-cpp-python is the CUDA build and the CUDA libraries are missing: install "
+            "the NVIDIA driver, or rerun get.sh so it picks the build this machine can run"
+        )
+    else:
+        hint = (
+            "reinstall the built-in backend: rerun get.sh (it installs the llama-cpp-python build "
+            "for this machine), or turn it off with builtin.enabled: false"
+        )
+    return ModelLoadError(
+        f"the built-in backend cannot run: llama.cpp could not be loaded ({detail})", hint=hint
+    )
+
+
 def hello() -> dict[str, Any]:
     """What this process's llama.cpp build offers."""
     from worker.backends.pendra.runtime import gpu_offload_supported
@@ -393,8 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(os.environ.get("PENDRA_RUNNER_LOG_LEVEL", "debug"))
     from worker.backends.pendra.native import import_bindings
 
-    import_bindings()  # before anything imports llama_cpp: the C API only, no numpy
     sock = socket.socket(fileno=fd)
+    try:
+        import_bindings()  # before anything imports llama_cpp: the C API only, no numpy
+    except Exception as exc:  # the library or one it needs is missing: say so, no traceback
+        log.error("llama.cpp could not be loaded: %s", exc)
+        SocketSink(sock).control({"op": "unavailable", **error_payload(llama_unavailable(exc))})
+        sys.stderr.flush()
+        os._exit(4)
     code = serve(sock)
     sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown: llama.cpp's threads and buffers go with us

@@ -328,6 +328,10 @@ class ProcessRunner(Runner):
         ready = self._ready
         if op == "hello" and self._hello is not None and not self._hello.done():
             self._hello.set_result(message)
+        elif op == "unavailable" and self._hello is not None and not self._hello.done():
+            self._load_failed = True  # an exit that is explained, not a crash
+            error = error_from_payload(message)
+            self._hello.set_exception(ModelLoadError(error.message, hint=error.hint))
         elif op == "ready" and ready is not None and not ready.done():
             ready.set_result(message)
         elif op == "load_failed" and ready is not None and not ready.done():
