@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
-import re
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -33,6 +29,7 @@ from pendra_tui.screens.dashboard import DashboardScreen
 from pendra_tui.services import real_services
 from pendra_tui.widgets.link_bar import LinkBar
 from tests.link.link_procs import API_KEY, ProcessStack, free_port, start_process_stack
+from tests.tui.pilot_waits import dashboard, plain, wait_for
 from worker.catalogue import CatalogueClient, CatalogueError
 from worker.catalogue.cache import cache_path
 from worker.settings import load_settings
@@ -96,29 +93,6 @@ def stack(
         yield running
     finally:
         running.close()
-
-
-async def wait_for(pilot: Pilot, predicate: Callable[[], bool], what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def plain(renderable: Any) -> str:
-    """What a Rich renderable shows, as plain text with runs of spaces squeezed to two."""
-    console = Console(width=400, record=True, file=io.StringIO())
-    console.print(renderable)
-    return "\n".join(
-        re.sub(r"  +", "  ", line.strip()) for line in console.export_text().splitlines()
-    )
-
-
-def dashboard(pilot: Pilot) -> DashboardScreen:
-    screen = pilot.app.screen
-    assert isinstance(screen, DashboardScreen), type(screen).__name__
-    return screen
 
 
 def dialog_status(pilot: Pilot) -> str:
