@@ -1,8 +1,9 @@
 """What the app needs from the outside world, as Protocols, and the real implementations.
 
 The app never reaches past these: the worker only through the admin API client, the host checks
-through ``installer.checks``, the catalogue through ``worker.catalogue``. Tests inject fakes (they
-live in ``tests/tui/``); :func:`real_services` builds the real ones for ``pendra``.
+through ``installer.checks``, the catalogue through the running worker (or ``worker.catalogue``
+when none runs). Tests inject fakes (they live in ``tests/tui/``); :func:`real_services` builds
+the real ones for ``pendra``.
 
 Real adapters import their modules inside methods: the app starts fast, and a module that is
 missing or broken in an install shows up as a clear message on the screen that needs it, not as a
@@ -82,11 +83,16 @@ class BackendCandidate:
 
 @dataclass(frozen=True)
 class CatalogueData:
-    """The catalogue as rows, and whether it is a cached copy (offline)."""
+    """The catalogue as rows, where it came from, and whether it is a cached copy (offline)."""
 
     rows: list[CatalogueRow]
     cached: bool = False
     age_s: float | None = None
+    source: str = "control plane"
+    """``"worker"`` (through the running worker) or ``"control plane"`` (no worker answered:
+    fetched by the app, or this home's cached copy); ``pendra_tui.catalogue_source``."""
+    stale_reason: str | None = None
+    """Why a cached copy is shown instead of a fresh one."""
 
 
 # -- protocols ---------------------------------------------------------------------------------
@@ -391,20 +397,47 @@ class AdminWorkerClient(_Adapter):
         return await self._get().retry_link()
 
 
+CATALOGUE_WAIT_S = 30.0
+"""How long the app waits for the worker's catalogue: the worker's own fetch gives up after 10 s
+and then answers with its cached copy."""
+
+
 class LiveCatalogue(_Adapter):
-    """``worker.catalogue.CatalogueClient`` + fit verdicts for this machine."""
+    """The catalogue through the running worker's admin API, else from the control plane
+    (``worker.catalogue.CatalogueClient``, with its cached copy): see
+    :mod:`pendra_tui.catalogue_source`. Fit verdicts are judged for this machine."""
 
     async def load(self) -> CatalogueData:
-        from worker.catalogue import CatalogueClient
+        from pendra_tui.catalogue_source import fetch_catalogue
 
-        catalogue = await CatalogueClient(self._settings).load()
+        found = await fetch_catalogue(self._from_worker, self._from_control_plane)
+        catalogue = found.catalogue
         verdict_for = await asyncio.to_thread(self._verdicts)
         rows = rows_from_catalogue(catalogue.models, verdict_for)
         return CatalogueData(
             rows=rows,
-            cached=bool(getattr(catalogue, "cached", False)),
-            age_s=getattr(catalogue, "age_s", None),
+            cached=bool(catalogue.cached),
+            age_s=catalogue.age_s,
+            source=found.source,
+            stale_reason=catalogue.stale_reason if catalogue.cached else None,
         )
+
+    async def _from_worker(self) -> Any:
+        from worker.admin.client import AdminClient
+        from worker.catalogue import Catalogue, CatalogueError
+        from worker.errors import PendraError
+
+        client = AdminClient.for_settings(self._settings, timeout_s=CATALOGUE_WAIT_S)
+        document = await client.catalogue()
+        try:
+            return Catalogue.from_document(document)
+        except CatalogueError as exc:  # unreadable, not the control plane's failure
+            raise PendraError(exc.message, hint=exc.hint) from None
+
+    async def _from_control_plane(self) -> Any:
+        from worker.catalogue import CatalogueClient
+
+        return await CatalogueClient(self._settings).load()
 
     def _verdicts(self) -> Callable[[Any, Any], str | None] | None:
         """Detect the machine once (blocking: NVML, psutil) and return a per-variant judge."""

@@ -87,6 +87,13 @@ def tiny_chat_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_chat_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny chat model with an 8192-token context: generating to its end takes seconds, so a
+    request with a large ``max_tokens`` is still running when its client hangs up."""
+    return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-long"), "long")
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_notemplate_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny chat model without ``tokenizer.chat_template`` (exercises the fallback formats)."""
     return _make_tiny_gguf(tmp_path_factory.mktemp("tiny-notemplate"), "chat-notemplate")

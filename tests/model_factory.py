@@ -23,6 +23,9 @@ Kinds:
   hits a ``GGML_ASSERT`` and aborts the process (SIGABRT), as a hostile or broken GGUF can.
 * ``mamba`` — a random-weight Mamba (recurrent, no KV cache) with the same vocabulary and the
   ChatML template: its state cannot be partly rolled back, like Mamba/LFM2/Granite-H models.
+* ``long`` — the chat model with an 8192-token context: a generation that runs to its end takes
+  seconds (the ``chat`` model's 512 tokens take a fraction of one), for requests that must still
+  be running when a client hangs up.
 * ``chat-split`` — the ``chat`` model as a split GGUF (``gguf-split`` layout:
   ``OUT-00001-of-00003.gguf`` … with ``split.no``/``split.count``/``split.tensors.count``), which
   llama.cpp loads from part 1.
@@ -89,6 +92,7 @@ N_HEAD = 4
 N_HEAD_KV = 2
 N_FF = 128
 N_CTX = 512
+LONG_CTX = 8192
 _WORDS = (
     "the",
     "a",
@@ -203,7 +207,7 @@ def write_llama_gguf(
     writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     writer.add_name(f"pendra-tiny-{kind.removesuffix('-split')}")
     # Tool descriptions tokenize letter by letter in this vocabulary: the tools model gets room.
-    writer.add_context_length(4096 if kind == "tools" else N_CTX)
+    writer.add_context_length({"tools": 4096, "long": LONG_CTX}.get(kind, N_CTX))
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
     writer.add_feed_forward_length(N_FF)
@@ -226,7 +230,7 @@ def write_llama_gguf(
         writer.add_causal_attention(False)
     else:
         writer.add_eos_token_id(4)  # <|im_end|>
-        if kind in ("chat", "chat-split", "isolation", "abort"):
+        if kind in ("chat", "chat-split", "isolation", "abort", "long"):
             writer.add_chat_template(CHATML_TEMPLATE)
         elif kind == "tools":
             writer.add_chat_template(TOOLS_TEMPLATE)
@@ -339,6 +343,7 @@ def main(argv: list[str]) -> int:
         "abort",
         "mamba",
         "chat-split",
+        "long",
     )
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: model_factory.py {'|'.join(kinds)} OUT.gguf", file=sys.stderr)

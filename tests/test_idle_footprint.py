@@ -18,15 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.link.link_procs import (
-    API_KEY,
-    free_port,
-    spawn,
-    start_sandbox_proc,
-    stop,
-    wait_for_models,
-    worker_env,
-)
+from tests.link.link_procs import API_KEY, start_process_stack, stop, wait_for_models
 from tests.test_operated_worker import wait_connected
 
 pytestmark = [
@@ -54,17 +46,12 @@ def imported(log: str) -> set[str]:
 def test_an_idle_worker_has_not_imported_what_serving_needs_until_a_request(
     tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path
 ) -> None:
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}"
-    key_file = tmp_path / "sandbox-worker.key"
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    sandbox = start_sandbox_proc(clean_env, tmp_path / "logs", port, key_file)
-    env = {**worker_env(clean_env, api_url, key_file, models_dir), "PYTHONPROFILEIMPORTTIME": "1"}
-    worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
+    # the import log goes to each process's stderr (the sandbox's is not read)
+    stack = start_process_stack({**clean_env, "PYTHONPROFILEIMPORTTIME": "1"}, tmp_path, {})
+    models_dir, worker, api_url = tmp_path / "models", stack.worker, stack.url
     try:
         # dropped in after the worker is up: only the directory watcher can make it appear
-        wait_connected(env)
+        wait_connected(stack.env)
         shutil.copy(tiny_chat_gguf, models_dir / "tiny.gguf.part")
         (models_dir / "tiny.gguf.part").rename(models_dir / "tiny.gguf")
         wait_for_models(api_url, {"tiny"}, worker)
@@ -86,5 +73,4 @@ def test_an_idle_worker_has_not_imported_what_serving_needs_until_a_request(
         assert "llama_cpp" not in after  # llama.cpp runs in the model's runner, never here
         assert stop(worker, 60) == 0
     finally:
-        worker.kill()
-        sandbox.kill()
+        stack.close()

@@ -22,6 +22,7 @@ from openai import OpenAI
 
 from tests.link.link_procs import (
     API_KEY,
+    Proc,
     free_port,
     spawn,
     start_sandbox_proc,
@@ -59,6 +60,15 @@ def wait_connected(env: dict[str, str], timeout_s: float = 60) -> dict:
             return json.loads(result.stdout)
         time.sleep(0.3)
     raise AssertionError(f"worker never connected: {last}")
+
+
+def wait_answering(env: dict[str, str], worker: Proc, timeout_s: float = 60) -> None:
+    """Until the worker answers on its admin socket (no control plane needed for that)."""
+    deadline = time.monotonic() + timeout_s
+    while pendra(env, "status", "--json", timeout=30).returncode != 0:
+        assert worker.popen.poll() is None, worker.output()
+        assert time.monotonic() < deadline, "the worker never answered"
+        time.sleep(0.3)
 
 
 def test_install_serve_status_logs_and_remove_on_a_running_worker(
@@ -142,11 +152,7 @@ def test_pendra_stop_drains_a_worker_started_in_a_terminal(
     env = worker_env(clean_env, f"http://127.0.0.1:{free_port()}", key_file, tmp_path / "models")
     worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
     try:
-        deadline = time.monotonic() + 60
-        while pendra(env, "status", "--json", timeout=30).returncode != 0:
-            assert worker.popen.poll() is None, worker.output()
-            assert time.monotonic() < deadline, "the worker never answered"
-            time.sleep(0.3)
+        wait_answering(env, worker)
         stopped = pendra(env, "stop")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert f"stopped the worker (pid {worker.pid})" in stopped.stdout
@@ -173,11 +179,7 @@ def test_pendra_rm_removes_a_gguf_the_user_copied_in(
     env = worker_env(clean_env, f"http://127.0.0.1:{free_port()}", key_file, models_dir)
     worker = spawn(["--no-ui"], env, tmp_path / "logs", "worker")
     try:
-        deadline = time.monotonic() + 60
-        while pendra(env, "status", "--json", timeout=30).returncode != 0:
-            assert worker.popen.poll() is None, worker.output()
-            assert time.monotonic() < deadline, "the worker never answered"
-            time.sleep(0.3)
+        wait_answering(env, worker)
         removed = pendra(env, "models", "rm", "mine")
         assert removed.returncode == 0, removed.stdout + removed.stderr
         assert sorted(p.name for p in models_dir.iterdir()) == ["keep.gguf"]

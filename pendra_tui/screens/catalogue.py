@@ -23,6 +23,7 @@ from pendra_tui.catalogue_rows import (
     filter_rows,
     next_task,
 )
+from pendra_tui.catalogue_source import WORKER
 from pendra_tui.formatting import format_bytes, format_context, format_duration, verdict_label
 from pendra_tui.screens.setup_step import SetupStep
 from pendra_tui.services import CatalogueData
@@ -94,6 +95,19 @@ def catalogue_row(row: CatalogueRow, selected: bool, available: list[str] | None
             "fit": 9 if unavailable else FIT_ORDER.get(row.verdict or "", 5),
         },
     )
+
+
+def cached_note(data: CatalogueData) -> str:
+    """What the status line says about a cached copy (pure): whose copy, how old, and why the
+    fresh one could not be had; empty for a fresh catalogue."""
+    if not data.cached:
+        return ""
+    whose = "the worker's cached catalogue" if data.source == WORKER else "the cached catalogue"
+    age = f" from {format_duration(data.age_s)} ago" if data.age_s is not None else ""
+    note = f"  [yellow]offline: showing {whose}{age}[/]"
+    if data.stale_reason:
+        note += f"\n[dim]{escape(data.stale_reason)}[/]"
+    return note
 
 
 def catalogue_error(reason: str, *, pick: bool) -> str:
@@ -216,6 +230,10 @@ class CatalogueScreen(SetupStep):
             self._load_error = catalogue_error(str(exc), pick=self.pick)
             self._update_status()
             return
+        except Exception as exc:  # a broken install or a bug: said here, never a traceback
+            self._load_error = catalogue_error(f"{type(exc).__name__}: {exc}", pick=self.pick)
+            self._update_status()
+            return
         self._loaded(data)
 
     def _loaded(self, data: CatalogueData) -> None:
@@ -223,11 +241,7 @@ class CatalogueScreen(SetupStep):
             self.app.setup.catalogue = data
         self._rows = data.rows
         self._load_error = None
-        note = ""
-        if data.cached:
-            age = f" from {format_duration(data.age_s)} ago" if data.age_s is not None else ""
-            note = f"  [yellow]offline: showing the cached catalogue{age}[/]"
-        self._status_note = note
+        self._status_note = cached_note(data)
         self._apply_filter()
 
     # -- filtering and selection ---------------------------------------------------------------

@@ -137,6 +137,52 @@ def environ_has(pid: int, text: str) -> bool:
     return False
 
 
+@dataclass
+class ProcessStack:
+    """A ``pendra sandbox`` process and a ``pendra --no-ui`` worker process linked to it."""
+
+    url: str
+    """The sandbox: its OpenAI ingress, its catalogue, the worker's control plane."""
+    env: dict[str, str]
+    """The worker's environment; a ``pendra`` CLI run with it talks to this worker."""
+    sandbox: Proc
+    worker: Proc
+
+    def close(self) -> None:
+        """Stop the worker as an operator would (SIGTERM: it drains and exits), then the
+        sandbox; SIGKILL for whichever hangs."""
+        try:
+            stop(self.worker)
+        finally:
+            self.worker.kill()
+            self.sandbox.kill()
+
+
+def start_process_stack(
+    env: dict[str, str], tmp_path: Path, models: dict[str, Path], *sandbox_args: str
+) -> ProcessStack:
+    """Start the sandbox (with ``sandbox_args``) and a worker serving ``models`` (served id →
+    GGUF, linked into its models directory); returns once the sandbox routes every model."""
+    logs = tmp_path / "logs"
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    for model_id, gguf in models.items():
+        (models_dir / f"{model_id}.gguf").symlink_to(gguf)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    key_file = tmp_path / "sandbox-worker.key"
+    sandbox = start_sandbox_proc(env, logs, port, key_file, *sandbox_args)
+    worker_environ = worker_env(env, url, key_file, models_dir)
+    worker = spawn(["--no-ui"], worker_environ, logs, "worker")
+    stack = ProcessStack(url, worker_environ, sandbox, worker)
+    try:
+        wait_for_models(url, set(models), worker)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 __all__ = ["API_KEY", "os"]
 
 

@@ -204,3 +204,30 @@ async def test_waits_for_room_end_cleanly_when_cancelled_as_room_changes() -> No
     await asyncio.sleep(0)
     hub.room_changed()
     await asyncio.wait_for(later, 5)
+
+
+async def test_a_request_abandoned_while_it_is_sent_frees_its_slot(sandbox: Sandbox) -> None:
+    """The sandbox cancels a handler whose client hung up; when that happens while the request is
+    still going out on the WebSocket (another frame holds the socket), its slot is freed at once
+    and a cancel follows it, rather than the slot staying taken for good."""
+    running = await start_worker(sandbox, FakeBackend(), env={"MAX_CONCURRENT": "1"})
+    try:
+        connection = next(iter(sandbox.hub.workers.values()))
+        async with connection._send_lock:  # another request's frame is being written
+            opening = asyncio.create_task(connection.open(_stream_request("r-gone", "x")))
+            await wait_for(lambda: "r-gone" in connection.channels, what="the slot taken")
+            assert not connection.has_room
+            opening.cancel()  # its client hung up
+            with pytest.raises(asyncio.CancelledError):
+                await opening
+            assert "r-gone" not in connection.channels and connection.has_room
+        # the slot serves the next request
+        async with httpx.AsyncClient(base_url=sandbox.url, timeout=30) as client:
+            reply = await client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {sandbox.api_key}"},
+                json={"model": FAKE_MODEL, "messages": [{"role": "user", "content": "next"}]},
+            )
+        assert reply.status_code == 200, reply.text
+    finally:
+        await running.stop()

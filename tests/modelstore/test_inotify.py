@@ -87,7 +87,10 @@ async def test_the_store_polls_when_its_os_watcher_cannot_start(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    attempts: list[Path] = []
+
     def refuse(root: Path) -> DirectoryWatch:
+        attempts.append(root)
         raise InotifyUnavailable(28, "inotify_add_watch: No space left on device")
 
     monkeypatch.setattr(store_module, "USE_INOTIFY", True)
@@ -106,8 +109,39 @@ async def test_the_store_polls_when_its_os_watcher_cannot_start(
             while not changes or [m.id for m in changes[-1]] != ["tiny"]:
                 assert loop.time() < deadline, f"the drop-in was not seen: {changes[-1:]}"
                 await asyncio.sleep(0.02)
-        assert "watching" in caplog.text and "polling every" in caplog.text
+            while len(attempts) < 3:  # the OS watcher is retried after each poll
+                assert loop.time() < deadline, "the OS watcher was not tried again"
+                await asyncio.sleep(0.02)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]  # said once, not per retry
+        assert "polling every" in warnings[0].getMessage()
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+@linux_only
+async def test_a_folder_that_cannot_be_watched_ends_the_watch_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch limit reached when a new sub-directory appears: the watch cannot see the whole
+    store any more, so it raises (the store then polls) instead of missing that folder."""
+    watch = DirectoryWatch(tmp_path)
+    real_add = watch._add
+
+    def limited(path: Path) -> int:
+        if path.name == "new":
+            raise InotifyUnavailable(28, "inotify_add_watch: No space left on device")
+        return real_add(path)
+
+    monkeypatch.setattr(watch, "_add", limited)
+    changes = watch.changes(debounce_s=0.05)
+    try:
+        (tmp_path / "new").mkdir()
+        with pytest.raises(InotifyUnavailable):
+            while True:
+                await _next_change(changes)
+    finally:
+        await changes.aclose()
+        watch.close()

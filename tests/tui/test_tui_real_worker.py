@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 import os
-import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -40,6 +37,7 @@ from pendra_tui.screens.dashboard import DashboardScreen
 from pendra_tui.services import AdminWorkerClient, real_services
 from pendra_tui.widgets.link_bar import LinkBar
 from pendra_tui.widgets.log_view import LogView
+from tests.tui.pilot_waits import dashboard, plain, wait_for
 from worker.keys import WorkerKey, generate_key
 from worker.runtime import Worker
 from worker.sandbox.app import HUB_KEY, SandboxConfig, bound_port, serve
@@ -173,29 +171,6 @@ async def stack(
         finally:
             await sandbox_runner.cleanup()
             await files_runner.cleanup()
-
-
-async def wait_for(pilot: Pilot, predicate: Callable[[], bool], what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def plain(renderable: Any) -> str:
-    """What a Rich renderable shows, as plain text with runs of spaces squeezed to two."""
-    console = Console(width=60, record=True, file=io.StringIO())
-    console.print(renderable)
-    return "\n".join(
-        re.sub(r"  +", "  ", line.strip()) for line in console.export_text().splitlines()
-    )
-
-
-def dashboard(pilot: Pilot) -> DashboardScreen:
-    screen = pilot.app.screen
-    assert isinstance(screen, DashboardScreen), type(screen).__name__
-    return screen
 
 
 def install_phase(pilot: Pilot, ref: str) -> str | None:

@@ -20,13 +20,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from openai import AsyncOpenAI
 from textual import events
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from pendra_tui.app import build_app
@@ -40,17 +38,10 @@ from pendra_tui.services import ProcessLauncher, real_services
 from pendra_tui.setup_state import backend_enabled
 from pendra_tui.widgets.link_bar import LinkBar
 from tests.link.link_procs import API_KEY, free_port, start_sandbox_proc
+from tests.tui.pilot_waits import wait_for
 from worker.settings import BACKEND_KINDS, EndpointMode, load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-async def wait_for(pilot: Pilot, predicate: Callable[[], bool], what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def stop_group(process: subprocess.Popen[bytes] | None) -> None:

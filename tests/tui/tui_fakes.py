@@ -183,9 +183,17 @@ VERDICTS = {
 
 
 class FakeCatalogue:
-    def __init__(self, cached: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self,
+        cached: bool = False,
+        fail: bool = False,
+        source: str = "control plane",
+        stale_reason: str | None = None,
+    ) -> None:
         self.cached = cached
         self.fail = fail
+        self.source = source
+        self.stale_reason = stale_reason
 
     async def load(self) -> CatalogueData:
         if self.fail:
@@ -202,6 +210,8 @@ class FakeCatalogue:
             rows_from_catalogue(doc["models"], judge),
             cached=self.cached,
             age_s=3 * 3600 + 120 if self.cached else None,
+            source=self.source,
+            stale_reason=self.stale_reason,
         )
 
 

@@ -507,6 +507,20 @@ SCENARIOS: list[Scenario] = [
         _dashboard_app(gpus=1),
         _dashboard("i", then=_install_dialog),
     ),
+    Scenario(
+        "dashboard-install-dialog-worker-cache",
+        "Install dialog while the worker is offline: its cached catalogue, how old, and why.",
+        _dashboard_app(
+            gpus=1,
+            catalogue=FakeCatalogue(
+                cached=True,
+                source="worker",
+                stale_reason="Cannot fetch the catalogue from https://api.pendra.ai/api/v1/"
+                "catalogue: Cannot connect to host api.pendra.ai:443.",
+            ),
+        ),
+        _dashboard("i", then=_install_dialog),
+    ),
 ]
 
 SIZES: list[tuple[int, int]] = [(80, 24), (120, 40)]

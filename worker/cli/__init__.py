@@ -11,6 +11,7 @@ so the headless worker never imports it (and runs where the app is not installed
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import argparse
 
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a tool a closed pipe stopped
 EXIT_MISSING_EXTRA = 2
 OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {
     "docker": ("docker", "the Docker SDK for Python"),
@@ -119,7 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _guarded(run: Callable[[], int]) -> int:
     """Run a command: a PendraError is its message and exit code, never a traceback."""
     try:
-        return run()
+        code = run()
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`pendra status | head`): stop quietly, as cat and git do, and
+        # point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except PendraError as exc:
         report(exc)
         return exc.exit_code

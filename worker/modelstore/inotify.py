@@ -97,6 +97,7 @@ class DirectoryWatch:
             raise
         self._ready = asyncio.Event()
         self._gone = False
+        self._failure: InotifyUnavailable | None = None
 
     @property
     def subdirectories(self) -> set[str]:
@@ -132,14 +133,18 @@ class DirectoryWatch:
                 if wd == self._root_wd and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
                     self._gone = True
                 elif wd == self._root_wd and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
-                    self._add_subdir(name)
+                    try:
+                        self._add_subdir(name)
+                    except InotifyUnavailable as exc:  # the watch limit: this watch cannot
+                        self._failure = exc  # see all the store any more; changes() says so
                 elif mask & IN_IGNORED:
                     self._subdirs.pop(wd, None)
         self._ready.set()
 
     async def changes(self, debounce_s: float) -> AsyncIterator[None]:
         """Yield once per burst of changes (quiet for ``debounce_s``, or at most every
-        ``4 × debounce_s`` while writes go on); ends when the directory itself goes away."""
+        ``4 × debounce_s`` while writes go on); ends when the directory itself goes away, and
+        raises :class:`InotifyUnavailable` when a new sub-directory could not be watched."""
         loop = asyncio.get_running_loop()
         assert self._fd is not None
         loop.add_reader(self._fd, self._readable)
@@ -158,6 +163,8 @@ class DirectoryWatch:
                         break
                 self._ready.clear()
                 yield None
+                if self._failure is not None:
+                    raise self._failure
         finally:
             with contextlib.suppress(Exception):
                 loop.remove_reader(self._fd)

@@ -130,6 +130,7 @@ class ModelStore:
     _cache: dict[Path, _CacheEntry] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     last_scan: list[StoredModel] = field(default_factory=list, repr=False)
+    _os_watcher_failure: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
@@ -236,20 +237,14 @@ class ModelStore:
         if not force_polling and USE_INOTIFY:
             try:
                 watch = DirectoryWatch(self.models_dir)
-            except OSError as exc:  # inotify limits, unsupported filesystems, removed dir
-                log.warning(
-                    "watching %s with inotify failed (%s); polling every %.0fs",
-                    self.models_dir,
-                    exc,
-                    poll_interval_s,
-                )
-            else:
                 try:
                     async for _ in watch.changes(debounce_ms / 1000):
                         yield None
                 finally:
                     watch.close()
                 # the directory went away: recreate it, fall through to a poll.
+            except OSError as exc:  # inotify limits, unsupported filesystems, removed dir
+                self._os_watcher_failed("inotify", exc, poll_interval_s)
         elif not force_polling:
             try:
                 import watchfiles
@@ -264,18 +259,27 @@ class ModelStore:
                     yield None
                 # awatch ends when the directory goes away: recreate it, fall through to a poll.
             except Exception as exc:  # inotify limits, unsupported filesystems, removed dir
-                log.warning(
-                    "watching %s with the OS file watcher failed (%s); polling every %.0fs",
-                    self.models_dir,
-                    exc,
-                    poll_interval_s,
-                )
+                self._os_watcher_failed("the OS file watcher", exc, poll_interval_s)
         while True:
             await asyncio.sleep(poll_interval_s)
             self.models_dir.mkdir(parents=True, exist_ok=True)
             yield None
             if not force_polling:
                 return  # try the OS watcher again
+
+    def _os_watcher_failed(self, watcher: str, exc: BaseException, poll_interval_s: float) -> None:
+        """Say once (not at every retry) that the directory is polled instead, and why."""
+        reason = f"{watcher}: {exc}"
+        level = logging.DEBUG if reason == self._os_watcher_failure else logging.WARNING
+        self._os_watcher_failure = reason
+        log.log(
+            level,
+            "watching %s with %s failed (%s); polling every %.0fs",
+            self.models_dir,
+            watcher,
+            exc,
+            poll_interval_s,
+        )
 
 
 async def _call(callback: OnChange, models: list[StoredModel]) -> None:

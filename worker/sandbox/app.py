@@ -102,7 +102,10 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
 
     A hub configured without public URLs is bound to the address it now listens on.
     """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    # A client that hangs up cancels its handler (aiohttp stopped doing so by default in 3.9):
+    # the ingress then cancels the request on the worker, which would otherwise go on generating
+    # for nobody in one of its max_concurrent slots, and the next request would wait for it.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -156,8 +156,10 @@ class WorkerConnection:
         self.channels[frame.id] = channel
         try:
             await self.send(frame.dump())
-        except Exception:
-            self.channels.pop(frame.id, None)
+        except BaseException:
+            # Not sent (the socket is closing), or sent while its client hung up: free the slot,
+            # and cancel a request the worker may already have. A command runs on regardless.
+            self.close_channel(frame.id, cancel=isinstance(frame, Request))
             raise
         return channel
 

@@ -2,8 +2,8 @@
 
 Bodies are relayed, never stored or logged. A streamed chat is written as server-sent events the
 moment each chunk frame arrives; an error after the stream has started is sent as an SSE ``error``
-event (what OpenAI clients raise on), and a client that goes away gets its request cancelled on the
-worker.
+event (what OpenAI clients raise on), and a client that goes away — streamed or not, while it
+waits for a slot or for the answer — gets its request cancelled on the worker.
 
 The routes exist twice: under ``/v1`` (what OpenAI clients expect) and under ``/api/v1`` (the
 Pendra API's own paths, which the official SDK uses). Replies on ``/api/v1`` name the serving
@@ -311,6 +311,11 @@ async def _dispatch(
             response = _relay_unary(first, placement)
             response.headers.update(headers)
             return response
+        except asyncio.CancelledError:
+            # The client hung up (aiohttp cancels the handler: sandbox.app.serve), or the sandbox
+            # is stopping: the request is cancelled on the worker below.
+            log.info("client of request %s went away; cancelling it", frame.id)
+            raise
         finally:
             await channel.close()
 
