@@ -10,7 +10,8 @@
   with the same client.
 
 Aggregate = all generated tokens / (last token − request start), prefill included on both sides.
-For each N the raw and full runs alternate; the best round of each is reported.
+For each N the raw and full runs alternate; the best round of each is reported (and, with more
+than two rounds, the median round against llama-server too).
 
     .venv/bin/python bench/bench_concurrency.py [--quick] [--streams 1,2,4,8,16] [--tokens 64]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[int, tuple[float, float, int]] = {}
     served: dict[int, float] = {}
+    medians: dict[int, tuple[float, float]] = {}  # (full path, llama-server): the median rounds
     binary = llama_server.find_binary()
     server = None
     try:
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             line = f"raw {max(raws):.1f} tok/s, full path {max(fulls):.1f} tok/s ({count} tokens)"
             if servers:
                 served[n] = max(servers)
+                medians[n] = (statistics.median(fulls), statistics.median(servers))
                 line += f", llama-server {served[n]:.1f} tok/s"
             print(f"bench concurrency: {n} streams: {line}", file=sys.stderr)
     finally:
@@ -161,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             section.rows.append(
                 Row(f"{n} stream(s) vs llama-server", results[n][0], served[n], "tok/s", goal=goal)
             )
+            if args.rounds > 2:
+                full_median, server_median = medians[n]
+                section.rows.append(
+                    Row(
+                        f"{n} stream(s) vs llama-server, median round",
+                        full_median,
+                        server_median,
+                        "tok/s",
+                    )
+                )
     if binary is None:
         section.notes.append(
             f"no llama-server binary ({llama_server.ENV} or PATH): its rows are left out."

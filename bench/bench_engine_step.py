@@ -7,6 +7,9 @@ logits row, detokenising, stop strings, the outbox and the wire encoding. The ba
 ``llama_decode`` step of the same model with the same sequences, measured in the same run. CPU time
 of the engine thread (``time.thread_time``), so other load on the machine counts little.
 
+The sampler stubbed out above is measured on its own: a temperature-0 pick from a real logits row
+by the engine's argmax vs llama.cpp's greedy sampler chain, CPU per sequence per step.
+
     .venv/bin/python bench/bench_engine_step.py [--quick] [--steps 2000]
 """
 
@@ -29,6 +32,7 @@ from bench.workload import RAW_PROMPT  # noqa: E402
 
 LEVELS = (1, 4, 8)
 GOAL_US = 100.0  # the engine's own work per step, whatever the model
+GOAL_PICK = 0.25  # a greedy pick: at most a quarter of what llama.cpp's greedy chain costs
 
 
 def engine_cpu_per_step(model: Path, threads: int, sequences: int, steps: int) -> float:
@@ -88,6 +92,31 @@ def engine_cpu_per_step(model: Path, threads: int, sequences: int, steps: int) -
     return result["cpu"] / (steps + 1)
 
 
+def greedy_pick_cpu(raw: RawModel, prompt: list[int], picks: int) -> tuple[float, float]:
+    """Seconds of CPU per greedy pick from one logits row: the engine's
+    :class:`~worker.backends.pendra.sampling.GreedyArgmax` and llama.cpp's greedy chain
+    (``llama_sampler_sample``, which first copies the row into an n_vocab candidate array)."""
+    import llama_cpp
+
+    from worker.backends.pendra.sampling import GreedyArgmax
+
+    raw.generate([prompt] * 4, 2)  # logits rows 0..3 hold the last step's outputs
+    n_vocab = int(llama_cpp.llama_vocab_n_tokens(raw.vocab))
+    greedy = GreedyArgmax(n_vocab, [])
+    ours: list[int] = []
+    native: list[int] = []
+    start = time.thread_time()
+    for i in range(picks):
+        ours.append(greedy.pick(raw.ctx, i % 4) or -1)
+    mid = time.thread_time()
+    for i in range(picks):
+        native.append(int(llama_cpp.llama_sampler_sample(raw.sampler, raw.ctx, i % 4)))
+    end = time.thread_time()
+    if ours != native:
+        raise SystemExit("bench engine step: the argmax and llama.cpp's greedy chain disagree")
+    return (mid - start) / picks, (end - mid) / picks
+
+
 def decode_wall_per_step(raw: RawModel, prompt: list[int], sequences: int, steps: int) -> float:
     """Seconds per decode step (prefill left out) of the same sequences with the real model."""
     timing = raw.generate([prompt] * sequences, steps)[0]
@@ -115,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             f"same sequences. Engine: CPU time of its thread (other load counts little). Decode: "
             f"the wall time of a real step, for scale."
         ),
-        columns=("engine (Python)", "—"),
+        columns=("engine (Python)", "baseline (last row: llama.cpp's greedy chain)"),
     )
     try:
         for n in LEVELS:
@@ -135,6 +164,28 @@ def main(argv: list[str] | None = None) -> int:
                 f"{step * 1e3:.1f} ms per step",
                 file=sys.stderr,
             )
+        ours_pick, native_pick = greedy_pick_cpu(raw, prompt, 50 if args.quick else 1000)
+        section.rows.append(
+            Row(
+                "greedy pick per sequence (argmax vs llama.cpp's greedy chain)",
+                ours_pick * 1e6,
+                native_pick * 1e6,
+                "µs",
+                goal=GOAL_PICK,
+                higher_is_better=False,
+            )
+        )
+        section.notes.append(
+            "greedy pick: CPU per sequence per step to choose a temperature-0 token from its "
+            "logits row, numpy's argmax in place (what the engine does when the request has no "
+            "penalties, grammar or logprobs) vs `llama_sampler_sample` with a greedy chain (a "
+            "copy of the whole row into a candidate array first); the same tokens on both sides."
+        )
+        print(
+            f"bench engine step: greedy pick {ours_pick * 1e6:.0f} µs vs llama.cpp's greedy "
+            f"chain {native_pick * 1e6:.0f} µs",
+            file=sys.stderr,
+        )
     finally:
         raw.close()
     print(section.ratios_line(), file=sys.stderr)

@@ -80,7 +80,14 @@ def test_idle_bench_measures_a_connected_worker(clean_env: dict[str, str]) -> No
     [
         ("decode", {"vs raw loop, best round", "vs raw loop, median round"}),
         ("runner", {"single stream, best round", "resident memory (worker + runner)"}),
-        ("engine_step", {"1 sequence(s)", "8 sequence(s)"}),
+        (
+            "engine_step",
+            {
+                "1 sequence(s)",
+                "8 sequence(s)",
+                "greedy pick per sequence (argmax vs llama.cpp's greedy chain)",
+            },
+        ),
         ("concurrency", {"1 stream(s)", "2 stream(s)"}),
         ("ttft", {"TTFT p50", "added p50"}),
         ("prefix_cache", {"2nd turn TTFT vs 1st turn", "no shared prefix: prefill, on vs off"}),
