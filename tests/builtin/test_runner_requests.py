@@ -333,3 +333,24 @@ def test_recurrent_model_reprocesses_instead_of_failing(
         assert entry["engine"] == "serial" and entry["slots"] == 1
     finally:
         stack.close()
+
+
+@pytest.mark.parametrize("max_concurrent", ["1", "4"])
+def test_the_log_says_when_max_concurrent_keeps_a_models_slots_idle(
+    tmp_path: Path, clean_env: dict[str, str], tiny_chat_gguf: Path, max_concurrent: str
+) -> None:
+    """The documented default of one request at a time leaves the built-in backend's other
+    slots idle; the worker says so once, when the model loads, with the command that changes it."""
+    env = {**clean_env, "MAX_CONCURRENT": max_concurrent}
+    stack = start_runner_stack(tmp_path, env, {"tiny": tiny_chat_gguf}, parallel="4")
+    try:
+        stack.client.chat.completions.create(model="tiny", messages=_user("hi"), max_tokens=1)
+        log = stack.worker.output()
+        advice = "`pendra config set max_concurrent 4` lets them run side by side"
+        if max_concurrent == "1":
+            assert "tiny can run 4 requests at once, but max_concurrent is 1" in log
+            assert advice in log
+        else:
+            assert advice not in log
+    finally:
+        stack.close()

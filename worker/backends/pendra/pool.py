@@ -249,6 +249,18 @@ class ModelPool:
             runner.slots or spec.slots,
             runner.info.get("context_length", spec.context_length),
         )
+        slots = runner.slots or spec.slots
+        if slots > self.settings.max_concurrent and model.task is not Task.EMBEDDING:
+            log.info(
+                "%s can run %d requests at once, but max_concurrent is %d: the control plane "
+                "sends this worker at most %d at a time; `pendra config set max_concurrent %d` "
+                "lets them run side by side",
+                model.id,
+                slots,
+                self.settings.max_concurrent,
+                self.settings.max_concurrent,
+                slots,
+            )
         return runner
 
     async def _make_room(self, model_id: str, deadline: float) -> None:
