@@ -19,7 +19,6 @@ than two rounds, the median round against llama-server too).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 from bench import cli_args, llama_server  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
-from bench.profiling import summarise_dir  # noqa: E402
+from bench.profiling import take_profiles  # noqa: E402
 from bench.raw_llama import RawModel  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.sse_client import session, stream_chat  # noqa: E402
@@ -189,11 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "full-path scaling over its own first level: "
         + ", ".join(f"{n}: {results[n][0] / single:.2f}×" for n in levels)
     )
-    if profile_dir is not None:
-        section.profile = summarise_dir(profile_dir)
-        shutil.rmtree(profile_dir, ignore_errors=True)
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.profile = take_profiles(profile_dir)
+    section.publish()
     return 0
 
 

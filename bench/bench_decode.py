@@ -15,7 +15,6 @@ side (TTFT has its own bench). Rounds alternate between the sides so machine noi
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from bench import cli_args, llama_server  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
-from bench.profiling import summarise_dir  # noqa: E402
+from bench.profiling import take_profiles  # noqa: E402
 from bench.raw_llama import RawModel  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.sse_client import StreamTrace, session, stream_chat  # noqa: E402
@@ -154,11 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         section.notes.append(f"llama-server: {llama_server.version(binary)}.")
     if min(full_tokens) < args.tokens // 2:
         section.notes.append("the model stopped early (EOS) in a full-path round; rates still hold")
-    if profile_dir is not None:
-        section.profile = summarise_dir(profile_dir)
-        shutil.rmtree(profile_dir, ignore_errors=True)
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.profile = take_profiles(profile_dir)
+    section.publish()
     return 0
 
 

@@ -188,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         raw.close()
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.publish()
     return 0
 
 

@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     section.notes.append(f"bare interpreter CPU over the same kind of window: {b_cpu:.2f} %.")
     section.notes.append(FOOTPRINT_NOTE)
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.publish()
     return 0
 
 

@@ -214,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(`usage.prompt_tokens_details.cached_tokens`): median {median(r['cached']):.0f}, of "
         f"turn 1's {median(r['turn1_total']):.0f} (prompt + answer)."
     ]
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.publish()
     return 0
 
 

@@ -254,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "."
     )
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.publish()
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from bench import cli_args  # noqa: E402
 from bench.emulator_proc import EmulatorProcess  # noqa: E402
-from bench.profiling import summarise_dir  # noqa: E402
+from bench.profiling import take_profiles  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.sse_client import StreamTrace, session, stream_chat  # noqa: E402
 from bench.stack import Stack, start_stack  # noqa: E402
@@ -200,11 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{n} {costs[n]:.0f} µs" for n in names)
             + f"; total {sum(costs.values()):.0f} µs."
         )
-    if profile_dir is not None:
-        section.profile = summarise_dir(profile_dir)
-        shutil.rmtree(profile_dir, ignore_errors=True)
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.profile = take_profiles(profile_dir)
+    section.publish()
     return 0
 
 

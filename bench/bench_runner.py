@@ -13,7 +13,6 @@ rate of concurrent streams, and the resident memory of each worker (+ its runner
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from bench import cli_args  # noqa: E402
 from bench.bench_concurrency import full_aggregate  # noqa: E402
 from bench.bench_decode import full_rate, one_stream  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
-from bench.profiling import engine_step_cost, summarise_dir  # noqa: E402
+from bench.profiling import engine_step_cost, take_profiles  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.stack import Stack, start_stack  # noqa: E402
 from bench.stats import median  # noqa: E402
@@ -138,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         cost = engine_step_cost(profile_dir)
         if cost:
             section.notes.append("per-step cost in the runner's engine thread — " + cost)
-        section.profile = summarise_dir(profile_dir)
-        shutil.rmtree(profile_dir, ignore_errors=True)
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.profile = take_profiles(profile_dir)
+    section.publish()
     return 0
 
 

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 from bench import cli_args  # noqa: E402
 from bench.model_file import chat_model  # noqa: E402
-from bench.profiling import summarise_dir  # noqa: E402
+from bench.profiling import take_profiles  # noqa: E402
 from bench.report import Row, Section  # noqa: E402
 from bench.sse_client import session, stream_chat  # noqa: E402
 from bench.stack import Stack, start_stack  # noqa: E402
@@ -138,11 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         Row("added p50", f50 - l50, None, "ms", higher_is_better=False),
         Row("added p90", f90 - l90, None, "ms", higher_is_better=False),
     ]
-    if profile_dir is not None:
-        section.profile = summarise_dir(profile_dir)
-        shutil.rmtree(profile_dir, ignore_errors=True)
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.profile = take_profiles(profile_dir)
+    section.publish()
     return 0
 
 

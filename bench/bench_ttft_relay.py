@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "added, median of pairs: the median of (relayed − direct) over back-to-back pairs; the "
         "hops are per-request medians, so they need not add up to the TTFT difference"
     )
-    print(section.ratios_line(), file=sys.stderr)
-    print(section.markdown())
+    section.publish()
     return 0
 
 

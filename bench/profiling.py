@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pstats
+import shutil
 from pathlib import Path
 
 
@@ -11,6 +12,16 @@ def summarise_dir(directory: Path, top: int = 12) -> str | None:
     """Summaries of every ``*.prof`` in ``directory`` (one per process), or None if none."""
     parts = [f"[{path.stem}] " + summarise(path, top) for path in sorted(directory.glob("*.prof"))]
     return "\n\n".join(parts) or None
+
+
+def take_profiles(directory: Path | None) -> str | None:
+    """The summaries of a bench's ``--profile`` directory, which is then removed (None
+    without one)."""
+    if directory is None:
+        return None
+    summary = summarise_dir(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    return summary
 
 
 def summarise(path: Path, top: int = 12) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from dataclasses import dataclass, field
 
 from bench.stats import ratio
@@ -82,6 +83,11 @@ class Section:
         if self.profile:
             lines += ["", "Profile (where the time goes):", "", "```", self.profile.strip(), "```"]
         return "\n".join(lines) + "\n"
+
+    def publish(self) -> None:
+        """Print the section for ``bench/run.py`` (stdout) and its ratios line (stderr)."""
+        print(self.ratios_line(), file=sys.stderr)
+        print(self.markdown())
 
     def ratios_line(self) -> str:
         """One line for stderr / the smoke test: every ratio of this run."""
