@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from grammar_proc import compiled
 from hypothesis import given
 from hypothesis import strategies as st
+from vocab_proc import compiled
 
 from worker.backends.pendra.grammar import (
     MAX_REPEAT,
