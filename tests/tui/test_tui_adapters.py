@@ -263,7 +263,8 @@ async def test_launcher_falls_back_to_a_detached_worker_and_never_starts_two(
     finally:
         # off the loop: the in-process sandbox must answer the worker's drain meanwhile
         await asyncio.to_thread(kill, launcher.process)
-    assert launcher.process.returncode == 0  # SIGTERM drains and exits 0
+    # SIGTERM drains and exits 0
+    assert launcher.process.returncode == 0, launcher.log_file.read_text(errors="replace")
     assert key.text not in launcher.log_file.read_text()
 
 

@@ -57,6 +57,12 @@ def _handshake_http_error(exc: aiohttp.WSServerHandshakeError) -> Exception:
         return UpgradeRequired("The control plane requires a newer worker (HTTP 426).")
     return LinkProtocolError(f"the control plane refused the WebSocket upgrade (HTTP {exc.status})")
 
+UPGRADE_TIMEOUT_S = 30.0
+"""How long the WebSocket upgrade (TCP, TLS, HTTP 101) may take before the attempt counts as
+failed and the link backs off and retries."""
+STOP_GRACE_S = 5.0
+"""How long a stopping link waits for its socket to close cleanly before cutting it."""
+
 
 class LinkClient:
     def __init__(
@@ -151,7 +157,7 @@ class LinkClient:
                 connected_for: float | None = None
                 reason = "the connection closed"
                 try:
-                    connected_for = await self._connect_once(http)
+                    connected_for = await self._attempt(http)
                     reason = "the control plane closed the connection"
                 except aiohttp.WSServerHandshakeError as exc:
                     error = _handshake_http_error(exc)
@@ -192,6 +198,34 @@ class LinkClient:
         self.retry_at = None
         self._set_state(LinkState.OFFLINE)
 
+    async def _attempt(self, http: aiohttp.ClientSession) -> float | None:
+        """One connection, ended by :meth:`stop` however far it got.
+
+        On stop an open socket is closed, which ends a served session; a connection still
+        being opened has no socket to close, so that attempt is cancelled instead: a worker
+        asked to stop while its control plane is slow to answer (or accepts TCP and never
+        answers) must exit, not wait on that connection.
+        """
+        attempt = asyncio.ensure_future(self._connect_once(http))
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done():
+                ws = self._ws
+                if ws is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), STOP_GRACE_S)
+                    await asyncio.wait({attempt}, timeout=STOP_GRACE_S)
+        finally:
+            stopped.cancel()
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await attempt
+        if attempt.cancelled():
+            return None
+        return attempt.result()
+
     async def _wait_to_retry(self, delay: float) -> None:
         """Sleep ``delay`` seconds, less when stopped or told to retry now (:meth:`retry_now`)."""
         waits = {
@@ -226,14 +260,25 @@ class LinkClient:
 
     async def _connect_once(self, http: aiohttp.ClientSession) -> float | None:
         headers = {PROTOCOL_HEADER: str(max(self.supported)), VERSION_HEADER: __version__}
-        ws = await http.ws_connect(
-            self.url,
-            headers=headers,
-            max_msg_size=MAX_FRAME_BYTES,
-            heartbeat=max(self.heartbeat_interval_s, 1.0),
-            ssl=self._ssl if self._ssl is not None else True,
-            compress=0,
-        )
+        # Bounded: a control plane (or a proxy in front of it) that accepts the TCP connection
+        # and never answers the upgrade is retried like one that refuses it.
+        try:
+            ws = await asyncio.wait_for(
+                http.ws_connect(
+                    self.url,
+                    headers=headers,
+                    max_msg_size=MAX_FRAME_BYTES,
+                    heartbeat=max(self.heartbeat_interval_s, 1.0),
+                    ssl=self._ssl if self._ssl is not None else True,
+                    compress=0,
+                ),
+                UPGRADE_TIMEOUT_S,
+            )
+        except asyncio.TimeoutError:
+            raise LinkProtocolError(
+                f"{self.url} accepted the connection but did not complete the WebSocket "
+                f"upgrade within {UPGRADE_TIMEOUT_S:g} s"
+            ) from None
         self._ws = ws
         try:
             welcome = await handshake(
@@ -283,9 +328,7 @@ class LinkClient:
         return await session.drain(timeout_s)
 
     async def stop(self) -> None:
-        """End :meth:`run`: close the socket (cancelling what still runs) and stop reconnecting."""
+        """End :meth:`run` (await its task after this): the connection is closed, or cut if
+        it is still being opened, requests still running on it are cancelled, and no
+        reconnect follows."""
         self._stop.set()
-        ws = self._ws
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
