@@ -57,6 +57,7 @@ def _handshake_http_error(exc: aiohttp.WSServerHandshakeError) -> Exception:
         return UpgradeRequired("The control plane requires a newer worker (HTTP 426).")
     return LinkProtocolError(f"the control plane refused the WebSocket upgrade (HTTP {exc.status})")
 
+
 UPGRADE_TIMEOUT_S = 30.0
 """How long the WebSocket upgrade (TCP, TLS, HTTP 101) may take before the attempt counts as
 failed and the link backs off and retries."""
