@@ -125,6 +125,18 @@ def catalogue_error(reason: str, *, pick: bool) -> str:
     )
 
 
+def install_blocked_reason(*, selected: int, loaded: bool, failed: bool) -> str | None:
+    """Why the install dialog's "Install selected" is refused (pure): nothing chosen yet, and
+    while the catalogue is loading or after it failed to load, nothing can be."""
+    if selected:
+        return None
+    if failed:
+        return "Nothing to install until the catalogue loads."
+    if not loaded:
+        return "Loading the catalogue…"
+    return "Select at least one model (space or enter on a row)."
+
+
 class CatalogueTable(SortableTable):
     """Variants: the ref people type first, then what decides the choice; on a narrow terminal
     the backends, parameters and task give way before the fit verdict does."""
@@ -166,6 +178,8 @@ class CatalogueScreen(SetupStep):
         self._status_note = ""
         self._load_error: str | None = None
         """Why the catalogue is not shown; stays up until a load succeeds."""
+        self._catalogue_loaded = False
+        """A catalogue (live or cached) has been shown."""
 
     def body(self) -> ComposeResult:
         with Horizontal(id="catalogue-filters"):
@@ -241,6 +255,7 @@ class CatalogueScreen(SetupStep):
             self.app.setup.catalogue = data
         self._rows = data.rows
         self._load_error = None
+        self._catalogue_loaded = True
         self._status_note = cached_note(data)
         self._apply_filter()
 
@@ -321,9 +336,13 @@ class CatalogueScreen(SetupStep):
 
     # -- navigation ----------------------------------------------------------------------------
     def blocked_reason(self) -> str | None:
-        if self.pick and not self._selected:
-            return "Select at least one model (space or enter on a row)."
-        return None
+        if not self.pick:
+            return None
+        return install_blocked_reason(
+            selected=len(self._selected),
+            loaded=self._catalogue_loaded,
+            failed=self._load_error is not None,
+        )
 
     async def proceed(self) -> None:
         if self.pick:

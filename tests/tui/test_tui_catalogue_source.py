@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from pendra_tui.catalogue_source import CONTROL_PLANE, WORKER, fetch_catalogue, worker_failure
-from pendra_tui.screens.catalogue import cached_note, catalogue_error
+from pendra_tui.screens.catalogue import cached_note, catalogue_error, install_blocked_reason
 from pendra_tui.services import CatalogueData, LiveCatalogue
 from tests.admin.admin_test_worker import TestWorker
 from worker.admin.errors import AdminAccessDenied
@@ -166,6 +166,17 @@ def test_the_workers_failure_in_the_install_dialog() -> None:
     )
     assert "check the network" in text
     assert "pendra models install REF" in text
+
+
+def test_install_selected_is_refused_for_the_reason_that_applies() -> None:
+    # a failed load is not "select a model": there is nothing to select
+    failed = install_blocked_reason(selected=0, loaded=False, failed=True)
+    assert failed == "Nothing to install until the catalogue loads."
+    loading = install_blocked_reason(selected=0, loaded=False, failed=False)
+    assert loading == "Loading the catalogue…"
+    empty_choice = install_blocked_reason(selected=0, loaded=True, failed=False)
+    assert empty_choice == "Select at least one model (space or enter on a row)."
+    assert install_blocked_reason(selected=2, loaded=True, failed=False) is None
 
 
 # -- LiveCatalogue on a real admin socket --------------------------------------------------------

@@ -397,6 +397,7 @@ async def test_the_install_dialog_does_not_send_the_user_to_itself() -> None:
         await wait_for(pilot, lambda: "could not be loaded" in text_of(app, "#catalogue-status"))
         status = text_of(app, "#catalogue-status")
         assert "from the dashboard" not in status and "then i to try again" in status
+        assert text_of(app, "#blocked") == "Nothing to install until the catalogue loads."
 
 
 async def test_catalogue_offline_error_still_lets_the_user_go_on() -> None:
