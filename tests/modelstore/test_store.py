@@ -186,3 +186,23 @@ async def test_watch_drop_in_partial_and_remove(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_a_stored_model_answers_to_its_id_file_name_and_install_ref() -> None:
+    installed = StoredModel(
+        path=Path("/models/gemma3-270m-q4_k_m.gguf"),
+        id="gemma3:270m",
+        task=Task.CHAT,
+        context_length=None,
+        size_bytes=1,
+        ref="gemma3:270m-q4_k_m",
+    )
+    for name in ("gemma3:270m", "gemma3-270m-q4_k_m.gguf", "gemma3:270m-q4_k_m", " gemma3:270m "):
+        assert installed.answers_to(name), name
+    assert not installed.answers_to("gemma3")
+    assert not installed.answers_to("")
+    copied_in = StoredModel(
+        path=Path("/models/mine.gguf"), id="mine", task=None, context_length=None, size_bytes=1
+    )
+    assert copied_in.answers_to("mine") and copied_in.answers_to("mine.gguf")
+    assert not copied_in.answers_to("None")

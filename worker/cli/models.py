@@ -355,7 +355,7 @@ def _stored_here(models_dir: Path, ref: str) -> bool:
     with contextlib.suppress(PendraError):
         if installed_files(models_dir, normalised_ref(ref)):
             return True
-    return any(ref in (m.id, m.path.name) for m in ModelStore(models_dir).scan())
+    return any(m.answers_to(ref) for m in ModelStore(models_dir).scan())
 
 
 def run_rm(args: argparse.Namespace) -> int:

@@ -518,9 +518,7 @@ class InstallManager:
         backend = self.registry.get(BUILTIN)
         store = getattr(backend, "store", None) or ModelStore(self.settings.models_dir)
         models = await store.ascan()
-        return next(
-            (m for m in models if m.ref is None and name.strip() in (m.id, m.path.name)), None
-        )
+        return next((m for m in models if m.ref is None and m.answers_to(name)), None)
 
     async def _uninstall_dropped_in(self, model: StoredModel) -> dict[str, Any]:
         backend = self.registry.get(BUILTIN)

@@ -71,6 +71,12 @@ class StoredModel:
         """Which bytes this is: a file replaced in place or by a rename changes it."""
         return (str(self.path), self.inode, self.size_bytes, self.mtime_ns)
 
+    def answers_to(self, name: str) -> bool:
+        """Whether ``name``, as a user typed it, picks this file: its served id, its file
+        name, or the ref it was installed as (a GGUF copied in by hand has no ref)."""
+        name = name.strip()
+        return bool(name) and name in (self.id, self.path.name, self.ref)
+
     @property
     def usable(self) -> bool:
         return self.error is None

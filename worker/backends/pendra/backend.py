@@ -220,7 +220,7 @@ class PendraBackend(Backend):
     async def uninstall(self, model_ref: str) -> None:
         """Delete a model's GGUF and sidecar; refused while the model is serving."""
         models = await self.store.ascan()
-        model = next((m for m in models if model_ref in (m.id, m.ref, m.path.name)), None)
+        model = next((m for m in models if m.answers_to(model_ref)), None)
         if model is None:
             raise ModelNotFound(
                 f"the built-in backend has no model {model_ref!r} to remove",
