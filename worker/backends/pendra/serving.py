@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from worker.backends.base import StreamChunk, Task
+from worker.backends.base import StreamChunk, Task, Usage
 from worker.backends.pendra.choices import Choice, Out, TextOut
 from worker.backends.pendra.grammar import one_forced_call, request_grammar
 from worker.backends.pendra.params import (
@@ -135,58 +135,8 @@ async def chat(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
 
 async def chat_stream(backend: PendraBackend, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
     params = parse_chat({**body, "stream": True})
-    model = await backend._model_for(params.model, Task.CHAT)
-    async with backend._pool.lease(model) as runner:
-        specs, tool_format = _specs(runner, params)
-        jobs = [runner.submit(spec) for spec in specs]
-        events = _events(jobs)
-        try:
-            # Wait for the first event before the first chunk: a request the runner rejects
-            # (a prompt over the context, a template error) fails as a plain error response.
-            event = await events.__anext__()
-            if isinstance(event[1], ErrorEvent):
-                raise event[1].error
-            writer = ChunkWriter(params.model)
-            for i in range(len(jobs)):
-                yield writer.role(i)
-            choices = _choices(params, len(jobs), tool_format, streaming=True)
-            left = len(jobs)
-            while True:
-                index, item = event
-                choice = choices[index]
-                if isinstance(item, TextEvent):
-                    for out in choice.feed(item.text):
-                        for chunk in _chat_chunks(writer, index, out):
-                            yield chunk
-                elif isinstance(item, InfoEvent):
-                    choice.info(item.value)
-                elif isinstance(item, DoneEvent):
-                    for out in choice.finish(item.finish_reason, item.usage):
-                        for chunk in _chat_chunks(writer, index, out):
-                            yield chunk
-                    left -= 1
-                    total = (
-                        total_usage([c.usage for c in choices if c.usage is not None])
-                        if left == 0
-                        else None
-                    )
-                    reason = choice.finish_reason or item.finish_reason
-                    lp = choice.pending_logprobs()
-                    if params.include_usage:
-                        yield writer.finish(reason, None, index, lp)
-                        if total is not None:
-                            yield writer.usage(total)
-                    else:
-                        yield writer.finish(reason, total, index, lp)
-                    if left == 0:
-                        return
-                elif isinstance(item, ErrorEvent):
-                    raise item.error
-                event = await events.__anext__()
-        finally:
-            for job in jobs:
-                job.cancel()
-            await events.aclose()
+    async for chunk in _stream(backend, params, None, _ChatChunks(params)):
+        yield chunk
 
 
 async def completions(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
@@ -222,54 +172,52 @@ async def completions_stream(
     backend: PendraBackend, body: dict[str, Any]
 ) -> AsyncIterator[StreamChunk]:
     request = parse_completion({**body, "stream": True})
-    params = request.params
+    shape = _TextChunks(request.params, request.prompts)
+    async for chunk in _stream(backend, request.params, request.prompts, shape):
+        yield chunk
+
+
+async def _stream(
+    backend: PendraBackend,
+    params: ChatParams,
+    prompts: list[str | list[int]] | None,
+    shape: _ChatChunks | _TextChunks,
+) -> AsyncIterator[StreamChunk]:
+    """One streamed request, chat or legacy completion (``shape`` writes its chunks): the
+    choices' runner jobs interleaved as their events arrive, each choice finished on its own,
+    the usage once the last one is."""
     model = await backend._model_for(params.model, Task.CHAT)
     async with backend._pool.lease(model) as runner:
-        specs, _ = _specs(runner, params, request.prompts)
+        specs, tool_format = _specs(runner, params, prompts)
         jobs = [runner.submit(spec) for spec in specs]
         events = _events(jobs)
         try:
+            # Wait for the first event before the first chunk: a request the runner rejects
+            # (a prompt over the context, a template error) fails as a plain error response.
             event = await events.__anext__()
             if isinstance(event[1], ErrorEvent):
                 raise event[1].error
-            writer = TextChunkWriter(params.model)
-            choices = _choices(params, len(jobs), None, streaming=True)
-            for choice in choices:
-                prefix = _echo(params, request.prompts, choice.index)
-                if prefix:
-                    choice.emitted_chars += len(prefix)
-                    yield writer.text(choice.index, prefix)
+            choices = _choices(params, len(jobs), tool_format, streaming=True)
+            for chunk in shape.opening(choices):
+                yield chunk
             left = len(jobs)
             while True:
                 index, item = event
                 choice = choices[index]
                 if isinstance(item, TextEvent):
-                    for out in choice.feed(item.text):
-                        assert isinstance(out, TextOut)
-                        lp = text_logprobs(out.logprobs, choice.emitted_chars)
-                        choice.emitted_chars += len(out.text)
-                        yield writer.text(index, out.text, lp)
+                    for chunk in shape.deltas(choice, choice.feed(item.text)):
+                        yield chunk
                 elif isinstance(item, InfoEvent):
                     choice.info(item.value)
                 elif isinstance(item, DoneEvent):
-                    choice.finish(item.finish_reason, item.usage)
+                    for chunk in shape.deltas(
+                        choice, choice.finish(item.finish_reason, item.usage)
+                    ):
+                        yield chunk
                     left -= 1
-                    total = (
-                        total_usage(
-                            [c.usage for c in choices if c.usage is not None],
-                            len(request.prompts),
-                        )
-                        if left == 0
-                        else None
-                    )
-                    lp = text_logprobs(choice.pending_logprobs(), choice.emitted_chars)
-                    reason = item.finish_reason
-                    if params.include_usage:
-                        yield writer.text(index, "", lp, reason)
-                        if total is not None:
-                            yield writer.usage(total)
-                    else:
-                        yield writer.text(index, "", lp, reason, total)
+                    usages = [c.usage for c in choices if c.usage is not None]
+                    for chunk in shape.closing(choice, shape.total(usages) if left == 0 else None):
+                        yield chunk
                     if left == 0:
                         return
                 elif isinstance(item, ErrorEvent):
@@ -279,6 +227,73 @@ async def completions_stream(
             for job in jobs:
                 job.cancel()
             await events.aclose()
+
+
+class _ChatChunks:
+    """The chunks of a streamed chat completion: each choice's role first, then its content
+    and tool-call deltas, then its finish chunk; the usage with the last finish (or in a chunk
+    of its own with ``stream_options.include_usage``)."""
+
+    def __init__(self, params: ChatParams) -> None:
+        self.writer = ChunkWriter(params.model)
+        self.include_usage = params.include_usage
+
+    def opening(self, choices: list[Choice]) -> list[StreamChunk]:
+        return [self.writer.role(choice.index) for choice in choices]
+
+    def deltas(self, choice: Choice, outs: list[Out]) -> list[StreamChunk]:
+        return [chunk for out in outs for chunk in _chat_chunks(self.writer, choice.index, out)]
+
+    def closing(self, choice: Choice, total: Usage | None) -> list[StreamChunk]:
+        reason = choice.finish_reason or "stop"
+        logprobs = choice.pending_logprobs()
+        if not self.include_usage:
+            return [self.writer.finish(reason, total, choice.index, logprobs)]
+        finish = self.writer.finish(reason, None, choice.index, logprobs)
+        return [finish] if total is None else [finish, self.writer.usage(total)]
+
+    @staticmethod
+    def total(usages: list[Usage]) -> Usage:
+        return total_usage(usages)
+
+
+class _TextChunks:
+    """The chunks of a streamed legacy completion: the echoed prompt first (``echo``), then text
+    with log probabilities at text offsets, then an empty chunk with the finish reason."""
+
+    def __init__(self, params: ChatParams, prompts: list[str | list[int]]) -> None:
+        self.writer = TextChunkWriter(params.model)
+        self.params = params
+        self.prompts = prompts
+
+    def opening(self, choices: list[Choice]) -> list[StreamChunk]:
+        chunks = []
+        for choice in choices:
+            prefix = _echo(self.params, self.prompts, choice.index)
+            if prefix:
+                choice.emitted_chars += len(prefix)
+                chunks.append(self.writer.text(choice.index, prefix))
+        return chunks
+
+    def deltas(self, choice: Choice, outs: list[Out]) -> list[StreamChunk]:
+        chunks = []
+        for out in outs:
+            assert isinstance(out, TextOut)  # legacy completions have no tools
+            logprobs = text_logprobs(out.logprobs, choice.emitted_chars)
+            choice.emitted_chars += len(out.text)
+            chunks.append(self.writer.text(choice.index, out.text, logprobs))
+        return chunks
+
+    def closing(self, choice: Choice, total: Usage | None) -> list[StreamChunk]:
+        reason = choice.finish_reason or "stop"
+        logprobs = text_logprobs(choice.pending_logprobs(), choice.emitted_chars)
+        if not self.params.include_usage:
+            return [self.writer.text(choice.index, "", logprobs, reason, total)]
+        finish = self.writer.text(choice.index, "", logprobs, reason)
+        return [finish] if total is None else [finish, self.writer.usage(total)]
+
+    def total(self, usages: list[Usage]) -> Usage:
+        return total_usage(usages, len(self.prompts))
 
 
 async def embeddings(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
