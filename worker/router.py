@@ -28,6 +28,7 @@ from worker.errors import BadRequest, Cancelled, WorkerBusy
 from worker.events import EventBus
 from worker.request_check import first_problem
 from worker.request_log import RequestLog, RequestTrace
+from worker.token_progress import reporting_to
 
 T = TypeVar("T")
 
@@ -218,14 +219,22 @@ class Router:
         self._begin()
         trace = self.request_log.begin(kind, _model_name(body))
         outcome, tokens, tokens_in, error = "failed", 0, None, None
+        generated = 0  # counted into the rate while the answer was generated
+
+        def count_generated(count: int) -> None:
+            nonlocal generated
+            generated += count
+            self._count_tokens(count)
+
         try:
             backend, routed = self._resolve(body, trace)
             async with self._semaphore(backend):
-                result = await call(backend, routed)
+                with reporting_to(count_generated):
+                    result = await call(backend, routed)
             tokens = _usage_tokens(result)
             tokens_in = _usage_tokens(result, "prompt_tokens")
-            if tokens:
-                self._count_tokens(tokens)
+            if tokens > generated:
+                self._count_tokens(tokens - generated)
             outcome = "served"
             return result
         except (asyncio.CancelledError, Cancelled):

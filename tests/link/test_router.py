@@ -14,7 +14,8 @@ from worker.backends.registry import BackendRegistry
 from worker.errors import BadRequest, ModelNotFound, WorkerBusy
 from worker.events import EventBus
 from worker.link.streaming import pump_stream
-from worker.router import Router, TokenRate
+from worker.router import RATE_WINDOW_S, Router, TokenRate
+from worker.token_progress import report_generated
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -121,6 +122,42 @@ def test_token_rate_window() -> None:
     assert rate.rate(5.0) == 10.0
     assert rate.rate(12.0) == 5.0
     assert rate.rate(20.0) == 0.0
+
+
+class ReportingBackend(FakeBackend):
+    """Reports 3 tokens as generated, then holds its whole answer (5 tokens of usage) until
+    ``release`` is set: a long non-streamed generation, paused in the middle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def chat(self, body: dict[str, object]) -> dict[str, object]:  # type: ignore[override]
+        report_generated(3)
+        self.reported.set()
+        await self.release.wait()
+        return await super().chat(body)  # type: ignore[arg-type]
+
+
+async def test_a_whole_answer_counts_into_the_rate_while_it_is_generated() -> None:
+    backend = ReportingBackend()
+    router = await _router(backend, clock=lambda: 100.0)
+    request = asyncio.create_task(router.chat(_body("a")))
+    await backend.reported.wait()
+    # still generating: the tokens so far are in the rate, the total waits for the usage
+    counters = router.counters()
+    assert counters.in_flight == 1
+    assert counters.tokens_per_s == 3 / RATE_WINDOW_S and counters.tokens_total == 0
+    backend.release.set()
+    await request
+    counters = router.counters()
+    # the final usage (5) counts once: the 3 already in the rate and the 2 that were not
+    assert counters.tokens_per_s == 5 / RATE_WINDOW_S and counters.tokens_total == 5
+
+
+def test_tokens_reported_outside_a_request_go_nowhere() -> None:
+    report_generated(7)  # no request set a reporter: nothing to count, nothing raised
 
 
 async def _chunks(n: int, delay_s: float = 0.0):  # type: ignore[no-untyped-def]

@@ -46,6 +46,7 @@ from worker.backends.pendra.supervisor import (
     TextEvent,
 )
 from worker.errors import BadRequest
+from worker.token_progress import report_generated
 
 if TYPE_CHECKING:
     from worker.backends.pendra.backend import PendraBackend
@@ -374,6 +375,7 @@ async def _collect(jobs: list[RunnerJob], choices: list[Choice]) -> None:
             choice = choices[index]
             if isinstance(event, TextEvent):
                 choice.feed(event.text)
+                report_generated()
             elif isinstance(event, InfoEvent):
                 choice.info(event.value)
             elif isinstance(event, DoneEvent):
