@@ -93,6 +93,10 @@ N_HEAD_KV = 2
 N_FF = 128
 N_CTX = 512
 LONG_CTX = 8192
+NO_EARLY_END = {"2": -100, "4": -100}
+"""``logit_bias`` banning the tiny models' ``</s>`` (2) and ``<|im_end|>`` (4): with random
+weights any token can come first, so a test that counts tokens lets only ``max_tokens`` end the
+answer."""
 _WORDS = (
     "the",
     "a",

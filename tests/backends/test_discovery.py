@@ -186,9 +186,9 @@ async def test_nothing_running_ends_without_waiting_for_probe_timeouts(
     for module in ("discovery", "external"):
         monkeypatch.setattr(f"worker.backends.{module}.PROBE_TIMEOUT", patient)
     monkeypatch.setattr("worker.backends.http.PROBE_TIMEOUT", patient)
-    port = free_port()
+    ports = (free_port(), free_port())
     options = DiscoveryOptions(
-        host_map={DOCKER: "127.0.0.2"}, ports={k: (port, port + 1) for k in BACKEND_KINDS}
+        host_map={DOCKER: "127.0.0.2"}, ports=dict.fromkeys(BACKEND_KINDS, ports)
     )
     registry = await asyncio.wait_for(
         discover_backends(settings_for(pendra_home), options=options), 60

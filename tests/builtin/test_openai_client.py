@@ -20,6 +20,8 @@ import openai
 import pytest
 from runner_stack import RunnerStack, start_runner_stack
 
+from tests.model_factory import NO_EARLY_END
+
 pytestmark = [pytest.mark.timeout(300)]
 
 SCHEMA = {
@@ -147,7 +149,7 @@ def test_logprobs_are_finite_and_sorted(stack: RunnerStack) -> None:
         top_logprobs=4,
         max_tokens=5,
         seed=2,
-        logit_bias={"2": -100, "4": -100},  # no end token: exactly max_tokens tokens
+        logit_bias=NO_EARLY_END,  # no end token: exactly max_tokens tokens
     )
     content = answer.choices[0].logprobs.content if answer.choices[0].logprobs else None
     assert content and len(content) == 5
@@ -185,7 +187,7 @@ def test_legacy_completions(stack: RunnerStack) -> None:
         max_tokens=4,
         logprobs=2,
         temperature=0,
-        logit_bias={"2": -100, "4": -100},
+        logit_bias=NO_EARLY_END,
     )
     assert answer.object == "text_completion" and answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 4
@@ -196,7 +198,7 @@ def test_legacy_completions(stack: RunnerStack) -> None:
             max_tokens=4,
             stream=True,
             temperature=0,
-            logit_bias={"2": -100, "4": -100},
+            logit_bias=NO_EARLY_END,
             stream_options={"include_usage": True},
         )
     )
@@ -225,7 +227,7 @@ def test_stop_strings_and_seeds(stack: RunnerStack) -> None:
     Answers are compared only when computed the same way: after a warm-up request, every one
     takes its prompt from the cache (see ``warm`` in conftest.py)."""
     greedy = dict(model="tiny", messages=_user("tell me a story"), temperature=0,
-                  logit_bias={"2": -100, "4": -100})  # fmt: skip
+                  logit_bias=NO_EARLY_END)  # fmt: skip
     stack.client.chat.completions.create(**greedy, max_tokens=1)
     full = stack.client.chat.completions.create(**greedy, max_tokens=40).choices[0].message
     text = full.content or ""

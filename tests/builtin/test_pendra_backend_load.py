@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import MakeBackend, loaded, user
 
+from tests.model_factory import NO_EARLY_END
+
 ENGINES = [pytest.param(False, id="serial"), pytest.param(True, id="batched")]
 LETTERS = "abcdefgh"
 
@@ -103,12 +105,17 @@ async def test_closing_a_stream_frees_the_model(make_backend: MakeBackend, batch
     assert result["choices"]
 
 
-async def test_cancelled_task_cancels_generation(make_backend: MakeBackend, batched: bool) -> None:
+async def test_cancelled_task_cancels_generation(
+    make_backend: MakeBackend, batched: bool, models_dir: Path, long_chat_gguf: Path
+) -> None:
     """A request cancelled mid-answer stops generating: the model's token counter stops far
-    short of the 400 tokens it asked for, and the next request is served."""
+    short of the 4000 tokens it asked for (end tokens banned, so only a cancel can stop it
+    early; on the 8192-token model that is seconds of work), and the next request is served."""
+    shutil.copy(long_chat_gguf, models_dir / "long.gguf")
     backend = await make_backend(batched=batched)
-    await backend.chat(_body("hello", 1))  # loaded, so the next request starts generating at once
-    stream = backend.chat_stream(_body("tell me a story", max_tokens=400))
+    await backend.chat(_body("hello", 1, "long"))  # loaded: the next request generates at once
+    body = {**_body("tell me a story", 4000, "long"), "logit_bias": NO_EARLY_END}
+    stream = backend.chat_stream(body)
     await stream.__anext__()  # the role chunk: the generation is running
     await stream.__anext__()
     task = asyncio.ensure_future(stream.__anext__())
@@ -117,12 +124,12 @@ async def test_cancelled_task_cancels_generation(make_backend: MakeBackend, batc
         await task
     await stream.aclose()
     await _wait_until(
-        lambda: loaded(backend, "tiny")["slots_in_use"] == 0,
+        lambda: loaded(backend, "long")["slots_in_use"] == 0,
         "the cancelled generation did not leave its slot",
     )
-    generated = loaded(backend, "tiny")["tokens_generated"]
-    assert generated < 1 + 400, f"{generated} tokens: the cancelled request ran to the end"
-    result = await asyncio.wait_for(backend.chat(_body("hello", 5)), 60)
+    generated = loaded(backend, "long")["tokens_generated"]
+    assert generated < 1 + 4000, f"{generated} tokens: the cancelled request ran to the end"
+    result = await asyncio.wait_for(backend.chat(_body("hello", 5, "long")), 60)
     assert result["usage"]["completion_tokens"] <= 5
 
 

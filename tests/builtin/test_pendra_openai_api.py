@@ -19,6 +19,7 @@ from model_factory import _vocab
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.model_factory import NO_EARLY_END
 from worker.backends.pendra import PendraBackend
 from worker.errors import BadRequest
 
@@ -41,9 +42,6 @@ WEATHER = {
     "function": {"name": "get_weather", "description": "Weather", "parameters": SCHEMA},
 }
 NOOP = {"type": "function", "function": {"name": "noop"}}
-NO_END = {"2": -100, "4": -100}
-"""logit_bias that bans the tiny models' end-of-generation tokens (</s>, <|im_end|>): an answer
-then always has exactly max_tokens tokens, whatever the sampling."""
 
 
 @pytest.fixture(params=ENGINES)
@@ -274,7 +272,7 @@ async def test_logprobs(backend: PendraBackend) -> None:
         "top_logprobs": 5,
         "max_tokens": 6,
         "temperature": 0,
-        "logit_bias": NO_END,
+        "logit_bias": NO_EARLY_END,
     }
     result = await backend.chat(body)
     entries = result["choices"][0]["logprobs"]["content"]
@@ -358,7 +356,7 @@ async def test_n_choices(backend: PendraBackend, batched: bool) -> None:
         "n": 2,
         "max_tokens": 4,
         "seed": 3,
-        "logit_bias": NO_END,
+        "logit_bias": NO_EARLY_END,
     }
     if not batched:  # one sequence at a time: 'n' > 1 is refused, and says why
         with pytest.raises(BadRequest) as info:
@@ -425,7 +423,7 @@ async def test_text_completions(backend: PendraBackend, batched: bool) -> None:
                 "max_tokens": 5,
                 "temperature": 0,
                 "logprobs": 2,
-                "logit_bias": NO_END,
+                "logit_bias": NO_EARLY_END,
             }
         )
     )
@@ -453,7 +451,7 @@ async def test_streamed_text_completions(backend: PendraBackend) -> None:
         "prompt": "Once upon",
         "max_tokens": 6,
         "temperature": 0,
-        "logit_bias": NO_END,
+        "logit_bias": NO_EARLY_END,
         "stream": True,
         "stream_options": {"include_usage": True},
     }

@@ -21,6 +21,7 @@ import pytest
 from conftest import MakeBackend
 from runner_stack import RunnerStack, rss, start_runner_stack
 
+from tests.model_factory import NO_EARLY_END
 from worker.backends.pendra.memory import compute_overhead, kv_bytes, micro_batch
 from worker.modelstore.facts import facts_from_header
 from worker.modelstore.gguf_header import read_gguf_header
@@ -50,7 +51,10 @@ def test_pool_shrinks_when_memory_is_short(
     stack = start_runner_stack(tmp_path, clean_env, {"tiny": tiny_chat_gguf}, memory_limit=limit)
     try:
         answer = stack.client.chat.completions.create(
-            model="tiny", messages=_user("hello"), max_tokens=4
+            model="tiny",
+            messages=_user("hello"),
+            max_tokens=4,
+            logit_bias=NO_EARLY_END,  # random weights: only max_tokens may end this answer
         )
         assert answer.usage is not None and answer.usage.completion_tokens == 4
         entry = stack.loaded()["tiny"]

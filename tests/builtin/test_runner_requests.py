@@ -17,6 +17,8 @@ import pytest
 from runner_stack import RunnerStack, start_runner_stack
 from vocab_proc import text_token_counts
 
+from tests.model_factory import NO_EARLY_END
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
@@ -146,7 +148,7 @@ def test_malformed_fields_are_400s(tiny_stack: RunnerStack) -> None:
     # (</s>, <|im_end|>) are banned so the answer runs into the cap whatever the weights say.
     capped = tiny_stack.client.chat.completions.create(
         model="tiny", messages=_user("hi"), max_tokens=100_000, temperature=0,
-        logit_bias={"2": -100, "4": -100},
+        logit_bias=NO_EARLY_END,
     )  # fmt: skip
     assert capped.usage is not None
     assert capped.choices[0].finish_reason == "length"
@@ -311,7 +313,12 @@ def test_recurrent_model_reprocesses_instead_of_failing(
             {"role": "assistant", "content": first.choices[0].message.content or ""},
             *_user("and then?"),
         ]
-        again = client.chat.completions.create(model="mamba", messages=follow_up, max_tokens=6)
+        again = client.chat.completions.create(
+            model="mamba",
+            messages=follow_up,
+            max_tokens=6,
+            logit_bias=NO_EARLY_END,  # random weights: only max_tokens may end this answer
+        )
         assert again.usage is not None and again.usage.completion_tokens == 6
         with ThreadPoolExecutor(4) as pool:
             results = list(

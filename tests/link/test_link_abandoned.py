@@ -19,15 +19,13 @@ import httpx
 import pytest
 
 from tests.link.link_procs import API_KEY, ProcessStack, start_process_stack
+from tests.model_factory import NO_EARLY_END
 from worker.admin.client import AdminClient
 from worker.settings import load_settings
 
 pytestmark = pytest.mark.timeout(150)
 
 MODEL = "tiny-long"
-NO_EARLY_END = {"2": -100, "4": -100}
-"""``logit_bias`` that bans ``</s>`` and ``<|im_end|>``: random weights cannot end the answer
-before ``max_tokens`` (or the context) does."""
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from link_procs import (
     worker_env,
 )
 
+from tests.model_factory import NO_EARLY_END
 from worker.keys import read_key_file
 
 pytestmark = pytest.mark.timeout(240)
@@ -80,7 +81,10 @@ def test_openai_client_through_sandbox_and_worker_processes(
 ) -> None:
     api = stack.client()
     reply = api.chat.completions.create(
-        model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=8,
+        logit_bias=NO_EARLY_END,  # random weights: the first token must not end the answer
     )
     assert reply.object == "chat.completion" and reply.choices[0].message.content is not None
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 8

@@ -233,9 +233,11 @@ async def test_offline_link_says_why_and_when_and_retries_at_once_when_asked(
     import worker.link.client as link_client
 
     monkeypatch.setattr(link_client, "Backoff", lambda: Backoff(base_s=60, rand=lambda: 1.0))
+    # a key a sandbox accepts (this one is thrown away); started before the port is picked, so
+    # it cannot be listening on the port meant to have nothing behind it
+    sandbox_key = (await start_sandbox()).key
     port = _free_port()
     settings = worker_settings(f"http://127.0.0.1:{port}")
-    sandbox_key = (await start_sandbox()).key  # a key a sandbox accepts (this one is thrown away)
     worker = Worker(settings, sandbox_key, backends=[FakeBackend()])
     worker.enable_operations(gpu=False)
     states = worker.events.subscribe(kinds={"state"})

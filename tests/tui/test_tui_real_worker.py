@@ -37,6 +37,7 @@ from pendra_tui.screens.dashboard import DashboardScreen
 from pendra_tui.services import AdminWorkerClient, real_services
 from pendra_tui.widgets.link_bar import LinkBar
 from pendra_tui.widgets.log_view import LogView
+from tests.model_factory import NO_EARLY_END
 from tests.tui.pilot_waits import dashboard, plain, wait_for
 from worker.keys import WorkerKey, generate_key
 from worker.runtime import Worker
@@ -230,7 +231,7 @@ async def test_dashboard_on_a_real_worker_installs_serves_and_cancels(
                     "max_tokens": 4,
                     # random weights may pick an end token first: ban </s> and <|im_end|> so
                     # the answer has tokens for the record to count
-                    "logit_bias": {"2": -100, "4": -100},
+                    "logit_bias": NO_EARLY_END,
                 },
             )
         assert answer.status_code == 200, answer.text

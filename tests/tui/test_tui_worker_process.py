@@ -29,6 +29,7 @@ from pendra_tui.screens.dashboard import DashboardScreen
 from pendra_tui.services import real_services
 from pendra_tui.widgets.link_bar import LinkBar
 from tests.link.link_procs import API_KEY, ProcessStack, free_port, start_process_stack
+from tests.model_factory import NO_EARLY_END
 from tests.tui.pilot_waits import dashboard, plain, wait_for
 from worker.catalogue import CatalogueClient, CatalogueError
 from worker.catalogue.cache import cache_path
@@ -39,9 +40,6 @@ pytestmark = pytest.mark.timeout(150)
 MODEL = "tiny-long"
 """The tiny chat model with an 8192-token context: a long generation, so a request is still
 running when its client hangs up."""
-NO_EARLY_END = {"2": -100, "4": -100}
-"""``logit_bias`` that bans ``</s>`` and ``<|im_end|>``: random weights cannot end the answer
-before ``max_tokens`` (or the context) does."""
 
 
 def catalogue(tiny: Path) -> dict[str, Any]:
