@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -214,10 +215,17 @@ class Session:
         Returns how many were still running at the deadline (and were cancelled).
         """
         self.draining = True
-        await self._send_safely(Draining(in_flight=self.active).dump())
+        deadline = time.monotonic() + timeout_s
+        # Bounded too: a control plane that stopped reading (its socket buffer full) must not
+        # hold a stopping worker past its drain deadline.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                self._send_safely(Draining(in_flight=self.active).dump()), timeout_s
+            )
         tasks = list(self._tasks.values())
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            left = max(0.0, deadline - time.monotonic())
+            _, pending = await asyncio.wait(tasks, timeout=left)
         else:
             pending = set()
         for task in pending:
