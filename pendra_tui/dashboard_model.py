@@ -118,6 +118,8 @@ class RequestsView:
     cancelled: int = 0
     tokens_total: int | None = None
     tokens_per_s: float | None = None
+    max_concurrent: int | None = None
+    """The worker's cap on requests in flight (``None``: no cap, or not reported)."""
 
 
 @dataclass
@@ -289,8 +291,10 @@ class DashboardModel:
             self._apply_gpus(event.get("gpus") or [])
             return {"gpus"}
         if kind == "requests":
+            cap = self.requests.max_concurrent
             self._apply_requests(event)
-            return {"requests"}
+            # the models tab says when the cap keeps a model's slots idle
+            return {"requests"} if self.requests.max_concurrent == cap else {"requests", "models"}
         if kind == "log":
             self.logs.append(format_log_line(event))
             return {"logs"}
@@ -411,6 +415,8 @@ class DashboardModel:
             req.tokens_total = _int(data.get("tokens_total"))
         if "tokens_per_s" in data:
             req.tokens_per_s = _num(data.get("tokens_per_s"))
+        if "max_concurrent" in data:
+            req.max_concurrent = _int(data.get("max_concurrent"))
 
 
 def parse_backend(raw: Mapping[str, Any]) -> BackendView:

@@ -108,6 +108,8 @@ class ModelRow:
     """Clock reading (monotonic) when the model unloads if it stays idle."""
     error: str | None = None
     file: str | None = None
+    task: str | None = None
+    """``chat``, ``embedding``… as the backend lists the model; ``None`` when it does not."""
 
 
 def model_rows(
@@ -138,6 +140,7 @@ def model_rows(
                     loaded=model,
                     context_length=model.context_length or _context_of(backend.models, model.id),
                     unload_at=unload_at,
+                    task=_task_of(backend.models, model.id),
                 )
             )
         for info in backend.models:
@@ -152,6 +155,7 @@ def model_rows(
                     state="installed",
                     context_length=_int(info.get("context_length")),
                     size_bytes=_int(info.get("size_bytes")),
+                    task=str(info["task"]) if info.get("task") else None,
                 )
             )
         for broken in backend.unusable:
@@ -167,6 +171,13 @@ def model_rows(
                 )
             )
     return rows
+
+
+def _task_of(models: Sequence[Mapping[str, Any]], model_id: str) -> str | None:
+    for info in models:
+        if info.get("id") == model_id:
+            return str(info["task"]) if info.get("task") else None
+    return None
 
 
 def _context_of(models: Sequence[Mapping[str, Any]], model_id: str) -> int | None:
@@ -283,6 +294,28 @@ def row_detail(row: ModelRow, now: float) -> str:
     if seconds is not None and not loaded.slots_in_use:
         parts.append(f"unloads in {format_duration(seconds)} if idle")
     return " · ".join(parts)
+
+
+def idle_slots_hint(rows: Sequence[ModelRow], max_concurrent: int | None) -> str | None:
+    """When the worker's ``max_concurrent`` is below a loaded generating model's parallel
+    slots, how many of them it keeps idle and the command that puts them to work (pure); else
+    ``None``. Embedding models are left out: one request embeds all its inputs at once."""
+    if not max_concurrent:
+        return None
+    loaded = [
+        (r.loaded.slots, r)
+        for r in rows
+        if r.loaded is not None and r.loaded.slots and r.task != "embedding"
+    ]
+    if not loaded:
+        return None
+    slots, widest = max(loaded, key=lambda pair: pair[0])  # the first of equals: stable
+    if slots <= max_concurrent:
+        return None
+    return (
+        f"max_concurrent {max_concurrent} keeps {slots - max_concurrent} of {widest.model}'s "
+        f"{slots} slots idle: pendra config set max_concurrent {slots}"
+    )
 
 
 def models_summary(rows: Sequence[ModelRow]) -> str:

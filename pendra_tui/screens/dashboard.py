@@ -37,7 +37,7 @@ from pendra_tui.messages import (
     WorkerGone,
 )
 from pendra_tui.metrics_view import WINDOWS_S
-from pendra_tui.model_rows import model_rows, models_summary, row_detail
+from pendra_tui.model_rows import idle_slots_hint, model_rows, models_summary, row_detail
 from pendra_tui.reconnect import backoff_delay
 from pendra_tui.request_rows import requests_summary
 from pendra_tui.widgets.backends_table import BackendsTable
@@ -377,6 +377,10 @@ class DashboardScreen(Screen[None]):
             text = Text("")
         summary = models_summary(list(rows.values())) if rows else ""
         line = Text.assemble((summary, "dim"), "  " if summary else "", text)
+        hint = idle_slots_hint(list(rows.values()), self.model.requests.max_concurrent)
+        if hint:
+            line.append("\n")
+            line.append(hint, style="yellow")
         self.query_one("#models-detail", Static).update(line)
 
     def _draw_backends(self) -> None:

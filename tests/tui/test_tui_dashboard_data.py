@@ -12,6 +12,7 @@ from pendra_tui.dashboard_model import RECENT_REQUESTS_KEPT, DashboardModel, Req
 from pendra_tui.log_lines import line_level, next_level, passes, visible
 from pendra_tui.metrics_view import MetricsView, percent
 from pendra_tui.model_rows import (
+    idle_slots_hint,
     model_rows,
     models_summary,
     parse_loaded,
@@ -192,6 +193,24 @@ def test_models_rows_list_loaded_installed_and_unusable_once_each() -> None:
     assert "cannot be served: not a GGUF file" in row_detail(rows[3], 100.0)
     detail = row_detail(rows[1], 100.0)
     assert "KV cache 96 MiB q8_0" in detail and "unloads in 4m 12s if idle" in detail
+
+
+def test_a_max_concurrent_below_a_models_slots_is_pointed_out() -> None:
+    rows = _model_rows()  # qwen3:8b and gemma3:270m loaded, 4 slots each
+    assert idle_slots_hint(rows, 1) == (
+        "max_concurrent 1 keeps 3 of qwen3:8b's 4 slots idle: pendra config set max_concurrent 4"
+    )
+    assert idle_slots_hint(rows, 4) is None and idle_slots_hint(rows, 8) is None
+    assert idle_slots_hint(rows, None) is None  # no cap, or a worker that does not say
+    # an embedding model's slots are not what max_concurrent holds back
+    embedders = [dataclasses.replace(row, task="embedding") for row in rows]
+    assert idle_slots_hint(embedders, 1) is None
+    # the cap arrives with the request counters
+    model = DashboardModel()
+    model.apply_status(
+        {**tui_fakes.running_status(), "requests": {"in_flight": 0, "max_concurrent": 2}}, 1.0
+    )
+    assert model.requests.max_concurrent == 2
 
 
 def test_models_rows_accept_the_older_list_of_ids() -> None:

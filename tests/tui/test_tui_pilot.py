@@ -647,6 +647,22 @@ async def test_tables_sort_and_filter_with_the_same_keys() -> None:
         )
 
 
+async def test_the_models_tab_says_when_max_concurrent_keeps_slots_idle() -> None:
+    status = tui_fakes.running_status()
+    status["requests"] = {**status["requests"], "max_concurrent": 1}
+    worker = tui_fakes.FakeWorker(status)
+    app = build_app(make_services(worker=worker), start="dashboard", deterministic=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: worker.live is not None)
+        await wait_for(pilot, lambda: "slots idle" in text_of(app, "#models-detail"))
+        assert "max_concurrent 1 keeps 3 of qwen3:8b's 4 slots idle" in text_of(
+            app, "#models-detail"
+        )
+        # raised to the slots (a `pendra config set` and a restart later): the hint goes
+        worker.push({"kind": "requests", "in_flight": 0, "max_concurrent": 4})
+        await wait_for(pilot, lambda: "slots idle" not in text_of(app, "#models-detail"))
+
+
 async def test_drain_says_what_happens_then_the_worker_is_started_again() -> None:
     """Bug: "drain" said the worker goes offline, but the process exits and the dashboard could
     not start it again; the panels kept showing stale data."""

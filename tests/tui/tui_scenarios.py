@@ -279,6 +279,13 @@ def _idle_worker() -> FakeWorker:
     return worker
 
 
+def _capped_worker() -> FakeWorker:
+    """A worker whose max_concurrent (1, the default) is below its loaded models' 4 slots."""
+    worker = tui_fakes.dashboard_worker(gpus=1)
+    worker.doc["requests"]["max_concurrent"] = 1  # type: ignore[index]
+    return worker
+
+
 def _failed_install_worker() -> FakeWorker:
     worker = tui_fakes.dashboard_worker(gpus=1, installs=True)
     worker.doc["installs"].append(  # type: ignore[index]
@@ -403,6 +410,13 @@ SCENARIOS: list[Scenario] = [
         "Three GPUs and two installs mid-way (the installs view, key 4).",
         _dashboard_app(gpus=3, installs=True),
         _dashboard("4"),
+    ),
+    Scenario(
+        "dashboard-slots-idle",
+        "max_concurrent below a loaded model's slots: the models view says how many slots it "
+        "keeps idle and the command that puts them to work.",
+        _dashboard_app(worker=_capped_worker),
+        _dashboard(),
     ),
     Scenario(
         "dashboard-install-failed",
