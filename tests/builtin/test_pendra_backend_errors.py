@@ -114,6 +114,8 @@ async def test_uninstall(make_backend: MakeBackend, models_dir: Path) -> None:
     with pytest.raises(InstallError, match="serving"):
         await backend.uninstall("tiny:1")
     await stream.aclose()
+    # closing the stream released its slot before aclose() returned, not a loop turn later
+    assert not backend._pool.busy("tiny:1")
     await backend.uninstall("tiny:1")
     assert not (models_dir / "tiny.gguf").exists()
     assert not (models_dir / "tiny.gguf.meta.json").exists()

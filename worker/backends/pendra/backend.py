@@ -196,15 +196,19 @@ class PendraBackend(Backend):
         return await _serving().chat(self, body)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
-        async for chunk in _serving().chat_stream(self, body):
-            yield chunk
+        # Closed explicitly: closing this stream releases the model's slot before aclose()
+        # returns, not whenever the inner generator happens to be finalised.
+        async with contextlib.aclosing(_serving().chat_stream(self, body)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
         return await _serving().completions(self, body)
 
     async def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
-        async for chunk in _serving().completions_stream(self, body):
-            yield chunk
+        async with contextlib.aclosing(_serving().completions_stream(self, body)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         return await _serving().embeddings(self, body)

@@ -8,6 +8,7 @@ response shapes or the runner supervisor in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -136,8 +137,9 @@ async def chat(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
 
 async def chat_stream(backend: PendraBackend, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
     params = parse_chat({**body, "stream": True})
-    async for chunk in _stream(backend, params, None, _ChatChunks(params)):
-        yield chunk
+    async with contextlib.aclosing(_stream(backend, params, None, _ChatChunks(params))) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
 async def completions(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
@@ -174,8 +176,11 @@ async def completions_stream(
 ) -> AsyncIterator[StreamChunk]:
     request = parse_completion({**body, "stream": True})
     shape = _TextChunks(request.params, request.prompts)
-    async for chunk in _stream(backend, request.params, request.prompts, shape):
-        yield chunk
+    async with contextlib.aclosing(
+        _stream(backend, request.params, request.prompts, shape)
+    ) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
 async def _stream(
