@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from link_fakes import FAKE_MODEL, FakeBackend, Sandbox, start_sandbox, wait_for, worker_settings
+from link_fakes import FAKE_MODEL, FakeBackend, Sandbox, wait_for, worker_settings
 
+from worker.backends.base import StreamChunk
 from worker.runtime import Worker
 
 pytestmark = pytest.mark.timeout(90)
@@ -74,13 +76,18 @@ class FreezingProxy:
             self._server.close()
 
 
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    running = await start_sandbox()
-    try:
-        yield running
-    finally:
-        await running.stop()
+class CountingBackend(FakeBackend):
+    """The fake backend, counting the chunks its streams have handed on."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.handed_on = 0
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        async with contextlib.aclosing(super().chat_stream(body)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+                self.handed_on += 1  # counted once the worker took it: stops when sends block
 
 
 async def test_a_stop_ends_at_the_drain_deadline_when_the_control_plane_stops_reading(
@@ -97,7 +104,7 @@ async def test_a_stop_ends_at_the_drain_deadline_when_the_control_plane_stops_re
         # (which ends the stream too); a long heartbeat keeps the stop itself under test.
         PENDRA_HEARTBEAT_INTERVAL="120",
     )
-    backend = FakeBackend(words=100_000)
+    backend = CountingBackend(words=100_000)
     worker = Worker(settings, sandbox.key, backends=[backend])
     run = asyncio.create_task(worker.run())
     client = httpx.AsyncClient(timeout=60)
@@ -126,10 +133,10 @@ async def test_a_stop_ends_at_the_drain_deadline_when_the_control_plane_stops_re
         consumer = asyncio.create_task(consume())
         await wait_for(lambda: received > 0, what="the stream to start")
         proxy.freeze()
-        # Wait until the worker's sends block: its token count stops moving.
-        last = -1.0
-        while worker.router.counters().tokens_per_s != last:
-            last = worker.router.counters().tokens_per_s
+        # Wait until the worker's sends block: the stream stops handing on chunks.
+        last = -1
+        while backend.handed_on != last:
+            last = backend.handed_on
             await asyncio.sleep(0.5)
         assert not run.done() and worker.router.in_flight == 1, worker.router.counters()
 

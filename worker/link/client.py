@@ -305,6 +305,9 @@ class LinkClient:
             log.info("link: connected as %s (protocol %d)", welcome.worker_id, welcome.protocol)
             started = time.monotonic()
             await session.serve()
+            if self._stop.is_set():
+                log.info("link: connection closed (the worker is stopping)")
+                return time.monotonic() - started
             log.warning("link: connection closed (code %s)", ws.close_code)
             raise_for_close(ws.close_code)  # a key revoked mid-session is final too
             return time.monotonic() - started
