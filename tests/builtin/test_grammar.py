@@ -86,7 +86,54 @@ def test_too_deep_schemas_are_refused() -> None:
 
 def test_unanchored_patterns_match_anywhere() -> None:
     checked = check_schema({"type": "string", "pattern": "ab+"}, "s")
-    assert checked["pattern"] == "^.*ab+.*$"
+    assert checked["pattern"] == "^.*(ab+).*$"
+    # an alternation stays one alternative inside the anchors
+    assert check_schema({"type": "string", "pattern": "^cat|dog$"}, "s")["pattern"] == (
+        "^(cat|dog)$"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("[z-a](", "is not a valid regular expression"),
+        ("\\bword\\b", "uses \\b, which a grammar cannot express"),
+        ("(a)\\1", "uses \\1, which a grammar cannot express"),
+        ("^[\\D]$", "uses \\D inside [...]"),
+        ("^\\x4$", "is not a valid regular expression (incomplete escape"),
+    ],
+)
+def test_patterns_a_grammar_cannot_follow_are_refused(pattern: str, why: str) -> None:
+    schema = {"type": "object", "properties": {"id": {"type": "string", "pattern": pattern}}}
+    with pytest.raises(BadRequest, match=re.escape(why)) as caught:
+        check_schema(schema, "response_format.json_schema.schema")
+    assert caught.value.param == "response_format.json_schema.schema.properties.id.pattern"
+
+
+ESCAPED_PATTERNS = {
+    # pattern: (strings it accepts, strings it refuses)
+    "^\\d{3}-\\d{4}$": (["555-1234"], ["55-1234", "555-12a4"]),
+    "^[\\w.-]+@[\\w-]+\\.[a-z]{2,}$": (["a.b-c_d@x-y.io"], ["a@b.c", "a b@x.io"]),
+    "^\\D\\s\\S$": (["a b"], ["1 b", "ab", "a  "]),
+    "^a\\.b\\/c\\\\d$": (["a.b/c\\d"], ["axb/c\\d"]),
+    "^[\\]\\-]+\\x41\\u00e9$": (["]-]Aé"], ["]-]Ae"]),
+    "^\\t\\n$": (["\t\n"], [" \n"]),
+}
+
+
+@pytest.mark.parametrize("pattern", list(ESCAPED_PATTERNS))
+def test_escapes_become_classes_that_mean_the_same(pattern: str) -> None:
+    """The rewritten pattern (what the converter turns into GBNF) accepts what the original
+    accepts, checked with Python's own regex engine on both."""
+    from worker.backends.pendra.schema_pattern import grammar_ready
+
+    rewritten = re.compile(grammar_ready(pattern))
+    original = re.compile(pattern)
+    accepted, refused = ESCAPED_PATTERNS[pattern]
+    for text in accepted:
+        assert original.fullmatch(text) and rewritten.fullmatch(text), text
+    for text in refused:
+        assert not original.fullmatch(text) and not rewritten.fullmatch(text), text
 
 
 # -- llama.cpp compiles what this module writes ----------------------------------------------------
@@ -139,6 +186,10 @@ def test_llama_cpp_compiles_every_grammar(tiny_chat_gguf: Path) -> None:
             for choice in CHOICES
         ),
         _auto_grammar(),
+        *(
+            json_grammar({"type": "json_schema", "schema": {"type": "string", "pattern": pattern}})
+            for pattern in ESCAPED_PATTERNS
+        ),
         "root ::= nothing-defined",  # the helper does tell a refusal
     ]
     assert compiled(tiny_chat_gguf, grammars) == [True] * (len(grammars) - 1) + [False]

@@ -81,6 +81,30 @@ def test_json_schema_answers_validate(stack: RunnerStack) -> None:
         jsonschema.validate(json.loads(answer.choices[0].message.content or ""), SCHEMA)
 
 
+def test_patterns_with_regex_escapes_are_followed(stack: RunnerStack) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "phone": {"type": "string", "pattern": "^\\d{3}-\\d{4}$"},
+            "ref": {"type": "string", "pattern": "^[A-Z]\\w{2}\\.\\d$"},
+        },
+        "required": ["phone", "ref"],
+        "additionalProperties": False,
+    }
+    answer = stack.client.chat.completions.create(
+        model="tiny",
+        messages=_user("A phone number and a reference, as JSON."),
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "contact", "schema": schema, "strict": True},
+        },
+        seed=1,
+        max_tokens=200,
+    )
+    assert answer.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(answer.choices[0].message.content or ""), schema)
+
+
 def test_tool_call_round_trip(stack: RunnerStack) -> None:
     messages: list = _user("What is the weather in Oslo?")
     first = stack.client.chat.completions.create(

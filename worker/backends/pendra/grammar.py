@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from worker.backends.pendra.params import ChatParams
+from worker.backends.pendra.schema_pattern import PatternError, anchored, grammar_ready
 from worker.errors import BadRequest
 
 MAX_REPEAT = 1000
@@ -162,12 +163,11 @@ def _check(node: Any, where: str, depth: int) -> None:
     if pattern is not None:
         if not isinstance(pattern, str):
             raise BadRequest(f"'{where}.pattern' must be a string", param=f"{where}.pattern")
-        # JSON schema patterns match anywhere; the converter takes anchored ones.
-        node["pattern"] = (
-            ("" if pattern.startswith("^") else "^.*")
-            + pattern
-            + ("" if pattern.endswith("$") else ".*$")
-        )
+        try:
+            ready = grammar_ready(pattern)
+        except PatternError as exc:
+            raise BadRequest(f"'{where}.pattern' {exc}", param=f"{where}.pattern") from None
+        node["pattern"] = anchored(ready)
     for key in _SUBSCHEMA_MAPS:
         children = node.get(key)
         if children is not None:

@@ -268,11 +268,17 @@ def _check_grammar(runtime: Any, grammar: str) -> None:
     """Compile the grammar once here, so one llama.cpp refuses is this request's 400."""
     import llama_cpp
 
-    sampler = llama_cpp.llama_sampler_init_grammar(runtime.vocab, grammar.encode(), b"root")
+    from worker.backends.pendra.runtime import compile_grammar
+
+    sampler = compile_grammar(runtime.vocab, grammar)
     if not sampler:
+        log.warning(
+            "llama.cpp could not compile a request's grammar (its messages quote the request's "
+            "schema, so they are not logged); the client was told to simplify the schema"
+        )
         raise BadRequest(
             "llama.cpp could not compile the grammar of this request's response_format or tools",
-            hint="simplify the JSON schema (see the worker's log for llama.cpp's reason)",
+            hint="simplify the JSON schema: the pattern, the nesting, or the number of properties",
             param="response_format",
         )
     llama_cpp.llama_sampler_free(sampler)

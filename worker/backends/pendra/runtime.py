@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 
@@ -35,7 +37,63 @@ _INITIALISED = False
 _LOG_CALLBACK: object | None = None  # kept referenced: llama.cpp calls it from native code
 
 
+_request_text = threading.local()
+"""Set on a thread while llama.cpp works on a request's own text (see :class:`RequestText`)."""
+
+
+class RequestText:
+    """While llama.cpp compiles or runs a request's grammar, its log lines quote the request:
+    the grammar, built from the JSON schema or tools (property names, enum values, patterns),
+    or the text generated so far. Those lines are dropped, never logged, so that prompts and
+    answers stay out of the worker's log (private inference promises as much). A reentrant,
+    per-thread scope: llama.cpp calls the log callback on the thread that called into it."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _request_text.depth = getattr(_request_text, "depth", 0) + 1
+
+    def __exit__(self, *_exc: object) -> None:
+        _request_text.depth -= 1
+
+
+REQUEST_TEXT = RequestText()
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def compile_grammar(vocab: Any, grammar: str) -> Any:
+    """llama.cpp's grammar sampler for ``grammar`` (a null pointer when llama.cpp refuses it),
+    with nothing of the grammar logged.
+
+    A grammar llama.cpp cannot parse is printed whole, with the error, straight to the
+    process's stderr (not through the log callback), and the runner's stderr is the worker's
+    log. So while it compiles, stderr (fd 2) points at /dev/null; under a lock, because the
+    redirection is process-wide and each caller restores what it found.
+    """
+    with REQUEST_TEXT, _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            return llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+def native_lines_dropped() -> int:
+    """How many llama.cpp log lines this thread dropped because they quoted a request."""
+    return int(getattr(_request_text, "dropped", 0))
+
+
 def _route_native_logs(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    if getattr(_request_text, "depth", 0):
+        _request_text.dropped = getattr(_request_text, "dropped", 0) + 1
+        return
     # llama.cpp is chatty at load; keep its lines at debug, its errors as warnings.
     message = text.decode("utf-8", errors="replace").rstrip()
     if message:

@@ -39,6 +39,7 @@ import numpy as np
 
 from worker.backends.pendra import utf8_guard
 from worker.backends.pendra.params import ChatParams
+from worker.backends.pendra.runtime import REQUEST_TEXT, compile_grammar
 from worker.errors import BadRequest, PendraError
 
 PENALTY_LAST_N = 64  # tokens the repetition penalties look back over (llama-server's default)
@@ -304,7 +305,7 @@ class TokenSampler:
     ) -> None:
         self.grammar = None
         if grammar:
-            self.grammar = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            self.grammar = compile_grammar(vocab, grammar)
             if not self.grammar:
                 raise BadRequest(
                     "llama.cpp could not compile the grammar for this request's "
@@ -344,7 +345,8 @@ class TokenSampler:
             llama_cpp.llama_sampler_apply(self.chain, capture.raw.pointer)
             token = int(capture.raw.selected().id)
         else:
-            token = self._sample_with_grammar(capture, size)
+            with REQUEST_TEXT:  # llama.cpp's grammar errors quote the answer so far
+                token = self._sample_with_grammar(capture, size)
         llama_cpp.llama_sampler_accept(self.chain, token)
         if self.wants_logprobs:
             raw = llama_cpp.llama_get_logits_ith(ctx, index)[token]  # the model's own logit
