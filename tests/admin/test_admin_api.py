@@ -188,6 +188,9 @@ async def test_bad_requests_get_clear_errors(server: AdminServer) -> None:
             assert (await response.json())["error"]["message"].startswith("ref is required")
         async with session.get("http://w/v1/logs?tail=lots") as response:
             assert response.status == 400
+        async with session.get("http://w/v1/requests?limit=-1") as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["message"] == "limit must be 0 or more, not -1"
         async with session.get("http://w/v1/nothing") as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == "not_found"

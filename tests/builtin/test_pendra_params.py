@@ -64,6 +64,10 @@ def test_defaults_and_normalisation() -> None:
         ({"n": 0}, "'n'"),
         ({"n": 129}, "'n'"),
         ({"stream": "yes"}, "'stream'"),
+        ({"max_tokens": 3, "max_completion_tokens": 2**63}, "disagree"),
+        ({"max_completion_tokens": -1, "max_tokens": 3}, "'max_completion_tokens'"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "'messages[0].tool_call_id'"),
+        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": 7}]}, "tool_call_id"),
     ],
 )
 def test_bad_chat_fields(change: dict, field: str) -> None:
@@ -71,6 +75,15 @@ def test_bad_chat_fields(change: dict, field: str) -> None:
         parse_chat({**OK, **change})
     assert field in str(info.value)
     assert info.value.http_status == 400
+
+
+def test_either_name_of_the_token_limit_works() -> None:
+    assert parse_chat({**OK, "max_tokens": 5}).max_tokens == 5
+    assert parse_chat({**OK, "max_completion_tokens": 5}).max_tokens == 5
+    assert parse_chat({**OK, "max_tokens": 5, "max_completion_tokens": 5}).max_tokens == 5
+    # a null one is absent: the other still counts
+    assert parse_chat({**OK, "max_completion_tokens": None, "max_tokens": 5}).max_tokens == 5
+    assert parse_chat({**OK, "max_tokens": None}).max_tokens is None
 
 
 def test_body_must_be_object() -> None:
@@ -91,6 +104,8 @@ def test_embedding_inputs() -> None:
         ({"model": "e", "input": []}, "'input' must not be empty"),
         ({"model": "e", "input": [""]}, "'input[0]'"),
         ({"model": "e", "input": ["ok", 3.5]}, "'input[1]'"),
+        ({"model": "e", "input": [[1, 2, -1]]}, "'input[0][2]' is -1, not a token id"),
+        ({"model": "e", "input": [["a"]]}, "'input[0][0]' is 'a'"),
         ({"model": "e", "input": "x", "encoding_format": "hex"}, "'encoding_format'"),
         ({"model": "e", "input": "x", "dimensions": 0}, "'dimensions'"),
         ({"model": "e", "input": ["x"] * 3000}, "at most"),

@@ -310,7 +310,9 @@ class AdminServer:
             limit = int(raw)
         except ValueError:
             raise BadRequest(f"limit must be a whole number, not {raw!r}") from None
-        limit = max(0, min(limit, wire.MAX_REQUESTS_LISTED))
+        if limit < 0:
+            raise BadRequest(f"limit must be 0 or more, not {limit}")
+        limit = min(limit, wire.MAX_REQUESTS_LISTED)  # more than are kept: all of them
         recent = getattr(self.target, "recent_requests", None)
         listed = await _resolve(recent(limit)) if recent is not None and limit else []
         return {"requests": list(listed)}

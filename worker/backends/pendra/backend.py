@@ -187,7 +187,8 @@ class PendraBackend(Backend):
             endpoint = "/v1/embeddings" if model.task is Task.EMBEDDING else "/v1/chat/completions"
             raise BadRequest(
                 f"the model {model_id!r} is a {model.task.value if model.task else '?'} model; "
-                f"send it to {endpoint}"
+                f"send it to {endpoint}",
+                param="model",
             )
         return model
 

@@ -341,13 +341,13 @@ def parse_messages(raw: Any) -> list[dict[str, Any]]:
             entry["tool_calls"] = _tool_calls(i, message["tool_calls"])
         if role == "tool":
             call_id = message.get("tool_call_id")
-            if call_id is not None and not isinstance(call_id, str):
+            if not isinstance(call_id, str) or not call_id:
                 raise BadRequest(
-                    f"'messages[{i}].tool_call_id' must be a string",
+                    f"'messages[{i}].tool_call_id' is required: the id of the assistant's tool "
+                    "call this result answers",
                     param=f"messages[{i}].tool_call_id",
                 )
-            if call_id:
-                entry["tool_call_id"] = call_id
+            entry["tool_call_id"] = call_id
         out.append(entry)
     return out
 
@@ -636,15 +636,33 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- endpoints -----------------------------------------------------------------------------------
+def _chat_max_tokens(body: dict[str, Any]) -> int | None:
+    """The answer's token limit: ``max_completion_tokens``, or the older ``max_tokens`` that
+    means the same. Both given with different values is a 400, not one silently winning."""
+    given = {
+        key: body[key]
+        for key in ("max_completion_tokens", "max_tokens")
+        if body.get(key) is not None
+    }
+    for key, value in given.items():
+        if not _is_int(value) or value <= 0:
+            raise BadRequest(f"'{key}' must be a positive integer, got {value!r}", param=key)
+    if len(set(given.values())) > 1:
+        raise BadRequest(
+            f"'max_tokens' ({given['max_tokens']}) and 'max_completion_tokens' "
+            f"({given['max_completion_tokens']}) disagree",
+            hint="send one of them ('max_tokens' is the older name of the same limit)",
+            param="max_tokens",
+        )
+    return next(iter(given.values()), None)
+
+
 def parse_chat(body: Any) -> ChatParams:
     model = require_model(body)
     check_fields(body, "chat", SAMPLING_EXTENSIONS)
     _check_inert(body)
     messages = parse_messages(body.get("messages"))
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens <= 0):
-        raise BadRequest(f"'{key}' must be a positive integer, got {max_tokens!r}", param=key)
+    max_tokens = _chat_max_tokens(body)
     logprobs = _bool(body, "logprobs", False)
     top_logprobs = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     if top_logprobs is not None and not logprobs:
@@ -762,8 +780,13 @@ def parse_embeddings(body: Any) -> EmbedParams:
         if isinstance(item, str):
             if not item:
                 raise BadRequest(f"'input[{i}]' is an empty string; send some text", param="input")
-        elif isinstance(item, list) and item and all(_is_int(t) and t >= 0 for t in item):
-            continue
+        elif isinstance(item, list) and item:
+            for j, token in enumerate(item):
+                if not _is_int(token) or token < 0:
+                    raise BadRequest(
+                        f"'input[{i}][{j}]' is {token!r}, not a token id (a whole number from 0)",
+                        param="input",
+                    )
         else:
             raise BadRequest(
                 f"'input[{i}]' must be a non-empty string (or a list of token ids)", param="input"

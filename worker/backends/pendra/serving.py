@@ -311,7 +311,8 @@ async def embeddings(backend: PendraBackend, body: dict[str, Any]) -> dict[str, 
         if params.dimensions is not None and params.dimensions != n_embd:
             raise BadRequest(
                 f"'dimensions' must be {n_embd} for {params.model!r} (the model's "
-                f"embedding size), got {params.dimensions}"
+                f"embedding size), got {params.dimensions}",
+                param="dimensions",
             )
         _check_token_ids(params.inputs, n_vocab, params.model)
         job = runner.submit({"kind": "embed", "inputs": params.inputs})
