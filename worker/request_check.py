@@ -6,7 +6,8 @@
 * ``NaN`` / ``Infinity``: not JSON at all, but Python's parser takes them, and a serialiser may
   quietly turn them into ``null`` (the default value) further down the path.
 
-Both are refused up front with a 400 naming the field.
+Both are refused up front with a 400 naming the field, as is a document nested deeper than
+:data:`MAX_NESTING` levels.
 """
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ class Problem(NamedTuple):
     param: str | None
 
 
-def first_problem(value: Any, path: str = "") -> Problem | None:
-    """The first bad value in a JSON document, or None when it is clean."""
+MAX_NESTING = 160
+"""How deeply a request's JSON may nest: deeper than any real request (a JSON schema as deep as
+the built-in backend takes is about 130 levels), shallow enough to be serialised, validated
+and walked without running out of stack."""
+
+
+def first_problem(value: Any, path: str = "", depth: int = 1) -> Problem | None:
+    """The first bad value in a JSON document, or None when it is clean. (Recursive, but only
+    :data:`MAX_NESTING` levels deep: a deeper document is itself the problem.)"""
+    if isinstance(value, (dict, list)) and depth > MAX_NESTING:
+        return Problem(f"the request nests deeper than {MAX_NESTING} levels", None)
     if isinstance(value, str):
         if _SURROGATE.search(value):
             return Problem(
@@ -45,12 +55,12 @@ def first_problem(value: Any, path: str = "") -> Problem | None:
             where = f"{path}.{key}" if path else str(key)
             if isinstance(key, str) and _SURROGATE.search(key):
                 return first_problem(key, path)
-            found = first_problem(item, where)
+            found = first_problem(item, where, depth + 1)
             if found:
                 return found
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found = first_problem(item, f"{path}[{i}]")
+            found = first_problem(item, f"{path}[{i}]", depth + 1)
             if found:
                 return found
     return None

@@ -143,6 +143,11 @@ def test_malformed_fields_are_400s(tiny_stack: RunnerStack) -> None:
     status, error = chat(base % ('"hi"', ', "max_tokens": Infinity'))
     assert status == 400 and "'max_tokens'" in error["message"]
     assert error["param"] == "max_tokens"
+    # nested deeper than a parser's stack, or than a request ever is: a 400, not a 500 or a 503
+    status, error = chat("[" * 100_000)
+    assert status == 400 and error["message"] == "The request body nests too deeply."
+    status, error = chat(base % ('"hi"', ', "metadata": ' + "[" * 300 + "]" * 300))
+    assert status == 400 and error["message"] == "the request nests deeper than 160 levels"
     tiny_stack.assert_worker_alive()
     # max_tokens over what fits is capped, and the answer says how it ended. The end tokens
     # (</s>, <|im_end|>) are banned so the answer runs into the cap whatever the weights say.

@@ -150,6 +150,8 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
         return openai_error(400, "invalid_request_error", "The request body is not valid JSON.")
+    except RecursionError:  # "[[[[…" nested deeper than the parser can go
+        return openai_error(400, "invalid_request_error", "The request body nests too deeply.")
     if not isinstance(body, dict):
         return openai_error(400, "invalid_request_error", "The request body must be an object.")
     problem = first_problem(body)
