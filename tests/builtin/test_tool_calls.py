@@ -110,6 +110,29 @@ def test_a_closed_hermes_call_leaves_before_the_answer_ends() -> None:
     assert parse("hermes", text).content == "\n<tool"
 
 
+CUT_OFF = {
+    # an answer max_tokens ended inside its second call, per format
+    "hermes": '<tool_call>{"name": "noop", "arguments": {}}</tool_call>\n<tool_call>\n{"name":',
+    "functiongemma": (
+        "<start_function_call>call:noop{}<end_function_call><start_function_call>call:"
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", list(CUT_OFF))
+def test_a_call_cut_off_by_max_tokens_is_not_content(fmt: str) -> None:
+    text = CUT_OFF[fmt]
+    cut = parse(fmt, text, cut=True)
+    assert cut.calls == [NOOP] and cut.content == ""
+    # not cut (the model stopped there itself): what follows the calls is its text, as before
+    assert parse(fmt, text).content != ""
+    for pieces in ([text], [text[:30], text[30:]]):
+        stream = ToolCallStream(fmt)
+        events = [event for piece in pieces for event in stream.feed(piece)]
+        events += stream.finish(cut=True)
+        assert events == [CallDelta(0, NOOP)]
+
+
 def test_text_that_might_open_a_call_waits() -> None:
     stream = ToolCallStream("hermes")
     assert stream.feed("Hello <tool_") == [ContentDelta("Hello ")]
@@ -242,3 +265,20 @@ def test_choice_streaming_and_whole_agree_with_log_probabilities() -> None:
     assert [o.call for o in outs if isinstance(o, CallOut)] == result.calls
     sent = [e for o in outs for e in (o.logprobs or [])] + (streamed.pending_logprobs() or [])
     assert sent == result.logprobs and len(sent) == len(range(0, len(text), 5))
+
+
+def test_a_choice_cut_off_mid_call_streams_and_answers_the_same() -> None:
+    text = CUT_OFF["hermes"]
+    whole = Choice(0, tool_format="hermes", parallel=True, logprobs=False, streaming=False)
+    streamed = Choice(0, tool_format="hermes", parallel=True, logprobs=False, streaming=True)
+    outs = []
+    for i in range(0, len(text), 7):
+        whole.feed(text[i : i + 7])
+        outs += streamed.feed(text[i : i + 7])
+    whole.finish("length", usage=None)  # type: ignore[arg-type]
+    outs += streamed.finish("length", usage=None)  # type: ignore[arg-type]
+    result = whole.result()
+    assert result.finish_reason == streamed.finish_reason == "length"
+    assert result.content is None and result.calls == [NOOP]
+    assert not [o for o in outs if isinstance(o, TextOut)]
+    assert [o.call for o in outs if isinstance(o, CallOut)] == [NOOP]

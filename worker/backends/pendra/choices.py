@@ -70,6 +70,8 @@ class Choice:
         self.emitted_chars = 0  # text streamed so far (legacy completions' text offsets)
         self.call_ids: list[str] = []
         self.finish_reason: str | None = None
+        self.cut = False
+        """``max_tokens`` ended the answer: a call it cut off mid-way is dropped, not content."""
         self.usage: Usage | None = None
 
     # -- events ---------------------------------------------------------------------------------
@@ -88,7 +90,8 @@ class Choice:
 
     def finish(self, reason: str, usage: Usage) -> list[Out]:
         """The model finished; returns what is left to stream."""
-        outs = self._convert(self._tools.finish()) if self._tools is not None else []
+        self.cut = reason == "length"
+        outs = self._convert(self._tools.finish(cut=self.cut)) if self._tools is not None else []
         if self._tools is not None:
             calls = self._tools.calls
         elif self.tool_format is not None:
@@ -117,7 +120,7 @@ class Choice:
         text = "".join(self.parts)
         if self.tool_format is None:
             return Result(text, [], [], self.finish_reason, self.entries)
-        parsed = parse(self.tool_format, text)
+        parsed = parse(self.tool_format, text, cut=self.cut)
         calls = parsed.calls if self.parallel else parsed.calls[:1]
         while len(self.call_ids) < len(calls):
             self.call_ids.append(call_id())

@@ -119,16 +119,23 @@ def find_opener(fmt: str, text: str) -> int:
     return min(found) if found else -1
 
 
-def parse(fmt: str, text: str) -> Parsed:
-    """Text and tool calls of a whole answer."""
+def parse(fmt: str, text: str, *, cut: bool = False) -> Parsed:
+    """Text and tool calls of a whole answer; ``cut`` when ``max_tokens`` ended it."""
     start = find_opener(fmt, text)
     if start < 0:
         return Parsed(text, [])
     calls, trailing = parse_region(fmt, text[start:], final=True)
     if not calls:
         return Parsed(text, [])
-    content = text[:start] + trailing
+    content = text[:start] + (unfinished_call_dropped(fmt, trailing) if cut else trailing)
     return Parsed(content if content.strip() else "", calls)
+
+
+def unfinished_call_dropped(fmt: str, trailing: str) -> str:
+    """The text after an answer's complete calls, without the call ``max_tokens`` cut off
+    mid-way: that is the start of a call, not something the model said (pure)."""
+    start = find_opener(fmt, trailing)
+    return trailing if start < 0 else trailing[:start]
 
 
 def parse_region(fmt: str, region: str, *, final: bool) -> tuple[list[ToolCall], str]:

@@ -18,6 +18,7 @@ from worker.backends.pendra.tool_calls import (
     openers,
     parse_region,
     start_openers,
+    unfinished_call_dropped,
 )
 
 
@@ -63,8 +64,9 @@ class ToolCallStream:
             return events + self._take(calls)
         return self._content(len(self._text) - self._holdback())
 
-    def finish(self) -> list[Event]:
-        """The answer ended: the remaining calls, and the text that was not part of one."""
+    def finish(self, *, cut: bool = False) -> list[Event]:
+        """The answer ended (``cut``: by ``max_tokens``): the remaining calls, and the text
+        that was not part of one."""
         if self._held is None:
             return self._content(len(self._text), final=True)
         calls, trailing = parse_region(self.fmt, self._held, final=True)
@@ -72,6 +74,8 @@ class ToolCallStream:
             self._text += self._held
             self._held = None
             return self._content(len(self._text), final=True)
+        if cut:
+            trailing = unfinished_call_dropped(self.fmt, trailing)
         events: list[Event] = []
         rest = self._text[self._emitted :] + trailing
         if rest and (self._text + trailing).strip():
