@@ -123,7 +123,7 @@ def test_bad_token_ids_beside_a_good_request(tiny_stack: RunnerStack) -> None:
     assert [status for status, _ in errors] == [400, 400, 400]
     assert "'input[0][1]' is 999999999" in errors[0][1]["message"]
     assert "'input[0][2]' is 4294967301" in errors[1][1]["message"]
-    assert "'input[0]'" in errors[2][1]["message"]
+    assert "'input[0][0]' is -1, not a token id" in errors[2][1]["message"]
 
 
 def test_malformed_fields_are_400s(tiny_stack: RunnerStack) -> None:
