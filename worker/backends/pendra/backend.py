@@ -198,7 +198,8 @@ class PendraBackend(Backend):
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
         # Closed explicitly: closing this stream releases the model's slot before aclose()
-        # returns, not whenever the inner generator happens to be finalised.
+        # returns, not whenever the inner generator happens to be finalised. (The request is
+        # checked when the stream is first read, inside this generator, as before.)
         async with contextlib.aclosing(_serving().chat_stream(self, body)) as chunks:
             async for chunk in chunks:
                 yield chunk

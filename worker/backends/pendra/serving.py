@@ -8,7 +8,6 @@ response shapes or the runner supervisor in memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -135,11 +134,10 @@ async def chat(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
     return chat_completion(completion_id(), params.model, int(time.time()), out, usage)
 
 
-async def chat_stream(backend: PendraBackend, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+def chat_stream(backend: PendraBackend, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+    """The streamed chat completion's chunks (the request is checked here, at the call)."""
     params = parse_chat({**body, "stream": True})
-    async with contextlib.aclosing(_stream(backend, params, None, _ChatChunks(params))) as chunks:
-        async for chunk in chunks:
-            yield chunk
+    return _stream(backend, params, None, _ChatChunks(params))
 
 
 async def completions(backend: PendraBackend, body: dict[str, Any]) -> dict[str, Any]:
@@ -171,16 +169,11 @@ async def completions(backend: PendraBackend, body: dict[str, Any]) -> dict[str,
     return text_completion(completion_id("cmpl"), params.model, int(time.time()), out, usage)
 
 
-async def completions_stream(
-    backend: PendraBackend, body: dict[str, Any]
-) -> AsyncIterator[StreamChunk]:
+def completions_stream(backend: PendraBackend, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+    """The streamed legacy completion's chunks (the request is checked here, at the call)."""
     request = parse_completion({**body, "stream": True})
     shape = _TextChunks(request.params, request.prompts)
-    async with contextlib.aclosing(
-        _stream(backend, request.params, request.prompts, shape)
-    ) as chunks:
-        async for chunk in chunks:
-            yield chunk
+    return _stream(backend, request.params, request.prompts, shape)
 
 
 async def _stream(
