@@ -128,6 +128,7 @@ def model_rows(
         in_memory: set[str] = set()
         for model in backend.loaded:
             in_memory.add(model.id)
+            listed = _listed(backend.models, model.id)
             unload_at = (
                 None if model.idle_unload_in_s is None else received + model.idle_unload_in_s
             )
@@ -138,9 +139,9 @@ def model_rows(
                     backend=name,
                     state="loading" if model.state == "loading" else "ready",
                     loaded=model,
-                    context_length=model.context_length or _context_of(backend.models, model.id),
+                    context_length=model.context_length or _int(listed.get("context_length")),
                     unload_at=unload_at,
-                    task=_task_of(backend.models, model.id),
+                    task=_task(listed),
                 )
             )
         for info in backend.models:
@@ -155,7 +156,7 @@ def model_rows(
                     state="installed",
                     context_length=_int(info.get("context_length")),
                     size_bytes=_int(info.get("size_bytes")),
-                    task=str(info["task"]) if info.get("task") else None,
+                    task=_task(info),
                 )
             )
         for broken in backend.unusable:
@@ -173,18 +174,13 @@ def model_rows(
     return rows
 
 
-def _task_of(models: Sequence[Mapping[str, Any]], model_id: str) -> str | None:
-    for info in models:
-        if info.get("id") == model_id:
-            return str(info["task"]) if info.get("task") else None
-    return None
+def _listed(models: Sequence[Mapping[str, Any]], model_id: str) -> Mapping[str, Any]:
+    """The backend's entry for ``model_id`` in its models list (empty when it lists none)."""
+    return next((info for info in models if info.get("id") == model_id), {})
 
 
-def _context_of(models: Sequence[Mapping[str, Any]], model_id: str) -> int | None:
-    for info in models:
-        if info.get("id") == model_id:
-            return _int(info.get("context_length"))
-    return None
+def _task(info: Mapping[str, Any]) -> str | None:
+    return str(info["task"]) if info.get("task") else None
 
 
 def unload_in(row: ModelRow, now: float) -> float | None:
