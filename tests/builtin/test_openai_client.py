@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import openai
@@ -65,18 +66,25 @@ def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
+def _schema_answer(
+    stack: RunnerStack, name: str, schema: dict, prompt: str, seed: int, max_tokens: int = 300
+) -> Any:
+    """The tiny model's answer under ``response_format`` json_schema (strict)."""
+    return stack.client.chat.completions.create(
+        model="tiny",
+        messages=_user(prompt),
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        },
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+
+
 def test_json_schema_answers_validate(stack: RunnerStack) -> None:
     for seed in range(2):
-        answer = stack.client.chat.completions.create(
-            model="tiny",
-            messages=_user("The weather, as JSON."),
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "weather", "schema": SCHEMA, "strict": True},
-            },
-            seed=seed,
-            max_tokens=300,
-        )
+        answer = _schema_answer(stack, "weather", SCHEMA, "The weather, as JSON.", seed)
         assert answer.choices[0].finish_reason == "stop"
         jsonschema.validate(json.loads(answer.choices[0].message.content or ""), SCHEMA)
 
@@ -91,16 +99,8 @@ def test_patterns_with_regex_escapes_are_followed(stack: RunnerStack) -> None:
         "required": ["phone", "ref"],
         "additionalProperties": False,
     }
-    answer = stack.client.chat.completions.create(
-        model="tiny",
-        messages=_user("A phone number and a reference, as JSON."),
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": "contact", "schema": schema, "strict": True},
-        },
-        seed=1,
-        max_tokens=200,
-    )
+    prompt = "A phone number and a reference, as JSON."
+    answer = _schema_answer(stack, "contact", schema, prompt, seed=1, max_tokens=200)
     assert answer.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(answer.choices[0].message.content or ""), schema)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from model_factory import CHATML_TEMPLATE, TOOLS_TEMPLATE
 
 from worker.backends.pendra.chat_format import GEMMA, PromptRenderer
-from worker.backends.pendra.choices import CallOut, Choice, TextOut
+from worker.backends.pendra.choices import CallOut, Choice, Out, TextOut
 from worker.backends.pendra.tool_calls import ToolCall, detect_format, parse
 from worker.backends.pendra.tool_prompt import TemplateCaps, probe_caps, template_inputs
 from worker.backends.pendra.tool_stream import CallDelta, ContentDelta, ToolCallStream
@@ -247,18 +247,29 @@ def test_gemma_fallback_is_not_native() -> None:
     assert not probe_caps(_render_with(_renderer(GEMMA, "gemma"))).native_tools
 
 
+def _whole_and_streamed(
+    text: str, step: int, reason: str, *, logprobs: bool
+) -> tuple[Choice, Choice, list[Out]]:
+    """``text`` fed ``step`` characters at a time to a whole and a streamed Hermes choice (each
+    piece with a log-probability entry when ``logprobs``), then finished with ``reason``: both
+    choices, and what the streamed one sent."""
+    whole = Choice(0, tool_format="hermes", parallel=True, logprobs=logprobs, streaming=False)
+    streamed = Choice(0, tool_format="hermes", parallel=True, logprobs=logprobs, streaming=True)
+    outs: list[Out] = []
+    for i in range(0, len(text), step):
+        if logprobs:
+            for choice in (whole, streamed):
+                choice.info({"b": text[i : i + step].encode().hex(), "l": -0.5, "top": []})
+        whole.feed(text[i : i + step])
+        outs += streamed.feed(text[i : i + step])
+    whole.finish(reason, usage=None)  # type: ignore[arg-type]
+    outs += streamed.finish(reason, usage=None)  # type: ignore[arg-type]
+    return whole, streamed, outs
+
+
 def test_choice_streaming_and_whole_agree_with_log_probabilities() -> None:
     text = ANSWERS[0][1]
-    whole = Choice(0, tool_format="hermes", parallel=True, logprobs=True, streaming=False)
-    streamed = Choice(0, tool_format="hermes", parallel=True, logprobs=True, streaming=True)
-    outs = []
-    for i in range(0, len(text), 5):
-        for choice in (whole, streamed):
-            choice.info({"b": text[i : i + 5].encode().hex(), "l": -0.5, "top": []})
-        whole.feed(text[i : i + 5])
-        outs += streamed.feed(text[i : i + 5])
-    whole.finish("stop", usage=None)  # type: ignore[arg-type]
-    outs += streamed.finish("stop", usage=None)  # type: ignore[arg-type]
+    whole, streamed, outs = _whole_and_streamed(text, 5, "stop", logprobs=True)
     result = whole.result()
     assert result.finish_reason == streamed.finish_reason == "tool_calls"
     assert "".join(o.text for o in outs if isinstance(o, TextOut)) == result.content
@@ -268,15 +279,7 @@ def test_choice_streaming_and_whole_agree_with_log_probabilities() -> None:
 
 
 def test_a_choice_cut_off_mid_call_streams_and_answers_the_same() -> None:
-    text = CUT_OFF["hermes"]
-    whole = Choice(0, tool_format="hermes", parallel=True, logprobs=False, streaming=False)
-    streamed = Choice(0, tool_format="hermes", parallel=True, logprobs=False, streaming=True)
-    outs = []
-    for i in range(0, len(text), 7):
-        whole.feed(text[i : i + 7])
-        outs += streamed.feed(text[i : i + 7])
-    whole.finish("length", usage=None)  # type: ignore[arg-type]
-    outs += streamed.finish("length", usage=None)  # type: ignore[arg-type]
+    whole, streamed, outs = _whole_and_streamed(CUT_OFF["hermes"], 7, "length", logprobs=False)
     result = whole.result()
     assert result.finish_reason == streamed.finish_reason == "length"
     assert result.content is None and result.calls == [NOOP]
