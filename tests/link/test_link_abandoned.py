@@ -105,3 +105,29 @@ async def test_a_unary_request_the_client_abandons_is_cancelled_and_frees_the_wo
     async with httpx.AsyncClient(timeout=30) as client:
         workers = (await client.get(f"{stack.url}/api/v1/workers")).json()["workers"]
     assert [w["in_flight"] for w in workers] == [0]
+
+
+async def test_a_long_unary_answer_moves_the_workers_rate_while_it_runs(
+    stack: ProcessStack,
+) -> None:
+    """tok/s in `pendra status` (and the dashboard) counts a non-streamed answer's tokens as
+    they are generated, not all at once when it is done."""
+    admin = AdminClient.for_settings(load_settings())
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    async def generating() -> bool:
+        counters = (await admin.status())["requests"]
+        return counters["in_flight"] == 1 and counters["tokens_per_s"] > 0
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        request = asyncio.create_task(
+            client.post(f"{stack.url}/v1/chat/completions", headers=headers, json=chat(4000))
+        )
+        # One status snapshot with the request in flight and a rate above 0: counted only at
+        # the end, the tokens would reach the rate in the same step that ends the request.
+        await wait_until(generating, "the rate to move while the answer is generated")
+        answer = await request
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 4000
+    counters = (await admin.status())["requests"]
+    assert counters["tokens_total"] == 4000  # each token counted once
